@@ -1,0 +1,53 @@
+"""The ``baize`` command: ``demo``, ``chat`` and ``teacher``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="baize", description="Baize self-chat pipeline on Dagster.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser(
+        "demo",
+        help="run the whole graph end to end offline (simulated teacher, tiny base model)",
+    )
+
+    chat = commands.add_parser("chat", help="talk to a trained adapter with the Baize inference prompt")
+    chat.add_argument("--adapter", type=Path, required=True, help="adapter directory (adapters/<name>)")
+    chat.add_argument("--message", help="answer this one message and exit (for scripts)")
+    chat.add_argument("--max-new-tokens", type=int, default=512)
+    chat.add_argument("--temperature", type=float, default=1.0)
+    chat.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
+
+    commands.add_parser(
+        "teacher",
+        help="run the simulated OpenAI-compatible teacher (see `baize teacher --help`)",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["teacher"]:
+        from .teacher.server import main as teacher_main
+
+        return teacher_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo()
+    from .core.chat import chat_main
+
+    return chat_main(args.adapter, args.message, args.max_new_tokens, args.temperature, args.seed)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

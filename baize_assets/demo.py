@@ -1,0 +1,94 @@
+"""Run the whole graph end to end on the offline defaults, as real Dagster runs.
+
+Starts the simulated teacher as its own process (real HTTP), points the ``openai``
+client at it, then materializes the graph in the Dagster instance of ``DAGSTER_HOME``
+(the project's ``dagster.yaml``): the seed tables, every shard of every source, and the
+adapters. The same runs show up in ``dagster dev`` afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .core.config import PROJECT_ROOT, output_dir
+from .core.storage import Layout, shard_keys
+
+# Any key works against the simulated teacher; a real endpoint needs OPENAI_API_KEY.
+SIMULATED_API_KEY = "sk-simulated-offline-demo"
+
+
+@contextmanager
+def simulated_teacher_process(*extra_args: str) -> Iterator[str]:
+    """Start ``python -m baize_assets.teacher`` on a free port; yield its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "baize_assets.teacher", "--port", "0", *extra_args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base_url = process.stdout.readline().strip()
+        if not base_url.startswith("http"):
+            raise RuntimeError(f"the simulated teacher did not start (exit code {process.poll()})")
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _use_project_instance() -> None:
+    # The project's dagster.yaml keeps the instance in a git-ignored .dagster/ folder.
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT))
+    os.chdir(os.environ["DAGSTER_HOME"])
+
+
+def run_demo() -> int:
+    _use_project_instance()
+    from dagster import DagsterInstance
+
+    from .definitions import config, defs
+    from .jobs import SEED_TABLES_JOB, TRAIN_ADAPTERS_JOB, corpus_job_name
+
+    started = time.monotonic()
+    instance = DagsterInstance.get()
+
+    def run(job_name: str, partition_key: str | None = None) -> None:
+        label = f"{job_name}[{partition_key}]" if partition_key else job_name
+        print(f"[{time.monotonic() - started:6.1f}s] {label}", flush=True)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=partition_key, raise_on_error=False
+        )
+        if not result.success:
+            raise SystemExit(f"run {result.run_id} of {label} failed; see `dagster dev` or the log above")
+
+    with simulated_teacher_process() as base_url:
+        os.environ["OPENAI_BASE_URL"] = base_url
+        os.environ.setdefault("OPENAI_API_KEY", SIMULATED_API_KEY)
+        print(f"simulated teacher (placeholder answers, not a real model) at {base_url}")
+        run(SEED_TABLES_JOB)
+        for source in config.sources:
+            for shard in shard_keys(source.shards):
+                run(corpus_job_name(source.name), shard)
+    run(TRAIN_ADAPTERS_JOB)
+
+    layout = Layout(output_dir())
+    print(f"\ndone in {time.monotonic() - started:.0f}s. Outputs under {layout.root}:")
+    for source in config.sources:
+        print(f"  {source.name:14s} {layout.root / source.name}")
+    for adapter in config.adapters:
+        print(f"  adapter {adapter.name:16s} {layout.adapter(adapter.name)}")
+    print(f"  Dagster instance  {Path(os.environ['DAGSTER_HOME']) / '.dagster'}")
+    if config.adapters:
+        first = layout.adapter(config.adapters[0].name)
+        print(f"\nTalk to an adapter:  .venv/bin/baize chat --adapter {first}")
+        print("Browse the lineage:  DAGSTER_HOME=$PWD .venv/bin/dagster dev")
+    return 0

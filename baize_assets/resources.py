@@ -1,0 +1,33 @@
+"""Dagster resources: where outputs go, and the teacher endpoint."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource, EnvVar
+from dagster_openai import OpenAIResource
+from pydantic import Field
+
+from .core.config import output_dir
+from .core.storage import Layout
+
+
+class BaizeStorage(ConfigurableResource):
+    """Root folder of every generated file (``BAIZE_OUTPUT_DIR`` by default)."""
+
+    output_dir: str = Field(description="Folder that holds seed tables, transcripts, corpus and adapters.")
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.output_dir)
+
+
+def default_resources() -> dict:
+    """Resources of the deployed definitions.
+
+    The teacher is dagster-openai's resource, so it is configured the way Dagster users
+    know. Its ``base_url`` stays unset here: the ``openai`` client then reads
+    ``OPENAI_BASE_URL`` itself, and falls back to OpenAI when it is unset.
+    """
+    return {
+        "storage": BaizeStorage(output_dir=str(output_dir())),
+        "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+    }
