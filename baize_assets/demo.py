@@ -19,6 +19,9 @@ from typing import Iterator
 from .core.config import PROJECT_ROOT, output_dir
 from .core.storage import Layout, shard_keys
 
+# Step logs at INFO: the run's full DEBUG event stream stays in the instance.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 # Any key works against the simulated teacher; a real endpoint needs OPENAI_API_KEY.
 SIMULATED_API_KEY = "sk-simulated-offline-demo"
 
@@ -51,34 +54,46 @@ def _use_project_instance() -> None:
     os.chdir(os.environ["DAGSTER_HOME"])
 
 
+def materialize_whole_graph(defs, config, instance, log=print) -> list[str]:
+    """Materialize every asset: seed tables, each shard of each source, then the adapters.
+
+    One Dagster run per job and shard, as a schedule or a backfill would launch them.
+    Returns the run ids.
+    """
+    from .jobs import SEED_TABLES_JOB, TRAIN_ADAPTERS_JOB, corpus_job_name
+
+    runs = [(SEED_TABLES_JOB, None)]
+    runs += [(corpus_job_name(s.name), shard) for s in config.sources for shard in shard_keys(s.shards)]
+    runs += [(TRAIN_ADAPTERS_JOB, None)]
+    run_ids = []
+    for job_name, partition_key in runs:
+        label = f"{job_name}[{partition_key}]" if partition_key else job_name
+        log(label)
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            instance=instance, partition_key=partition_key, raise_on_error=False, run_config=QUIET_RUN_CONFIG
+        )
+        if not result.success:
+            raise RuntimeError(f"run {result.run_id} of {label} failed; see `dagster dev` or the log above")
+        run_ids.append(result.run_id)
+    return run_ids
+
+
 def run_demo() -> int:
     _use_project_instance()
     from dagster import DagsterInstance
 
     from .definitions import config, defs
-    from .jobs import SEED_TABLES_JOB, TRAIN_ADAPTERS_JOB, corpus_job_name
 
     started = time.monotonic()
-    instance = DagsterInstance.get()
 
-    def run(job_name: str, partition_key: str | None = None) -> None:
-        label = f"{job_name}[{partition_key}]" if partition_key else job_name
-        print(f"[{time.monotonic() - started:6.1f}s] {label}", flush=True)
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, partition_key=partition_key, raise_on_error=False
-        )
-        if not result.success:
-            raise SystemExit(f"run {result.run_id} of {label} failed; see `dagster dev` or the log above")
+    def log(message: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
     with simulated_teacher_process() as base_url:
         os.environ["OPENAI_BASE_URL"] = base_url
         os.environ.setdefault("OPENAI_API_KEY", SIMULATED_API_KEY)
-        print(f"simulated teacher (placeholder answers, not a real model) at {base_url}")
-        run(SEED_TABLES_JOB)
-        for source in config.sources:
-            for shard in shard_keys(source.shards):
-                run(corpus_job_name(source.name), shard)
-    run(TRAIN_ADAPTERS_JOB)
+        log(f"simulated teacher (placeholder answers, not a real model) at {base_url}")
+        materialize_whole_graph(defs, config, DagsterInstance.get(), log)
 
     layout = Layout(output_dir())
     print(f"\ndone in {time.monotonic() - started:.0f}s. Outputs under {layout.root}:")

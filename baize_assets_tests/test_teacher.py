@@ -168,6 +168,9 @@ def test_stop_cuts_before_the_first_marker(client):
         assert text == full.split(RAW_AI)[0]
         assert text.startswith(RAW_HUMAN) and RAW_AI not in text
         assert response.choices[0].finish_reason == "stop"
+    # With several stop sequences present, the earliest one wins.
+    earliest = self_chat(client, stop=[RAW_AI, "\n"]).choices[0].message.content
+    assert earliest == full.split("\n")[0]
 
 
 # --------------------------------------------------------------------------- errors
@@ -307,12 +310,32 @@ def test_counters_are_exact_under_concurrency_and_served_as_stats():
     assert server.stats()["requests_total"] == 26
 
 
-def test_keep_alive_reuses_one_connection_across_plain_and_streamed_requests():
+def test_keep_alive_reuses_one_connection():
     with SimulatedTeacher() as server, make_client(server) as client:
         for _ in range(3):
             self_chat(client)
-            list(self_chat(client, stream=True))
-        client.models.list()
+            client.models.list()
+        assert server.stats()["connections_total"] == 1
+
+
+def test_streamed_response_is_framed_so_the_connection_stays_usable():
+    # The openai client drops a connection after [DONE] without reading the end of the
+    # body, so check the chunked framing with a client that reads it all, then reuses it.
+    body = json.dumps({"model": DEFAULT_MODEL, "stream": True,
+                       "messages": [{"role": "user", "content": self_chat_prompt(SEED)}]}).encode()
+    with SimulatedTeacher() as server:
+        connection = http.client.HTTPConnection(server.host, server.port, timeout=5)
+        try:
+            connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.getheader("Content-Type").startswith("text/event-stream")
+            assert response.getheader("Transfer-Encoding") == "chunked"
+            events = response.read().decode().split("\n\n")
+            assert events[-2:] == ["data: [DONE]", ""]
+            connection.request("GET", "/v1/models")
+            assert json.loads(connection.getresponse().read())["data"][0]["id"] == DEFAULT_MODEL
+        finally:
+            connection.close()
         assert server.stats()["connections_total"] == 1
 
 

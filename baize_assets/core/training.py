@@ -12,6 +12,8 @@ import hashlib
 import json
 import math
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -189,6 +191,14 @@ def evaluate(model, samples: Sequence[Sample], micro_batch_size: int, pad_id: in
     return total / count if count else None
 
 
+@contextmanager
+def quiet_peft_deprecation() -> Iterator[None]:
+    """Hide the warning peft 0.21 triggers by reading an attribute transformers 5 deprecated."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def format_loss(loss: float | None) -> str:
     return "n/a (no labeled tokens)" if loss is None else f"{loss:.4f}"
 
@@ -276,17 +286,16 @@ def train_adapter(
         log(f"LoRA target modules not in {base_ref}, skipped: {', '.join(missing_targets)}")
     eval_loss_before = evaluate(model, eval_samples, training.micro_batch_size, pad_id, device)
 
-    torch.manual_seed(training.seed)  # LoRA init and dropout
-    model = get_peft_model(
-        model,
-        PeftLoraConfig(
-            r=adapter.lora.r,
-            lora_alpha=adapter.lora.alpha,
-            lora_dropout=adapter.lora.dropout,
-            target_modules=targets,
-            task_type="CAUSAL_LM",
-        ),
+    lora_config = PeftLoraConfig(
+        r=adapter.lora.r,
+        lora_alpha=adapter.lora.alpha,
+        lora_dropout=adapter.lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
     )
+    torch.manual_seed(training.seed)  # LoRA init and dropout
+    with quiet_peft_deprecation():
+        model = get_peft_model(model, lora_config)
     trainable_parameters, total_parameters = model.get_nb_trainable_parameters()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=training.learning_rate
@@ -320,7 +329,7 @@ def train_adapter(
         for batch in micro_batches:
             loss = summed_loss(model, batch) / max(1, step_tokens)
             loss.backward()
-            step_loss += float(loss)
+            step_loss += loss.item()
             tokens_seen += int(batch["attention_mask"].sum())
             samples_seen += len(batch["input_ids"])
         trained_tokens += step_tokens

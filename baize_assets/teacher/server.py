@@ -6,8 +6,17 @@ and error handling are exercised end to end. It says plainly that it is simulate
 its model is ``baize-simulated-teacher``, owned by ``baize-simulation``, and its
 transcripts are deterministic placeholder text built from the seed's words.
 
+Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``
+(plain or ``stream: true`` Server-Sent Events) and ``GET /stats`` (request counters).
+A self-chat prompt (see :mod:`baize_assets.core.prompts`) gets a ``[Human]``/``[AI]``
+transcript about its seed; any other message gets a short placeholder reply.
+
 Token counts everywhere (usage, ``max_tokens``) use one deterministic approximation:
 ``ceil(whitespace-separated words * 4 / 3)`` (see :func:`approx_tokens`).
+
+Faults, for exercising the pipeline's retries: ``rate_limit`` (429 with ``Retry-After``),
+``server_error`` (500), ``hang`` (answers only after ``hang_s``, so the client's timeout
+hits first) and ``malformed`` (a 200 whose text has no markers).
 
 Standard library only, so it runs wherever the package is installed.
 """
@@ -365,7 +374,9 @@ class SimulatedTeacher:
         self._stopping.clear()
         self._server = _HTTPServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="simulated-teacher", daemon=True)
+        # A short poll interval keeps stop() fast; serve_forever checks for shutdown that often.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        name="simulated-teacher", daemon=True)
         self._thread.start()
         return self
 
@@ -477,6 +488,9 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so pooled clients reuse connections
     server_version = "baize-simulated-teacher/1"
     timeout = 120  # idle keep-alive connections end instead of holding a thread forever
+    # Headers and body are separate small writes; with Nagle's algorithm each response
+    # would wait ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -502,7 +516,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not teacher._authorized(self.headers.get("Authorization")):
                 raise self._auth_error()
             if method == "GET" and path == "/stats":
-                self._send_json(200, teacher.stats(), outcome="ok", rate_limit_headers=False)
+                teacher._count_outcome("ok")  # counted first, so the snapshot includes this request
+                self._send_json(200, teacher.stats(), outcome=None, rate_limit_headers=False)
             elif method == "GET" and path == "/v1/models":
                 teacher._sleep(teacher.latency_s)
                 self._send_json(200, {"object": "list", "data": [_model_object(m) for m in teacher.models]},
@@ -521,7 +536,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as error:
             self._send_json(error.status, error.body, outcome=error.outcome, extra_headers=error.headers,
                             rate_limit_headers=False)
-        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+        except (ConnectionError, TimeoutError):
             # The client gave up (e.g. its timeout hit during a hang); nothing to answer.
             self.close_connection = True
 
@@ -585,7 +600,7 @@ class _Handler(BaseHTTPRequestHandler):
         envelope = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
                     "model": request["model"], "system_fingerprint": None}
         if request["stream"]:
-            self._stream(envelope, text, finish_reason, usage if request["include_usage"] else None)
+            self._stream(envelope, text, finish_reason, usage, request["include_usage"])
             return
         self._send_json(200, {
             **envelope,
@@ -596,9 +611,9 @@ class _Handler(BaseHTTPRequestHandler):
         }, outcome=None, tokens=usage["total_tokens"])
 
     def _stream(self, envelope: dict[str, Any], text: str, finish_reason: str,
-                usage: dict[str, int] | None) -> None:
+                usage: dict[str, int], include_usage: bool) -> None:
         """Server-Sent Events in chunked transfer encoding, so the connection stays reusable."""
-        with_usage = {"usage": None} if usage is not None else {}
+        with_usage = {"usage": None} if include_usage else {}
 
         def chunk(delta: dict[str, str], finish: str | None = None) -> dict[str, Any]:
             return {**envelope, "object": "chat.completion.chunk", **with_usage,
@@ -609,14 +624,14 @@ class _Handler(BaseHTTPRequestHandler):
         events += [chunk({"content": "".join(pieces[i:i + _STREAM_WORDS_PER_CHUNK])})
                    for i in range(0, len(pieces), _STREAM_WORDS_PER_CHUNK)]
         events.append(chunk({}, finish_reason))
-        if usage is not None:
+        if include_usage:
             events.append({**envelope, "object": "chat.completion.chunk", "choices": [], "usage": usage})
 
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
-        self._send_rate_limit_headers(usage["total_tokens"] if usage else 0)
+        self._send_rate_limit_headers(usage["total_tokens"])
         self.end_headers()
         for event in events:
             self._write_chunk(f"data: {json.dumps(event)}\n\n".encode())

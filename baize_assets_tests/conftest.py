@@ -1,0 +1,33 @@
+"""Shared fixtures: the project's configuration made fast, and a simulated teacher."""
+
+from __future__ import annotations
+
+import pytest
+
+from baize_assets.core.config import PipelineConfig, load_config
+from baize_assets.teacher.server import SimulatedTeacher
+
+
+def fast_config(max_steps: int = 2) -> PipelineConfig:
+    """The project's own baize.yaml, with adapter training cut to a few steps."""
+    config = load_config()
+    adapters = [
+        adapter.model_copy(update={"training": adapter.training.model_copy(update={"max_steps": max_steps})})
+        for adapter in config.adapters
+    ]
+    return config.model_copy(update={"adapters": adapters})
+
+
+@pytest.fixture(scope="session")
+def teacher():
+    """A simulated OpenAI-compatible teacher on a free local port, for the whole session."""
+    with SimulatedTeacher() as server:
+        yield server
+
+
+@pytest.fixture
+def teacher_env(teacher, monkeypatch):
+    """Point the openai client at the simulated teacher, as a user would with env vars."""
+    monkeypatch.setenv("OPENAI_BASE_URL", teacher.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    return teacher

@@ -1,0 +1,144 @@
+"""Loading a trained adapter and answering with it, on a tiny CPU base model."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from baize_assets.core.chat import chat_main, cut_at_marker, load_chat_model, trim_history
+from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.prompts import AI, HUMAN, STOP_MARKERS, Turn, render_conversation, render_inference_prompt
+from baize_assets.core.tiny_base import build_tiny_base
+from baize_assets.core.training import train_adapter
+
+# Few positions, so that the cap on new tokens is exercised.
+TINY = TinyBaseConfig(
+    vocab_size=400,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=320,
+)
+WORDS = "river mountain cloud apple orange table chair light water fire garden music stone bread".split()
+
+
+def conversations(count: int = 24) -> list[list[Turn]]:
+    rng = random.Random(1)
+    return [
+        [Turn("human", f"Tell me about the {rng.choice(WORDS)}."), Turn("ai", " ".join(rng.sample(WORDS, 6)) + ".")]
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("chat")
+    data = conversations()
+    # The inference prompt is among the tokenizer's texts so it takes few tokens.
+    texts = [render_conversation(turns) for turns in data] + [render_inference_prompt([Turn("human", "Hello")])]
+    build_tiny_base(texts, TINY, root / "base")
+    adapter = AdapterConfig(
+        name="chat",
+        sources=["synthetic"],
+        training=TrainingConfig(learning_rate=5e-3, max_steps=4, micro_batch_size=4, effective_batch_size=8, warmup_steps=1),
+    )
+    train_adapter(data, adapter, str(root / "base"), root / "adapter", log=lambda _: None)
+    return root / "adapter"
+
+
+@pytest.fixture(scope="module")
+def chat(adapter_dir):
+    return load_chat_model(adapter_dir)
+
+
+def words_in(turns: list[Turn]) -> int:
+    return sum(len(turn.text.split()) for turn in turns)
+
+
+def test_trim_history_drops_oldest_exchanges_first():
+    history = [
+        Turn("human", "one two"),
+        Turn("ai", "three four"),
+        Turn("human", "five"),
+        Turn("ai", "six seven"),
+        Turn("human", "eight nine"),
+    ]
+    assert trim_history(history, words_in, budget=100) == history
+    assert trim_history(history, words_in, budget=5) == history[2:]
+    assert trim_history(history, words_in, budget=1) == history[4:]  # the last message always stays
+    assert trim_history(history[4:], words_in, budget=0) == history[4:]
+
+
+def test_cut_at_marker_keeps_the_text_before_the_first_marker():
+    assert cut_at_marker(f"Sure.\n{HUMAN} more{AI}") == "Sure.\n"
+    assert cut_at_marker("no marker") == "no marker"
+
+
+def test_reply_is_a_clean_answer_within_the_budget(chat, monkeypatch):
+    calls = []
+    generate = chat.model.generate
+
+    def spy(**kwargs):
+        calls.append((kwargs["input_ids"].shape[1], kwargs["max_new_tokens"]))
+        return generate(**kwargs)
+
+    monkeypatch.setattr(chat.model, "generate", spy)
+    answer = chat.reply([Turn("human", "Tell me about the river.")], max_new_tokens=12, temperature=0)
+    assert isinstance(answer, str) and not any(marker in answer for marker in STOP_MARKERS)
+
+    history = [Turn("human" if i % 2 == 0 else "ai", f"the stone and the bread {i}") for i in range(12)]
+    history.append(Turn("human", "And the water?"))
+    last_only = len(chat.prompt_ids(history[-1:]))
+    chat.reply(history, max_new_tokens=8, temperature=0, history_token_budget=last_only + 30)
+    prompt_length, new_tokens = calls[-1]
+    assert new_tokens == 8 and last_only < prompt_length <= last_only + 22
+
+    chat.reply(history[-1:], max_new_tokens=5000, temperature=0)
+    prompt_length, new_tokens = calls[-1]
+    assert prompt_length + new_tokens == TINY.max_position_embeddings
+
+    with pytest.raises(ValueError, match="too long"):
+        chat.reply(history, max_new_tokens=8, history_token_budget=last_only)
+
+
+def test_streamed_chunks_make_up_the_answer(chat):
+    chunks = []
+    answer = chat.reply([Turn("human", "Hello")], max_new_tokens=24, temperature=1.0, seed=3, stream=chunks.append)
+    assert "".join(chunks) == answer
+    assert answer == chat.reply([Turn("human", "Hello")], max_new_tokens=24, temperature=1.0, seed=3)
+
+
+def test_chat_main_answers_one_message(adapter_dir, capsys):
+    assert chat_main(adapter_dir, "Hello", max_new_tokens=8, temperature=0, seed=None) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n") and not any(marker in out for marker in STOP_MARKERS)
+
+
+def test_chat_main_interactive_until_exit(adapter_dir, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello\n\nTell me about the fire.\n/exit\nnever read\n"))
+    assert chat_main(adapter_dir, None, max_new_tokens=6, temperature=0, seed=None) == 0
+    assert capsys.readouterr().out.count("Baize: ") == 2
+
+
+def test_load_chat_model_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_chat_model(tmp_path)
+    assert chat_main(tmp_path / "nowhere", "Hi", max_new_tokens=4, temperature=0, seed=None) == 1
+
+
+def test_streamer_holds_back_what_may_become_a_marker(chat):
+    from baize_assets.core.chat import AnswerStreamer
+
+    chunks = []
+    streamer = AnswerStreamer(chat.tokenizer, chunks.append)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt, which generate() puts first
+    for token_id in chat.tokenizer(f" The river is cold.\n{HUMAN} more", add_special_tokens=False)["input_ids"]:
+        streamer.put(torch.tensor([token_id]))
+        assert "[" not in "".join(chunks)
+    streamer.flush("The river is cold.")
+    assert "".join(chunks) == "The river is cold." and len(chunks) > 1

@@ -1,0 +1,109 @@
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+
+from baize_assets.core import corpus
+from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn, render_conversation
+from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
+
+
+def transcripts(*texts, failure=None) -> pd.DataFrame:
+    rows = [
+        {"seed_id": f"id{i}", "seed": f"seed {i}", "source": "quora", "shard": 0, "transcript": text,
+         "failure_kind": failure, "failure_message": "boom" if failure else None}
+        for i, text in enumerate(texts)
+    ]
+    return pd.DataFrame(rows, columns=[f.name for f in TRANSCRIPT_SCHEMA])
+
+
+def test_parser_keeps_the_last_exchange_and_drops_preamble_and_echoed_example():
+    text = (
+        "Sure! Here is the transcript:\n[Human] Hello!\n[AI] Hi! How can I help you?\n"
+        "[Human] What is rain?\n[AI] Water falling from clouds.\n"
+        "[Human] Why is it wet?\n[AI] Because it is water.\n[Human] "
+    )
+    parsed = corpus.parse_transcript(text)
+    assert parsed.reason is None
+    assert parsed.turns == [
+        Turn("human", "What is rain?"), Turn("ai", "Water falling from clouds."),
+        Turn("human", "Why is it wet?"), Turn("ai", "Because it is water."),
+    ]
+
+
+def test_parser_tolerates_marker_variants_and_line_endings():
+    parsed = corpus.parse_transcript("[ human ]: Hi there?\r\n[AI]  Hello.\r[HUMAN] More?\n[ai] Yes.")
+    assert [t.text for t in parsed.turns] == ["Hi there?", "Hello.", "More?", "Yes."]
+
+
+def test_build_corpus_gives_every_transcript_exactly_one_outcome():
+    table = transcripts(
+        f"{RAW_HUMAN} What is tea?\n{RAW_AI} A drink made from leaves.",
+        None,
+        "no markers at all",
+        f"{RAW_HUMAN} Q?\n{RAW_AI} As an AI language model, I cannot have opinions.",
+        f"{RAW_HUMAN} Who made you?\n{RAW_AI} I was trained by OpenAI.",
+        f"{RAW_HUMAN} Q?\n{RAW_HUMAN} Another?\n{RAW_AI} A.",
+        f"{RAW_HUMAN} Q?\n{RAW_AI} Sure.\nHuman: and now I ask myself",
+        f"{RAW_HUMAN} Q?\n{RAW_AI}   \n{RAW_HUMAN} More?\n{RAW_AI} A.",
+        f"{RAW_AI} I start.\n{RAW_HUMAN} Odd.",
+    )
+    built = corpus.build_corpus(table)
+    assert built.conversations["seed_id"].tolist() == ["id0"]
+    assert built.conversations.iloc[0]["text"] == (
+        "The conversation between human and AI assistant.\n[|Human|] What is tea?\n"
+        "[|AI|] A drink made from leaves.\n[|Human|] "
+    )
+    reasons = dict(zip(built.rejects["seed_id"], built.rejects["reason"]))
+    assert reasons == {
+        "id1": corpus.EMPTY_TRANSCRIPT, "id2": corpus.NO_TURNS, "id3": corpus.REFUSAL,
+        "id4": corpus.OPENAI_MENTION, "id5": corpus.ROLE_CONFUSION, "id6": corpus.ROLE_CONFUSION,
+        "id7": corpus.EMPTY_TURN, "id8": corpus.ROLE_CONFUSION,
+    }
+    assert set(built.rejects.columns) >= {"seed_id", "seed", "source", "reason", "detail"}
+    assert built.reason_counts()[corpus.ROLE_CONFUSION] == 3
+
+
+def test_teacher_failures_become_rejects_with_their_kind():
+    built = corpus.build_corpus(transcripts(None, failure="rate_limited"))
+    assert built.rejects.iloc[0]["reason"] == corpus.TEACHER_FAILURE
+    assert built.rejects.iloc[0]["detail"].startswith("rate_limited")
+
+
+def test_single_turn_corpus_filters_content():
+    seeds = pd.DataFrame(
+        [
+            {"seed_id": "a", "seed": "Name a fruit.", "source": "alpaca", "shard": 1, "response": "Apple."},
+            {"seed_id": "b", "seed": "Who are you?", "source": "alpaca", "shard": 1, "response": "I am ChatGPT."},
+        ]
+    )
+    built = corpus.single_turn_corpus(seeds)
+    assert built.conversations["n_exchanges"].tolist() == [1]
+    assert built.rejects["reason"].tolist() == [corpus.OPENAI_MENTION]
+
+
+def test_data_version_tracks_content():
+    built = corpus.build_corpus(transcripts(f"{RAW_HUMAN} Q?\n{RAW_AI} A.", f"{RAW_HUMAN} R?\n{RAW_AI} B."))
+    version = corpus.data_version(built.conversations)
+    assert version == corpus.data_version(built.conversations.iloc[::-1])
+    assert version != corpus.data_version(built.conversations.iloc[:1])
+
+
+_turn_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="[]"),
+    min_size=1, max_size=40,
+).map(str.strip).filter(lambda s: s and ":" not in s)
+
+
+@given(st.lists(st.tuples(_turn_text, _turn_text), min_size=1, max_size=5))
+def test_parsing_a_rendered_transcript_gives_the_conversation_back(exchanges):
+    turns = [t for q, a in exchanges for t in (Turn("human", q), Turn("ai", a))]
+    raw = "\n".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}" for t in turns)
+    parsed = corpus.parse_transcript(raw)
+    if [(t.role, t.text.lower()) for t in turns[:2]] == [("human", "hello!"), ("ai", "hi! how can i help you?")]:
+        turns = turns[2:]
+    if not turns:
+        assert parsed.reason == corpus.NO_TURNS
+        return
+    assert parsed.reason is None
+    assert parsed.turns == turns
+    assert render_conversation(parsed.turns) == render_conversation(turns)

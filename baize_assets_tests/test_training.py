@@ -1,0 +1,197 @@
+"""Tiny base building and LoRA training, on a base model small enough for CPU tests."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.prompts import HUMAN, Turn, render_conversation
+from baize_assets.core.tiny_base import build_tiny_base
+from baize_assets.core.training import (
+    IGNORE_INDEX,
+    build_sample,
+    eval_count,
+    quiet_peft_deprecation,
+    split_by_hash,
+    train_adapter,
+)
+
+TINY = TinyBaseConfig(
+    vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+)
+WORDS = (
+    "river mountain cloud apple orange table chair light dark water fire garden train music "
+    "window paper stone bread coffee winter summer forest ocean city market doctor teacher"
+).split()
+
+
+def synthetic_conversations(count: int = 40, seed: int = 0) -> list[list[Turn]]:
+    """Conversations of 1-3 exchanges made of varied words, with a learnable answer shape."""
+    rng = random.Random(seed)
+    conversations = []
+    for _ in range(count):
+        turns = []
+        for _ in range(rng.randint(1, 3)):
+            topic = rng.choice(WORDS)
+            question = f"What do you know about the {topic} and the {rng.choice(WORDS)}?"
+            answer = f"The {topic} is " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 9))) + "."
+            turns += [Turn("human", question), Turn("ai", answer)]
+        conversations.append(turns)
+    return conversations
+
+
+def small_adapter(**training) -> AdapterConfig:
+    settings = dict(
+        learning_rate=5e-3,
+        epochs=4,
+        max_steps=12,
+        micro_batch_size=4,
+        effective_batch_size=8,
+        warmup_steps=2,
+        cutoff_len=256,
+        eval_size=0.1,
+        eval_steps=6,
+    )
+    return AdapterConfig(name="tiny", sources=["synthetic"], training=TrainingConfig(**{**settings, **training}))
+
+
+@pytest.fixture(scope="module")
+def conversations() -> list[list[Turn]]:
+    return synthetic_conversations()
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, conversations) -> Path:
+    out = tmp_path_factory.mktemp("base") / "tiny_llama"
+    build_tiny_base([render_conversation(c) for c in conversations], TINY, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_base):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_base, conversations) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("adapters") / "tiny"
+    summary = train_adapter(conversations, small_adapter(), str(tiny_base), out, log=lambda _: None)
+    return out, summary
+
+
+def test_tiny_base_loads_and_is_deterministic(tmp_path, tiny_base, conversations):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    texts = [render_conversation(c) for c in conversations]
+    first = build_tiny_base(texts, TINY, tmp_path / "a")
+    again = build_tiny_base(texts, TINY, tmp_path / "a")  # replaces the existing directory
+    other_seed = build_tiny_base(texts, TINY.model_copy(update={"seed": 1}), tmp_path / "b")
+    assert first["fingerprint"] == again["fingerprint"] != other_seed["fingerprint"]
+    assert first["vocab_size"] <= TINY.vocab_size and first["num_hidden_layers"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no staging leftovers
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)
+    assert model.config.vocab_size == len(tokenizer) == first["vocab_size"]
+    assert len(tokenizer(HUMAN, add_special_tokens=False)["input_ids"]) == 1
+    text = f"hello\n{HUMAN} world"
+    assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
+
+
+def labeled_runs(sample, tokenizer) -> list[str]:
+    """The decoded runs of consecutive labeled tokens."""
+    runs, current = [], []
+    for token_id, label in zip(sample.input_ids, sample.labels):
+        if label == IGNORE_INDEX:
+            if current:
+                runs.append(current)
+            current = []
+        else:
+            current.append(token_id)
+    if current:
+        runs.append(current)
+    return [tokenizer.decode(run) for run in runs]
+
+
+def test_labels_cover_exactly_the_ai_answers(tokenizer):
+    turns = [
+        Turn("human", "Tell me about the river."),
+        Turn("ai", "The river is long and cold."),
+        Turn("human", "And the forest?"),
+        Turn("ai", "The forest is green."),
+    ]
+    sample = build_sample(turns, tokenizer, "ai", cutoff_len=512)
+    assert sample.input_ids[0] == tokenizer.bos_token_id and not sample.truncated
+    runs = labeled_runs(sample, tokenizer)
+    assert [run.strip() for run in runs] == [f"The river is long and cold.\n{HUMAN}", f"The forest is green.\n{HUMAN}"]
+
+    everything = build_sample(turns, tokenizer, "all", cutoff_len=512)
+    assert everything.labels == everything.input_ids
+
+    short = build_sample(turns, tokenizer, "ai", cutoff_len=16)
+    assert short.truncated and len(short.input_ids) == len(short.labels) == 16
+
+
+def test_eval_split_is_small_and_content_based():
+    assert eval_count(4, 2000) == 0
+    assert eval_count(40, 2000) == 4  # a request beyond a fifth of the data is shrunk
+    assert eval_count(40, 0.1) == 4
+    assert eval_count(1000, 50) == 50
+    texts = [f"conversation {i}" for i in range(20)]
+    train, held_out = split_by_hash(texts, 3)
+    train_reversed, held_out_reversed = split_by_hash(texts[::-1], 3)
+    assert {texts[i] for i in held_out} == {texts[::-1][i] for i in held_out_reversed}
+    assert len(train) == 17 and not set(train) & set(held_out)
+
+
+def test_training_writes_a_loadable_adapter_that_learns(trained, tiny_base):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, summary = trained
+    names = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "training_summary.json"} <= names
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_base.resolve())
+    assert json.loads((out / "training_summary.json").read_text()) == summary
+    assert summary["steps"] == 12 and summary["n_train"] == 36 and summary["n_eval"] == 4
+    assert summary["trained_tokens"] < summary["tokens_seen"]
+    assert summary["eval_loss_after"] < summary["eval_loss_before"]
+    assert [entry["step"] for entry in summary["eval_history"]] == [6, 12]
+    with quiet_peft_deprecation():
+        PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), out)
+
+
+def test_same_seed_gives_the_same_adapter(trained, tiny_base, conversations, tmp_path):
+    out, _ = trained
+    shuffled = conversations[::-1]  # the input order must not matter either
+    train_adapter(shuffled, small_adapter(), str(tiny_base), tmp_path / "again", log=lambda _: None)
+    first = load_file(out / "adapter_model.safetensors")
+    again = load_file(tmp_path / "again" / "adapter_model.safetensors")
+    assert first.keys() == again.keys()
+    assert all((first[name] == again[name]).all() for name in first)
+
+
+def test_tiny_data_trains_without_eval_set(tiny_base, conversations, tmp_path):
+    lines = []
+    summary = train_adapter(conversations[:3], small_adapter(max_steps=2), str(tiny_base), tmp_path / "a", log=lines.append)
+    assert summary["n_eval"] == 0 and summary["eval_loss_after"] is None and "no eval set" in summary["eval_note"]
+    assert any(line.startswith("step 2/2 loss") for line in lines)
+
+
+def test_errors_name_the_problem(tiny_base, conversations, tmp_path):
+    with pytest.raises(ValueError, match="no conversations"):
+        train_adapter([], small_adapter(), str(tiny_base), tmp_path / "a")
+    missing = tmp_path / "no_such_base"
+    with pytest.raises(FileNotFoundError, match="no_such_base"):
+        train_adapter(conversations, small_adapter(), str(missing), tmp_path / "a")
+    adapter = small_adapter().model_copy(update={"lora": small_adapter().lora.model_copy(update={"target_modules": ["c_attn"]})})
+    with pytest.raises(ValueError, match="c_attn"):
+        train_adapter(conversations, adapter, str(tiny_base), tmp_path / "a", log=lambda _: None)
+    assert not (tmp_path / "a").exists()
