@@ -45,7 +45,9 @@ def adapter_dir(tmp_path_factory) -> Path:
     adapter = AdapterConfig(
         name="chat",
         sources=["synthetic"],
-        training=TrainingConfig(learning_rate=5e-3, max_steps=4, micro_batch_size=4, effective_batch_size=8, warmup_steps=1),
+        training=TrainingConfig(
+            learning_rate=5e-3, max_steps=4, micro_batch_size=4, effective_batch_size=8, warmup_steps=1
+        ),
     )
     train_adapter(data, adapter, str(root / "base"), root / "adapter", log=lambda _: None)
     return root / "adapter"

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.config import AdapterConfig, LoraConfig, TinyBaseConfig, TrainingConfig
 from baize_assets.core.prompts import HUMAN, Turn, render_conversation
+from baize_assets.core.storage import staged_output_dir
 from baize_assets.core.tiny_base import build_tiny_base
 from baize_assets.core.training import (
     IGNORE_INDEX,
@@ -105,6 +106,20 @@ def test_tiny_base_loads_and_is_deterministic(tmp_path, tiny_base, conversations
     assert tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) == text
 
 
+def test_staged_output_dir_replaces_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_output_dir(out) as staging:
+            (staging / "new.txt").write_text("new")
+            raise RuntimeError("failed half-way")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["old.txt"]
+    with staged_output_dir(out) as staging:
+        (staging / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and [p.name for p in out.iterdir()] == ["new.txt"]
+
+
 def labeled_runs(sample, tokenizer) -> list[str]:
     """The decoded runs of consecutive labeled tokens."""
     runs, current = [], []
@@ -180,8 +195,10 @@ def test_same_seed_gives_the_same_adapter(trained, tiny_base, conversations, tmp
 
 def test_tiny_data_trains_without_eval_set(tiny_base, conversations, tmp_path):
     lines = []
-    summary = train_adapter(conversations[:3], small_adapter(max_steps=2), str(tiny_base), tmp_path / "a", log=lines.append)
-    assert summary["n_eval"] == 0 and summary["eval_loss_after"] is None and "no eval set" in summary["eval_note"]
+    adapter = small_adapter(max_steps=2)
+    summary = train_adapter(conversations[:3], adapter, str(tiny_base), tmp_path / "a", log=lines.append)
+    assert summary["n_eval"] == 0 and summary["eval_loss_after"] is None
+    assert "no eval set" in summary["eval_note"]
     assert any(line.startswith("step 2/2 loss") for line in lines)
 
 
@@ -191,7 +208,7 @@ def test_errors_name_the_problem(tiny_base, conversations, tmp_path):
     missing = tmp_path / "no_such_base"
     with pytest.raises(FileNotFoundError, match="no_such_base"):
         train_adapter(conversations, small_adapter(), str(missing), tmp_path / "a")
-    adapter = small_adapter().model_copy(update={"lora": small_adapter().lora.model_copy(update={"target_modules": ["c_attn"]})})
+    adapter = small_adapter().model_copy(update={"lora": LoraConfig(target_modules=["c_attn"])})
     with pytest.raises(ValueError, match="c_attn"):
         train_adapter(conversations, adapter, str(tiny_base), tmp_path / "a", log=lambda _: None)
     assert not (tmp_path / "a").exists()

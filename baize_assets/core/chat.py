@@ -149,7 +149,10 @@ class ChatModel:
         ids = self.prompt_ids(trim_history(history, count, limit - new_tokens))
 
         input_ids = torch.tensor([ids], device=self.device)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+        # do_sample is always explicit: a base model's generation_config may turn sampling on.
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+        )
         if seed is not None:
             torch.manual_seed(seed)
         streamer = AnswerStreamer(self.tokenizer, stream) if stream else None

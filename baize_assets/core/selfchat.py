@@ -111,9 +111,10 @@ async def _collect(
     rows: list[dict] = []
     in_flight = asyncio.Semaphore(teacher.max_concurrency)
     last_report = started
+    stopping = False  # set by a fatal error, before its slot frees, so no request follows it
 
     async def one(seed: dict) -> None:
-        nonlocal last_report
+        nonlocal last_report, stopping
         row = {
             "seed_id": seed["seed_id"],
             "seed": seed["seed"],
@@ -125,6 +126,8 @@ async def _collect(
             "max_tokens": teacher.max_tokens,
         }
         async with in_flight:
+            if stopping:
+                return
             try:
                 response = await client.chat.completions.create(
                     model=teacher.model,
@@ -133,11 +136,13 @@ async def _collect(
                     max_tokens=teacher.max_tokens,
                 )
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                stopping = True
                 raise TeacherFatalError(
                     f"the teacher endpoint rejected the API key (HTTP {exc.status_code}); "
                     "check OPENAI_API_KEY"
                 ) from None
             except openai.NotFoundError:
+                stopping = True
                 raise TeacherFatalError(
                     f"the teacher endpoint has no model '{teacher.model}' (HTTP 404); "
                     "check teacher.model in the configuration and OPENAI_BASE_URL"

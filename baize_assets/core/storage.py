@@ -10,7 +10,10 @@ import hashlib
 import os
 import shutil
 import tempfile
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -75,27 +78,34 @@ def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.
     return path
 
 
-def replace_dir_atomic(staging: Path, target: Path) -> None:
-    """Move a finished ``staging`` directory to ``target``, replacing any old one.
+@contextmanager
+def staged_output_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield an empty sibling directory that replaces ``out_dir`` when the block succeeds.
 
-    The old directory is renamed away before the new one is renamed in, so at every
-    moment ``target`` is either the complete old output or the complete new one.
+    Readers never see a half-written ``out_dir``: on error the staging directory is
+    removed and any previous ``out_dir`` is left untouched.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def staging_dir_for(target: Path) -> Path:
-    """A fresh empty directory beside ``target`` to build a replacement in."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex[:8]
+    staging = out_dir.with_name(f".{out_dir.name}.tmp-{token}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    previous = out_dir.with_name(f".{out_dir.name}.old-{token}")
+    if out_dir.exists():
+        os.rename(out_dir, previous)
+    try:
+        os.rename(staging, out_dir)
+    except BaseException:
+        if previous.exists():
+            os.rename(previous, out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

@@ -8,12 +8,8 @@ the same files. The result loads with ``AutoTokenizer`` / ``AutoModelForCausalLM
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -21,39 +17,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .config import TinyBaseConfig
 from .prompts import STOP_MARKERS
+from .storage import staged_output_dir
 
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 SPECIAL_TOKENS = [BOS, EOS, UNK, PAD]
-
-
-@contextmanager
-def staged_output_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield an empty sibling directory that replaces ``out_dir`` when the block succeeds.
-
-    Readers never see a half-written ``out_dir``: on error the staging directory is
-    removed and any previous ``out_dir`` is left untouched.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    token = uuid.uuid4().hex[:8]
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{token}")
-    staging.mkdir()
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    previous = out_dir.with_name(f".{out_dir.name}.old-{token}")
-    if out_dir.exists():
-        os.rename(out_dir, previous)
-    try:
-        os.rename(staging, out_dir)
-    except BaseException:
-        if previous.exists():
-            os.rename(previous, out_dir)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(previous, ignore_errors=True)
 
 
 def directory_fingerprint(directory: Path) -> str:

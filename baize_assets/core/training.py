@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .config import TINY_BASE_MODEL, AdapterConfig, TrainingConfig
 from .prompts import Turn, conversation_segments, render_conversation
-from .tiny_base import staged_output_dir
+from .storage import staged_output_dir
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (PyTorch's cross-entropy default)
 MIN_CONVERSATIONS_FOR_EVAL = 5
@@ -205,6 +205,7 @@ def format_loss(loss: float | None) -> str:
 
 def resolve_base_model(base_model: str) -> str:
     """The absolute path of a local base model directory, or a hub id unchanged."""
+    base_model = str(base_model)
     if base_model == TINY_BASE_MODEL:
         raise ValueError(
             f"'{TINY_BASE_MODEL}' names the pipeline's built tiny base; pass the directory it was built into"
@@ -252,8 +253,9 @@ def train_adapter(
     """Train ``adapter``'s LoRA on ``conversations`` over ``base_model`` and save it into ``out_dir``.
 
     ``base_model`` is a local directory or a hub id. ``out_dir`` receives the adapter,
-    the tokenizer and ``training_summary.json``, all at once. ``training.max_steps``
-    caps the optimizer steps that ``training.epochs`` gives. Returns the summary.
+    the tokenizer and ``training_summary.json`` together, or nothing if training fails.
+    ``training.max_steps`` caps the optimizer steps that ``training.epochs`` gives.
+    Returns the summary.
     """
     started = time.perf_counter()
     if not conversations:
@@ -265,9 +267,8 @@ def train_adapter(
     tokenizer = AutoTokenizer.from_pretrained(base_ref)
     if not tokenizer.is_fast:
         raise ValueError(f"the tokenizer of {base_ref} is not a fast tokenizer; label masking needs its offsets")
-    pad_id = next(
-        (i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0
-    )  # padded positions are masked out, so any id works when the tokenizer has no pad token
+    # Padded positions are masked out, so any id will do when the tokenizer has no pad token.
+    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     samples = [build_sample(turns, tokenizer, training.loss_on, training.cutoff_len) for turns in conversations]
     texts = [render_conversation(turns) for turns in conversations]
     n_eval = eval_count(len(conversations), training.eval_size)

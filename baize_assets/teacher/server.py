@@ -473,6 +473,12 @@ class _HTTPServer(ThreadingHTTPServer):
             self._open.discard(request)
         super().shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, cancelled run) is normal here, not a server fault.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Shut down every open connection so pooled clients cannot reach a stopped server."""
         with self._open_lock:
