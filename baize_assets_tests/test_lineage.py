@@ -1,5 +1,9 @@
 """The graph end to end in a real Dagster instance, and the scope of a one-shard backfill."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from dagster import AssetSelection, DagsterEventType, Definitions, EnvVar, instance_for_test, materialize
@@ -112,3 +116,16 @@ def test_prompt_and_logic_assets_carry_a_code_version(built_graph):
     versions = {key.to_user_string(): v for a in assets for key, v in a.code_versions_by_key.items()}
     for name, version in versions.items():
         assert version, f"{name} has no code_version"
+
+
+def test_baize_chat_answers_once_from_a_trained_adapter(built_graph):
+    config, _, _, _, layout, _ = built_graph
+    adapter = layout.adapter(config.adapters[0].name)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("baize")), "chat", "--adapter", str(adapter),
+         "--message", "How do tides work?", "--max-new-tokens", "24", "--seed", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = result.stdout.strip()
+    assert answer and "[|Human|]" not in answer and "[|AI|]" not in answer
