@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from .assets import ADAPTERS_GROUP, BASE_MODELS_GROUP, conversations_key, seed_key, transcripts_key
+from .assets import (
+    ADAPTERS_GROUP,
+    BASE_MODELS_GROUP,
+    conversations_key,
+    seed_key,
+    transcripts_key,
+)
 from .core.config import PipelineConfig
 
 SEED_TABLES_JOB = "seed_tables"

@@ -9,9 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from baize_assets.core.chat import chat_main, cut_at_marker, load_chat_model, trim_history
+from baize_assets.core.chat import (
+    chat_main,
+    cut_at_marker,
+    load_chat_model,
+    trim_history,
+)
 from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
-from baize_assets.core.prompts import AI, HUMAN, STOP_MARKERS, Turn, render_conversation, render_inference_prompt
+from baize_assets.core.prompts import (
+    AI,
+    HUMAN,
+    STOP_MARKERS,
+    Turn,
+    render_conversation,
+    render_inference_prompt,
+)
 from baize_assets.core.tiny_base import build_tiny_base
 from baize_assets.core.training import train_adapter
 

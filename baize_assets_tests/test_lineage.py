@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import AssetSelection, DagsterEventType, Definitions, EnvVar, instance_for_test, materialize
+from dagster import (
+    AssetSelection,
+    DagsterEventType,
+    Definitions,
+    EnvVar,
+    instance_for_test,
+    materialize,
+)
 from dagster_openai import OpenAIResource
 from peft import PeftModel
 from transformers import AutoModelForCausalLM

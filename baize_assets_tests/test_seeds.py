@@ -6,7 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from baize_assets.core.config import SourceConfig, load_config
-from baize_assets.core.seeds import SeedFileError, load_seed_table, normalize_text, strip_html
+from baize_assets.core.seeds import (
+    SeedFileError,
+    load_seed_table,
+    normalize_text,
+    strip_html,
+)
 from baize_assets.core.storage import seed_id, shard_of
 
 
@@ -58,9 +63,14 @@ def test_ids_and_shards_are_stable_functions_of_the_normalized_text(tmp_path):
 
 
 def test_stackoverflow_csv_and_parquet_strip_html(tmp_path):
-    csv_text = 'Id,OwnerUserId,CreationDate,ClosedDate,Score,Title,Body\n1,NA,2008-08-01T00:00:00Z,NA,3,"Sort a dict, by value","<p>I have a <code>dict</code> &amp; want\nit sorted.</p>"\n'
+    csv_text = (
+        "Id,OwnerUserId,CreationDate,ClosedDate,Score,Title,Body\n"
+        '1,NA,2008-08-01T00:00:00Z,NA,3,"Sort a dict, by value","<p>I have a <code>dict</code> &amp; want\nit sorted.</p>"\n'
+    )
     parquet = tmp_path / "q.parquet"
-    pq.write_table(pa.table({"id": [1], "title": ["Undo a git commit"], "body": ["<p>How do I <b>undo</b>?</p>"]}), parquet)
+    pq.write_table(
+        pa.table({"id": [1], "title": ["Undo a git commit"], "body": ["<p>How do I <b>undo</b>?</p>"]}), parquet
+    )
     config = source(tmp_path, "stackoverflow", {"Questions.csv": csv_text})
     config = config.model_copy(update={"paths": [*config.paths, str(parquet)]})
     seeds = load_seed_table(config).seeds.set_index("seed")
@@ -80,7 +90,9 @@ def test_medquad_xml_folder(tmp_path):
     config = config.model_copy(update={"paths": [str(tmp_path / "xml")]})
     table = load_seed_table(config)
     assert table.seeds["seed"].tolist() == ["What is (are) Gout ?"]
-    assert table.quarantine.to_dict("records") == [{"origin": "0001_Gout.xml#QAPair2", "reason": "empty question", "raw": " "}]
+    assert table.quarantine.to_dict("records") == [
+        {"origin": "0001_Gout.xml#QAPair2", "reason": "empty question", "raw": " "}
+    ]
 
 
 def test_alpaca_pairs_keep_their_response(tmp_path):
@@ -90,7 +102,10 @@ def test_alpaca_pairs_keep_their_response(tmp_path):
         {"instruction": "No answer.", "input": "", "output": ""},
     ]
     table = load_seed_table(source(tmp_path, "alpaca_json", {"a.json": json.dumps(records)}))
-    assert dict(zip(table.seeds["seed"], table.seeds["response"])) == {"Add the numbers. 2 and 3": "5", "Say hi.": "Hi!"}
+    assert dict(zip(table.seeds["seed"], table.seeds["response"])) == {
+        "Add the numbers. 2 and 3": "5",
+        "Say hi.": "Hi!",
+    }
     assert table.quarantine["reason"].tolist() == ["empty response"]
 
 
@@ -98,7 +113,9 @@ def test_generic_formats_for_new_domains(tmp_path):
     jsonl = '{"q": "What is an index fund?"}\n\n{"q": "How do bonds work?"}\n'
     table = load_seed_table(source(tmp_path, "jsonl", {"f.jsonl": jsonl}, text_field="q"))
     assert sorted(table.seeds["seed"]) == ["How do bonds work?", "What is an index fund?"]
-    csv_table = load_seed_table(source(tmp_path, "csv", {"f.csv": "question,topic\nWhat is a crop rotation?,farming\n"}, text_field="question"))
+    csv_table = load_seed_table(
+        source(tmp_path, "csv", {"f.csv": "question,topic\nWhat is a crop rotation?,farming\n"}, text_field="question")
+    )
     assert csv_table.seeds["seed"].tolist() == ["What is a crop rotation?"]
 
 
@@ -106,7 +123,9 @@ def test_empty_question_rows_are_quarantined_with_their_line(tmp_path):
     rows = QUORA + "0\t1\t2\tFirst question?\tx\t0\n1\t3\t4\t   \tx\t0\n2\t5\t6\tThird question?\tx\t0\n"
     table = load_seed_table(source(tmp_path, "quora_tsv", {"q.tsv": rows}))
     assert len(table.seeds) == 2
-    assert table.quarantine[["origin", "reason"]].to_dict("records") == [{"origin": "q.tsv:3", "reason": "empty question"}]
+    assert table.quarantine[["origin", "reason"]].to_dict("records") == [
+        {"origin": "q.tsv:3", "reason": "empty question"}
+    ]
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,9 @@ def test_wrong_api_key_stops_the_run_at_once_without_leaking_the_key():
     with SimulatedTeacher(api_key="sk-right") as server:
         started = time.monotonic()
         with pytest.raises(TeacherFatalError, match="rejected the API key") as error:
-            collect_transcripts(SEEDS, TeacherConfig(max_concurrency=1), api_key="sk-wrong-secret", base_url=server.base_url)
+            collect_transcripts(
+                SEEDS, TeacherConfig(max_concurrency=1), api_key="sk-wrong-secret", base_url=server.base_url
+            )
         assert time.monotonic() - started < 5
         assert server.stats()["requests_total"] == 1
     assert "sk-wrong-secret" not in str(error.value)
@@ -57,4 +59,6 @@ def test_wrong_api_key_stops_the_run_at_once_without_leaking_the_key():
 
 def test_unknown_model_is_a_clear_fatal_error(teacher):
     with pytest.raises(TeacherFatalError, match="no model 'gpt-nope'"):
-        collect_transcripts(SEEDS, TeacherConfig(model="gpt-nope", max_concurrency=1), api_key="k", base_url=teacher.base_url)
+        collect_transcripts(
+            SEEDS, TeacherConfig(model="gpt-nope", max_concurrency=1), api_key="k", base_url=teacher.base_url
+        )

@@ -2,7 +2,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from baize_assets.core.storage import Layout, read_parquet, seed_id, shard_keys, shard_of, write_parquet_atomic
+from baize_assets.core.storage import (
+    Layout,
+    read_parquet,
+    seed_id,
+    shard_keys,
+    shard_of,
+    write_parquet_atomic,
+)
 
 
 def test_atomic_parquet_write_replaces_whole_or_leaves_the_old_file(tmp_path):

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from baize_assets.core.config import AdapterConfig, LoraConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.config import (
+    AdapterConfig,
+    LoraConfig,
+    TinyBaseConfig,
+    TrainingConfig,
+)
 from baize_assets.core.prompts import HUMAN, Turn, render_conversation
 from baize_assets.core.storage import staged_output_dir
 from baize_assets.core.tiny_base import build_tiny_base

@@ -10,11 +10,21 @@ from typing import Any, Callable, Sequence
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.generation import BaseStreamer
 
 from .prompts import STOP_MARKERS, Turn, render_inference_prompt
-from .training import device_and_dtype, encode, quiet_peft_deprecation, resolve_base_model
+from .training import (
+    device_and_dtype,
+    encode,
+    quiet_peft_deprecation,
+    resolve_base_model,
+)
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 # Generated tokens re-decoded to look for a stop marker: enough to hold any marker

@@ -1,0 +1,54 @@
+"""The Baize asset graph, built from the configuration.
+
+Thin wiring only: each asset reads its inputs from the storage layout, calls a plain
+module under ``core/`` and records what it wrote. Per source::
+
+    <source>/seed_questions -> <source>/transcripts [shard] -> <source>/conversations [shard]
+
+(single-turn sources such as Alpaca skip the transcripts), and per adapter::
+
+    base_models/tiny_llama, <source>/conversations [all shards] ... -> adapters/<name>
+"""
+
+from dagster import AssetsDefinition
+
+from ..core.config import PipelineConfig
+from .adapter_assets import build_adapter_asset, build_tiny_base_asset
+from .corpus_assets import build_conversations_asset
+from .keys import (
+    ADAPTERS_GROUP,
+    BASE_MODELS_GROUP,
+    TINY_BASE_KEY,
+    adapter_key,
+    conversations_key,
+    seed_key,
+    shard_partitions,
+    transcripts_key,
+)
+from .seed_assets import build_seed_asset
+from .transcript_assets import build_transcripts_asset
+
+__all__ = [
+    "ADAPTERS_GROUP",
+    "BASE_MODELS_GROUP",
+    "TINY_BASE_KEY",
+    "adapter_key",
+    "build_assets",
+    "conversations_key",
+    "seed_key",
+    "shard_partitions",
+    "transcripts_key",
+]
+
+
+def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
+    built: list[AssetsDefinition] = []
+    for source in config.sources:
+        built.append(build_seed_asset(source))
+        if source.is_self_chat:
+            built.append(build_transcripts_asset(source, config))
+        built.append(build_conversations_asset(source))
+    if any(a.uses_tiny_base for a in config.adapters):
+        built.append(build_tiny_base_asset(config))
+    built.extend(build_adapter_asset(adapter, config) for adapter in config.adapters)
+    return built

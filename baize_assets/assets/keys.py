@@ -1,0 +1,31 @@
+"""Asset keys, groups and the shard partitioning: one place, used by every asset module."""
+
+from dagster import AssetKey, StaticPartitionsDefinition
+
+from ..core.config import SourceConfig
+from ..core.storage import shard_keys
+
+BASE_MODELS_GROUP = "base_models"
+ADAPTERS_GROUP = "adapters"
+TINY_BASE_KEY = AssetKey(["base_models", "tiny_llama"])
+
+
+def seed_key(source: str) -> AssetKey:
+    return AssetKey([source, "seed_questions"])
+
+
+def transcripts_key(source: str) -> AssetKey:
+    return AssetKey([source, "transcripts"])
+
+
+def conversations_key(source: str) -> AssetKey:
+    return AssetKey([source, "conversations"])
+
+
+def adapter_key(adapter: str) -> AssetKey:
+    return AssetKey(["adapters", adapter])
+
+
+def shard_partitions(source: SourceConfig) -> StaticPartitionsDefinition:
+    """One partition per shard: a shard is the unit a backfill redoes alone."""
+    return StaticPartitionsDefinition(shard_keys(source.shards))
