@@ -65,7 +65,8 @@ def test_ids_and_shards_are_stable_functions_of_the_normalized_text(tmp_path):
 def test_stackoverflow_csv_and_parquet_strip_html(tmp_path):
     csv_text = (
         "Id,OwnerUserId,CreationDate,ClosedDate,Score,Title,Body\n"
-        '1,NA,2008-08-01T00:00:00Z,NA,3,"Sort a dict, by value","<p>I have a <code>dict</code> &amp; want\nit sorted.</p>"\n'
+        '1,NA,2008-08-01T00:00:00Z,NA,3,"Sort a dict, by value",'
+        '"<p>I have a <code>dict</code> &amp; want\nit sorted.</p>"\n'
     )
     parquet = tmp_path / "q.parquet"
     pq.write_table(

@@ -37,7 +37,7 @@ def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
         code_version=f"1-{config_hash(config.tiny_base)}",
     )
     def tiny_llama(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        from .core.tiny_base import build_tiny_base
+        from ..core.tiny_base import build_tiny_base
 
         layout = storage.layout
         texts = pd.concat([read_parquet(layout.seeds(s.name))["seed"] for s in config.sources])
@@ -62,7 +62,7 @@ def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> Asset
         code_version=f"1-{config_hash(adapter)}",
     )
     def lora_adapter(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        from .core.training import train_adapter
+        from ..core.training import train_adapter
 
         layout = storage.layout
         missing = [
