@@ -7,6 +7,7 @@ from dagster import AssetSelection, define_asset_job
 from .assets import (
     ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
+    TRAINING_SETS_GROUP,
     conversations_key,
     seed_key,
     transcripts_key,
@@ -30,7 +31,7 @@ def build_jobs(config: PipelineConfig) -> list:
         ),
         define_asset_job(
             TRAIN_ADAPTERS_JOB,
-            selection=AssetSelection.groups(BASE_MODELS_GROUP, ADAPTERS_GROUP),
+            selection=AssetSelection.groups(BASE_MODELS_GROUP, TRAINING_SETS_GROUP, ADAPTERS_GROUP),
             description="Build the offline base model (if used) and train every adapter.",
         ),
     ]

@@ -63,7 +63,8 @@ def test_whole_graph_materializes_every_asset_and_partition(built_graph):
     for source in config.sources:
         steps = ["transcripts", "conversations"] if source.is_self_chat else ["conversations"]
         expected |= {(f"{source.name}/{step}", str(shard)) for step in steps for shard in range(source.shards)}
-    expected |= {(f"adapters/{a.name}", None) for a in config.adapters} | {("base_models/tiny_llama", None)}
+    expected |= {(f"{group}/{a.name}", None) for a in config.adapters for group in ("training_sets", "adapters")}
+    expected |= {("base_models/tiny_llama", None)}
     assert seen == expected
 
 
@@ -113,6 +114,7 @@ def test_backfill_of_one_shard_rebuilds_exactly_its_dependents(built_graph, teac
     assert materialized(instance, result.run_id) == {
         ("medquad/transcripts", "3"),
         ("medquad/conversations", "3"),
+        ("training_sets/baize_healthcare", None),
         ("adapters/baize_healthcare", None),
     }
     pd.testing.assert_frame_equal(before, pd.read_parquet(layout.conversations("quora", 3)))

@@ -7,7 +7,7 @@ module under ``core/`` and records what it wrote. Per source::
 
 (single-turn sources such as Alpaca skip the transcripts), and per adapter::
 
-    base_models/tiny_llama, <source>/conversations [all shards] ... -> adapters/<name>
+    <source>/conversations [all shards] ... -> training_sets/<name> -> adapters/<name> <- base_models/tiny_llama
 """
 
 from dagster import AssetsDefinition
@@ -19,24 +19,29 @@ from .keys import (
     ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
     TINY_BASE_KEY,
+    TRAINING_SETS_GROUP,
     adapter_key,
     conversations_key,
     seed_key,
     shard_partitions,
+    training_set_key,
     transcripts_key,
 )
 from .seed_assets import build_seed_asset
+from .trainingset_assets import build_training_set_asset
 from .transcript_assets import build_transcripts_asset
 
 __all__ = [
     "ADAPTERS_GROUP",
     "BASE_MODELS_GROUP",
     "TINY_BASE_KEY",
+    "TRAINING_SETS_GROUP",
     "adapter_key",
     "build_assets",
     "conversations_key",
     "seed_key",
     "shard_partitions",
+    "training_set_key",
     "transcripts_key",
 ]
 
@@ -50,5 +55,7 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
         built.append(build_conversations_asset(source))
     if any(a.uses_tiny_base for a in config.adapters):
         built.append(build_tiny_base_asset(config))
-    built.extend(build_adapter_asset(adapter, config) for adapter in config.adapters)
+    for adapter in config.adapters:
+        built.append(build_training_set_asset(adapter, config))
+        built.append(build_adapter_asset(adapter, config))
     return built

@@ -11,15 +11,15 @@ from dagster import (
 
 from ..core import corpus
 from ..core.config import AdapterConfig, PipelineConfig
-from ..core.storage import read_parquet, shard_keys
+from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .keys import (
     ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
     TINY_BASE_KEY,
     adapter_key,
-    conversations_key,
     seed_key,
+    training_set_key,
 )
 from .metadata import config_hash
 
@@ -50,8 +50,7 @@ def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
 
 
 def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
-    sources = [config.source(name) for name in adapter.sources]
-    deps = [conversations_key(s.name) for s in sources] + ([TINY_BASE_KEY] if adapter.uses_tiny_base else [])
+    deps = [training_set_key(adapter.name)] + ([TINY_BASE_KEY] if adapter.uses_tiny_base else [])
 
     @asset(
         key=adapter_key(adapter.name),
@@ -65,26 +64,22 @@ def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> Asset
         from ..core.training import train_adapter
 
         layout = storage.layout
-        missing = [
-            str(layout.conversations(s.name, shard))
-            for s in sources
-            for shard in shard_keys(s.shards)
-            if not layout.conversations(s.name, shard).exists()
-        ]
-        if missing:
-            raise FileNotFoundError(
-                f"adapter '{adapter.name}' needs every corpus shard of its sources; missing: {', '.join(missing)}"
-            )
-        frame = pd.concat(
-            [read_parquet(layout.conversations(s.name, shard)) for s in sources for shard in shard_keys(s.shards)],
-            ignore_index=True,
-        )
+        frame = read_parquet(layout.training_set(adapter.name))
+        train, held_out = frame[frame["split"] == "train"], frame[frame["split"] == "eval"]
         data_version = corpus.data_version(frame)
         base = str(layout.tiny_base()) if adapter.uses_tiny_base else adapter.base_model
-        context.log.info(f"training {adapter.name} on {len(frame)} conversations (data {data_version}) from {base}")
+        context.log.info(
+            f"training {adapter.name} on {len(train)} conversations, {len(held_out)} held out "
+            f"(data {data_version}), from {base}"
+        )
         summary = train_adapter(
-            corpus.turns_of(frame), adapter, base, layout.adapter(adapter.name),
-            log=context.log.info, data_version=data_version,
+            corpus.turns_of(train),
+            adapter,
+            base,
+            layout.adapter(adapter.name),
+            log=context.log.info,
+            data_version=data_version,
+            eval_conversations=corpus.turns_of(held_out),
         )
         return MaterializeResult(
             metadata={

@@ -6,6 +6,7 @@ from ..core.config import SourceConfig
 from ..core.storage import shard_keys
 
 BASE_MODELS_GROUP = "base_models"
+TRAINING_SETS_GROUP = "training_sets"
 ADAPTERS_GROUP = "adapters"
 TINY_BASE_KEY = AssetKey(["base_models", "tiny_llama"])
 
@@ -20,6 +21,10 @@ def transcripts_key(source: str) -> AssetKey:
 
 def conversations_key(source: str) -> AssetKey:
     return AssetKey([source, "conversations"])
+
+
+def training_set_key(adapter: str) -> AssetKey:
+    return AssetKey(["training_sets", adapter])
 
 
 def adapter_key(adapter: str) -> AssetKey:

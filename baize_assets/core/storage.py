@@ -56,6 +56,12 @@ class Layout:
     def rejects(self, source: str, shard: str | int) -> Path:
         return self.root / source / "rejects" / f"shard-{shard}.parquet"
 
+    def training_set(self, adapter: str) -> Path:
+        return self.root / "training_sets" / f"{adapter}.parquet"
+
+    def training_set_duplicates(self, adapter: str) -> Path:
+        return self.root / "training_sets" / f"{adapter}.duplicates.parquet"
+
     def tiny_base(self) -> Path:
         return self.root / "base_models" / "tiny_llama"
 

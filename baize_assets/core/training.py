@@ -113,6 +113,12 @@ def split_by_hash(texts: Sequence[str], n_eval: int) -> tuple[list[int], list[in
     return order[n_eval:], order[:n_eval]
 
 
+def _hash_ordered(conversations: Sequence[Sequence[Turn]]) -> list[Sequence[Turn]]:
+    """Conversations in content-hash order, as split_by_hash orders a split."""
+    order = split_by_hash([render_conversation(turns) for turns in conversations], 0)[0]
+    return [conversations[i] for i in order]
+
+
 def optimizer_steps(n_train: int, training: TrainingConfig) -> int:
     """Optimizer steps of the run: ``epochs`` over the data, capped by ``max_steps``."""
     accumulation = math.ceil(training.effective_batch_size / training.micro_batch_size)
@@ -249,12 +255,15 @@ def train_adapter(
     out_dir: Path,
     log: Callable[[str], None] = print,
     data_version: str | None = None,
+    eval_conversations: Sequence[Sequence[Turn]] | None = None,
 ) -> dict:
     """Train ``adapter``'s LoRA on ``conversations`` over ``base_model`` and save it into ``out_dir``.
 
     ``base_model`` is a local directory or a hub id. ``out_dir`` receives the adapter,
     the tokenizer and ``training_summary.json`` together, or nothing if training fails.
     ``training.max_steps`` caps the optimizer steps that ``training.epochs`` gives.
+    With ``eval_conversations`` (a split made upstream, e.g. by the training-set asset)
+    all of ``conversations`` are trained on; without, ``training.eval_size`` are held out.
     Returns the summary.
     """
     started = time.perf_counter()
@@ -269,17 +278,23 @@ def train_adapter(
         raise ValueError(f"the tokenizer of {base_ref} is not a fast tokenizer; label masking needs its offsets")
     # Padded positions are masked out, so any id will do when the tokenizer has no pad token.
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-    samples = [build_sample(turns, tokenizer, training.loss_on, training.cutoff_len) for turns in conversations]
-    texts = [render_conversation(turns) for turns in conversations]
-    n_eval = eval_count(len(conversations), training.eval_size)
-    train_ids, eval_ids = split_by_hash(texts, n_eval)
-    train_samples = [samples[i] for i in train_ids]
-    eval_samples = [samples[i] for i in eval_ids]
-    eval_note = (
-        None
-        if n_eval
-        else f"no eval set: {len(conversations)} conversations, fewer than {MIN_CONVERSATIONS_FOR_EVAL}"
-    )
+    if eval_conversations is None:
+        texts = [render_conversation(turns) for turns in conversations]
+        n_eval = eval_count(len(conversations), training.eval_size)
+        train_ids, eval_ids = split_by_hash(texts, n_eval)
+        train_turns = [conversations[i] for i in train_ids]
+        eval_turns = [conversations[i] for i in eval_ids]
+        eval_note = (
+            None
+            if n_eval
+            else f"no eval set: {len(conversations)} conversations, fewer than {MIN_CONVERSATIONS_FOR_EVAL}"
+        )
+    else:
+        train_turns = _hash_ordered(conversations)
+        eval_turns = _hash_ordered(eval_conversations)
+        eval_note = None if eval_turns else "no eval set: the given eval split is empty"
+    train_samples = [build_sample(turns, tokenizer, training.loss_on, training.cutoff_len) for turns in train_turns]
+    eval_samples = [build_sample(turns, tokenizer, training.loss_on, training.cutoff_len) for turns in eval_turns]
 
     model = AutoModelForCausalLM.from_pretrained(base_ref, dtype=dtype).to(device)
     targets, missing_targets = lora_targets(model, adapter.lora.target_modules, base_ref)
@@ -354,7 +369,7 @@ def train_adapter(
         "data_version": data_version,
         "lora": {**adapter.lora.model_dump(), "target_modules": targets, "missing_target_modules": missing_targets},
         "training": training.model_dump(),
-        "n_conversations": len(conversations),
+        "n_conversations": len(train_samples) + len(eval_samples),
         "n_train": len(train_samples),
         "n_eval": len(eval_samples),
         "eval_note": eval_note,
@@ -364,7 +379,7 @@ def train_adapter(
         "epochs_seen": samples_seen / len(train_samples),
         "tokens_seen": tokens_seen,
         "trained_tokens": trained_tokens,
-        "truncated_samples": sum(sample.truncated for sample in samples),
+        "truncated_samples": sum(sample.truncated for sample in train_samples + eval_samples),
         "train_loss_first": step_losses[0],
         "train_loss_final": step_losses[-1],
         "eval_loss_before": eval_loss_before,
