@@ -11,15 +11,19 @@ from dagster_openai import OpenAIResource
 
 from ..core import selfchat
 from ..core.config import PipelineConfig, SourceConfig
-from ..core.prompts import SELF_CHAT_PROMPT_VERSION
+from ..core.pricing import SpendLedger
 from ..core.storage import read_parquet, write_parquet_atomic
+from ..core.transcript_cache import TranscriptCache, cache_key
 from ..resources import BaizeStorage
 from .keys import seed_key, shard_partitions, transcripts_key
-from .metadata import config_hash, table_metadata
+from .metadata import table_metadata
 
 
 def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
     teacher = config.teacher
+    inputs = selfchat.generation_inputs(teacher)
+    # Only what shapes the conversations: concurrency, limits or the budget do not make a partition stale.
+    code_version = cache_key("", inputs)[:12]
 
     @asset(
         key=transcripts_key(source.name),
@@ -28,33 +32,68 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         group_name=source.name,
         kinds={"openai", "parquet"},
         description=(
-            f"Raw self-chat transcripts of '{source.name}', one teacher call per seed (Baize v1 prompt), "
-            "with model, finish reason, token usage and any failure per seed."
+            f"Raw self-chat transcripts of '{source.name}' (Baize {teacher.mode}), one row per seed: transcript, "
+            "model, finish reason, token usage and cost, or the failure kind. Finished conversations are cached "
+            "as they arrive, so a rerun asks the teacher only for what is missing."
         ),
-        code_version=f"{SELF_CHAT_PROMPT_VERSION}-{config_hash(teacher)}",
+        code_version=f"{inputs['prompt_version']}-{code_version}",
     )
     def transcripts(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource) -> MaterializeResult:
         layout = storage.layout
         shard = int(context.partition_key)
         all_seeds = read_parquet(layout.seeds(source.name))
         shard_seeds = all_seeds[all_seeds["shard"] == shard]
-        context.log.info(f"self-chat for {len(shard_seeds)} seeds of {source.name} shard {shard} with {teacher.model}")
-        result = selfchat.collect_transcripts(
-            shard_seeds, teacher, api_key=openai.api_key, base_url=openai.base_url, log=context.log.info
+        step = f"{source.name}/{shard}"
+        context.log.info(
+            f"self-chat ({teacher.mode}) for {len(shard_seeds)} seeds of {step} with {teacher.model}, "
+            f"{teacher.max_concurrency} in flight"
         )
+        ledger = SpendLedger(layout.collection_spend())
+
+        def sync_spend(tokens: int, dollars: float) -> tuple[int, float]:
+            ledger.record(context.run.run_id, step, tokens, dollars)
+            return ledger.run_total(context.run.run_id, excluding_step=step)
+
+        try:
+            with TranscriptCache(layout.transcript_cache(source.name)) as cache:
+                result = selfchat.collect_transcripts(
+                    shard_seeds, teacher, api_key=openai.api_key, base_url=openai.base_url,
+                    log=context.log.info, cache=cache, sync_spend=sync_spend,
+                )
+            run_tokens, run_dollars = ledger.run_total(context.run.run_id)
+        finally:
+            ledger.close()
         path = write_parquet_atomic(
             result.transcripts, layout.transcripts(source.name, shard), selfchat.TRANSCRIPT_SCHEMA
         )
-        return MaterializeResult(
-            metadata={
-                **table_metadata(result.transcripts, path, selfchat.TRANSCRIPT_SCHEMA),
-                **result.usage.as_metadata(),
-                "failed_seeds": sum(result.failures.values()),
-                "failures_by_kind": MetadataValue.json(dict(result.failures)),
-                "seconds": round(result.seconds, 2),
-                "model": teacher.model,
-                "prompt_version": SELF_CHAT_PROMPT_VERSION,
-            }
-        )
+        if result.partial:
+            context.log.warning(
+                f"the run's budget was reached: {result.failures[selfchat.BUDGET_EXHAUSTED]} of {len(shard_seeds)} "
+                f"seeds of {step} were not asked; rerun with a larger budget to finish them"
+            )
+        frame = result.transcripts
+        ended_by = frame["ended_by"].dropna().value_counts().to_dict()
+        metadata = {
+            **table_metadata(frame, path, selfchat.TRANSCRIPT_SCHEMA),
+            **result.usage.as_metadata(),
+            "partial": result.partial,
+            "conversations": int(frame["failure_kind"].isna().sum()),
+            "cached_conversations": result.cached,
+            "api_requests": result.requests,
+            "failed_seeds": sum(result.failures.values()),
+            "failures_by_kind": MetadataValue.json(dict(result.failures)),
+            "retries_by_kind": MetadataValue.json(dict(result.retries)),
+            "ended_by": MetadataValue.json({str(k): int(v) for k, v in ended_by.items()}),
+            "partition_tokens": result.spent_tokens,
+            "run_tokens": run_tokens,
+            "seconds": round(result.seconds, 2),
+            "model": teacher.model,
+            "generation_mode": teacher.mode,
+            "prompt_version": inputs["prompt_version"],
+        }
+        if result.spent_dollars is not None:
+            metadata["partition_dollars"] = round(result.spent_dollars, 6)
+            metadata["run_dollars"] = round(run_dollars, 6)
+        return MaterializeResult(metadata=metadata)
 
     return transcripts

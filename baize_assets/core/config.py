@@ -54,6 +54,8 @@ class SourceConfig(_Strict):
     # Seeds are either self-chatted by the teacher or, like Alpaca, already an
     # instruction/response pair used as single-turn data.
     self_chat: bool | None = None
+    # ISO 639-1 code of the language the corpus must be in; None turns the language filter off.
+    language: str | None = Field(default="en", pattern=r"^[a-z]{2}$")
 
     @model_validator(mode="after")
     def _check_format_options(self) -> "SourceConfig":
@@ -71,19 +73,65 @@ class SourceConfig(_Strict):
         return [p if p.is_absolute() else root / p for p in map(Path, self.paths)]
 
 
+class RateLimitConfig(_Strict):
+    """Client-side limits of one endpoint; None means no limit of that kind."""
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+
+
+class ModelPrice(_Strict):
+    """Dollars per million tokens of one model."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class BudgetConfig(_Strict):
+    """Spending cap of one Dagster run (all its transcript steps together); None means no cap."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_dollars: float | None = Field(default=None, gt=0)
+
+
 class TeacherConfig(_Strict):
-    """The chat model that writes self-chat transcripts.
+    """The chat model that writes self-chat transcripts, and how collection runs.
 
     The endpoint and key come from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` so they
     never land in a file that is committed or recorded.
     """
 
     model: str = "baize-simulated-teacher"
+    # v1: one call writes the whole transcript; v1.5: one call per human turn and per AI turn.
+    mode: Literal["v1", "v1.5"] = "v1"
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int = Field(default=1024, ge=1)
+    # Loop guards: exchanges kept per conversation, completion tokens per v1.5 conversation.
+    max_rounds: int = Field(default=8, ge=1)
+    max_conversation_tokens: int = Field(default=4096, ge=1)
     max_concurrency: int = Field(default=8, ge=1, le=1024)
     timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=3, ge=0)
+    max_retries: int = Field(default=5, ge=0)
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    # Limits of the teacher's endpoint; ``endpoint_rate_limits`` overrides them per base URL.
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    endpoint_rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    budget: BudgetConfig = BudgetConfig()
+    # Ignore cached conversations and ask the teacher again for every seed.
+    regenerate: bool = False
+    progress_every_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_dollar_budget_has_price(self) -> "TeacherConfig":
+        if self.budget.max_dollars is not None and self.model not in self.prices:
+            raise ValueError(f"budget.max_dollars needs a price for model '{self.model}' in teacher.prices")
+        return self
+
+    def rate_limit_for(self, base_url: str | None) -> RateLimitConfig:
+        return self.endpoint_rate_limits.get((base_url or "").rstrip("/"), self.rate_limit)
 
 
 class LoraConfig(_Strict):
@@ -112,6 +160,30 @@ class TrainingConfig(_Strict):
     loss_on: Literal["ai", "all"] = "ai"
     seed: int = 42
     max_steps: int | None = Field(default=None, ge=1)
+    # A conversation longer than cutoff_len is split at turn boundaries into several
+    # samples ("split"), each repeating earlier turns as unlabeled context up to
+    # split_context_fraction of the cutoff, or left out ("drop"); either way it is counted.
+    overflow: Literal["split", "drop"] = "split"
+    split_context_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
+    # "length_grouped" pads each micro-batch of similar lengths to its longest sample;
+    # "pad_to_cutoff" pads every sample to cutoff_len, as the original did.
+    batching: Literal["length_grouped", "pad_to_cutoff"] = "length_grouped"
+    checkpoint_steps: int = Field(default=100, ge=1)
+    keep_best: bool = True  # save the weights of the best eval loss, not the last step's
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 (else fp16) on CUDA, fp32 on CPU
+    quantization: Literal["none", "8bit", "4bit"] = "none"  # base loading via bitsandbytes (QLoRA), CUDA only
+    export_merged: bool = False  # also write the base with the adapter merged in, as a plain model
+    # Train in a child process (dagster-pipes): the run's process stays small and
+    # gets the logs streamed; a killed child resumes from its checkpoint on rerun.
+    run_in_subprocess: bool = True
+    eval_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "How do I make a good cup of coffee?",
+            "What is the difference between a list and a tuple in Python?",
+            "What are common symptoms of the flu?",
+            "How can I prepare for a job interview?",
+        ]
+    )
 
     @field_validator("eval_size")
     @classmethod
@@ -145,10 +217,118 @@ class TinyBaseConfig(_Strict):
     num_attention_heads: int = Field(default=4, ge=1)
     max_position_embeddings: int = Field(default=1024, ge=64)
     seed: int = 0
+    # Full-parameter pretraining on the seed texts, so the tiny base is a (very) small
+    # language model rather than random weights and adapter evaluation means something.
+    pretrain_steps: int = Field(default=150, ge=0)
+    pretrain_learning_rate: float = Field(default=3e-3, gt=0)
+    pretrain_batch_size: int = Field(default=16, ge=1)
+
+
+class AutomationConfig(_Strict):
+    """How a deployment keeps the graph fresh (schedules, sensors, declarative automation)."""
+
+    # Retrain training sets and adapters when their corpus changes (AutomationCondition.eager).
+    retrain_on_corpus_change: bool = True
+    # Cron of the full corpus refresh: every seed table, then every shard of every source.
+    refresh_cron: str = "0 3 * * 0"
+    refresh_timezone: str = "UTC"
+    # Whether the seed-file sensors and the refresh schedule start running when deployed;
+    # either way they can be switched on and off in the Dagster UI.
+    sensors_running: bool = False
+    schedule_running: bool = False
+    seed_sensor_interval_s: int = Field(default=60, ge=5)
+
+    @field_validator("refresh_cron")
+    @classmethod
+    def _five_cron_fields(cls, value: str) -> str:
+        # The schedule checks the fields themselves; this catches the common slip early.
+        if len(value.split()) != 5:
+            raise ValueError(f"'{value}' is not a cron expression of five fields (minute hour day month weekday)")
+        return value
+
+
+class TurnLengthConfig(_Strict):
+    """Bounds on the characters of one turn (after stripping); None means unbounded."""
+
+    min_chars: int | None = Field(default=2, ge=1)
+    max_chars: int | None = Field(default=8000, ge=1)
+
+
+class RepetitionConfig(_Strict):
+    """Degenerate, looping text: repeated word n-grams inside a turn, or a turn said twice."""
+
+    enabled: bool = True
+    ngram: int = Field(default=3, ge=1)
+    # A turn fails when this share of its word n-grams repeat an earlier n-gram of the turn.
+    max_repeated_ngram_fraction: float = Field(default=0.3, gt=0.0, le=1.0)
+    # Turns shorter than this many words are too short to judge.
+    min_words: int = Field(default=20, ge=1)
+    # A conversation fails when one speaker says the same turn twice (case and spaces ignored).
+    repeated_turns: bool = True
+
+
+class LanguageFilterConfig(_Strict):
+    """The offline language identifier (lingua) applied where a source declares a language."""
+
+    enabled: bool = True
+    # Languages the identifier chooses among (ISO 639-1); fewer is faster. Must hold every declared language.
+    candidates: list[str] = Field(
+        default_factory=lambda: ["en", "fr", "de", "es", "pt", "it", "nl", "ru", "zh", "ja", "ko", "ar", "hi", "tr"],
+        min_length=2,
+    )
+    # A conversation fails when the declared language's confidence on its sample is below this.
+    min_confidence: float = Field(default=0.3, ge=0.0, le=1.0)
+    # The sample: the first chars of each turn, up to a total, so every turn is looked at.
+    chars_per_turn: int = Field(default=120, ge=10)
+    max_sample_chars: int = Field(default=480, ge=10)
+
+
+class ScrubConfig(_Strict):
+    """Replace personal data in kept turns by a placeholder; each replacement is counted."""
+
+    emails: bool = False
+    phones: bool = False
+    urls: bool = False
+
+
+class NearDedupConfig(_Strict):
+    """Near-duplicate removal by MinHash LSH (datasketch) across an adapter's training set.
+
+    Two conversations are near duplicates when the Jaccard similarity of their sets of
+    word ``shingle_words``-grams is at least ``threshold``. ``num_perm`` permutations
+    give a Jaccard estimate with standard error about sqrt(J(1-J)/num_perm) (0.04 at
+    J=0.7 with 128); LSH bands and rows are chosen by datasketch for the threshold.
+    """
+
+    enabled: bool = True
+    threshold: float = Field(default=0.7, gt=0.0, lt=1.0)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    shingle_words: int = Field(default=3, ge=1, le=16)
+    seed: int = 1
+
+
+class CorpusConfig(_Strict):
+    """Which conversations the corpus keeps. Every filter has a reason code and can be turned off."""
+
+    min_exchanges: int = Field(default=1, ge=1)
+    turn_length: TurnLengthConfig = TurnLengthConfig()
+    refusals: bool = True
+    openai_mentions: bool = True
+    role_confusion: bool = True
+    # finish_reason=length: "keep_complete" drops the cut-off last turn and keeps the rest.
+    truncated: Literal["keep_complete", "drop"] = "keep_complete"
+    repetition: RepetitionConfig = RepetitionConfig()
+    language: LanguageFilterConfig = LanguageFilterConfig()
+    scrub: ScrubConfig = ScrubConfig()
+    near_dedup: NearDedupConfig = NearDedupConfig()
+    # Asset check: warn when a corpus shard keeps less than this share of its transcripts.
+    min_kept_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
 
 
 class PipelineConfig(_Strict):
     teacher: TeacherConfig = TeacherConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    automation: AutomationConfig = AutomationConfig()
     tiny_base: TinyBaseConfig = TinyBaseConfig()
     sources: list[SourceConfig] = Field(min_length=1)
     adapters: list[AdapterConfig] = Field(default_factory=list)

@@ -46,6 +46,12 @@ SELF_CHAT_TEMPLATE = (
     f"{RAW_AI} Hi! How can I help you?\n"
 )
 
+# Baize v1.5 (turn by turn): the human turn continues this prompt plus the dialogue so
+# far, stopping at the next AI marker; a human with no more questions writes the end marker.
+SELF_CHAT_TURN_PROMPT_VERSION = "v1.5-2026.11"
+RAW_END = "[END]"
+SELF_CHAT_TURN_RULE = f"When the human has no more questions, the human's next statement is exactly {RAW_END}.\n"
+
 _SEED_IN_PROMPT = re.compile(r"chatting about the topic '(?P<seed>.*)'\. Every statement", re.S)
 
 # Header of every training sample (Baize's).
@@ -77,6 +83,19 @@ class Turn:
 def self_chat_prompt(seed: str) -> str:
     """The user message that asks the teacher to write both sides of a conversation."""
     return SELF_CHAT_TEMPLATE.format(seed=seed)
+
+
+def self_chat_turn_prompt(seed: str, dialogue: Iterable[Turn]) -> str:
+    """The v1.5 human-turn prompt: the self-chat prompt, the dialogue so far, the end rule."""
+    lines = "".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}\n" for t in dialogue)
+    return self_chat_prompt(seed) + lines + SELF_CHAT_TURN_RULE
+
+
+def exchanges_in_self_chat_prompt(prompt: str) -> int:
+    """How many human turns of dialogue follow the example exchange of a self-chat prompt."""
+    example_end = SELF_CHAT_TEMPLATE.rsplit(RAW_HUMAN, 1)[1]
+    _, _, dialogue = prompt.partition(example_end)
+    return dialogue.count(RAW_HUMAN)
 
 
 def seed_from_self_chat_prompt(prompt: str) -> str | None:

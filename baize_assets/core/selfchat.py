@@ -1,25 +1,56 @@
-"""Self-chat collection: one teacher call per seed writes a whole Baize v1 transcript.
+"""Self-chat collection: the teacher writes a Baize conversation for every seed.
 
-Requests run concurrently through the official ``openai`` async client against any
-OpenAI-compatible endpoint; the client's own retry (with backoff and ``Retry-After``)
-handles transient errors. A seed that still fails becomes a row with its failure kind,
-never silence. Errors no retry can fix (bad key, no such model) stop the run at once.
+Built to run Baize's ~160,000 teacher calls unattended:
+
+* **concurrent** — a fixed pool of workers on the ``openai`` async client keeps
+  ``max_concurrency`` conversations in flight;
+* **paced** — a client-side limiter keeps requests and tokens per minute under the
+  endpoint's limits and pauses on ``Retry-After`` and exhausted ``x-ratelimit-*`` headers;
+* **retried** — 429, 5xx, timeouts, dropped connections and malformed answers are retried
+  with exponential backoff and full jitter, honoring ``Retry-After``; errors no retry can
+  fix stop at once: a bad key, a forbidden or missing model (the whole run), a prompt too
+  long for the context (that seed). The first request goes alone, so a bad key costs one
+  request, not one per worker;
+* **durable** — every finished conversation is committed to the source's cache as it
+  arrives, keyed by a hash of the seed and every generation input, so a killed run loses
+  only the requests in flight and a rerun asks only for what is missing;
+* **budgeted** — tokens and dollars are counted per call; a per-run cap stops new
+  requests cleanly and the seeds left over become ``budget_exhausted`` rows;
+* **two modes** — Baize v1 (one call writes the transcript) and v1.5 (turn by turn),
+  both guarded against loops (rounds, tokens, repeated turns).
+
+Every seed ends as exactly one row: a transcript, or a failure kind and message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import openai
 import pandas as pd
 import pyarrow as pa
 
 from .config import TeacherConfig
-from .prompts import SELF_CHAT_PROMPT_VERSION, self_chat_prompt
+from .pricing import Budget, Reservation, dollars
+from .prompts import (
+    RAW_AI,
+    RAW_END,
+    RAW_HUMAN,
+    SELF_CHAT_PROMPT_VERSION,
+    SELF_CHAT_TURN_PROMPT_VERSION,
+    Turn,
+    self_chat_prompt,
+    self_chat_turn_prompt,
+)
+from .ratelimit import RateLimiter, parse_retry_after
+from .transcript_cache import TranscriptCache, cache_key
 
 TRANSCRIPT_SCHEMA = pa.schema(
     [
@@ -38,12 +69,47 @@ TRANSCRIPT_SCHEMA = pa.schema(
         ("total_tokens", pa.int64()),
         ("failure_kind", pa.string()),
         ("failure_message", pa.string()),
+        ("generation_mode", pa.string()),
+        ("ended_by", pa.string()),
+        ("api_calls", pa.int64()),
+        ("dollars", pa.float64()),
+        ("cached", pa.bool_()),
+        ("cache_key", pa.string()),
     ]
 )
 
+# Terminal failure kinds that are not an HTTP status.
+BUDGET_EXHAUSTED = "budget_exhausted"
+MALFORMED = "malformed"
+CONTEXT_LENGTH = "context_length"
+
+# OpenAI error codes of a 400 that concern one prompt, not the whole run.
+_PER_SEED_BAD_REQUEST_CODES = {"context_length_exceeded", "string_above_max_length", "invalid_prompt"}
+_RAW_MARKER = re.compile(f"{re.escape(RAW_HUMAN)}|{re.escape(RAW_AI)}", re.IGNORECASE)
+
 
 class TeacherFatalError(RuntimeError):
-    """The teacher refused in a way no retry can fix (bad key, missing model)."""
+    """The teacher refused in a way no retry can fix (bad key, missing model, bad request)."""
+
+
+class _RetryableError(Exception):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.retry_after = kind, retry_after
+
+
+class _TerminalError(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class _BudgetStop(Exception):
+    pass
+
+
+class _Abandoned(Exception):
+    """Another worker hit a fatal error; this one leaves without a request."""
 
 
 @dataclass
@@ -59,13 +125,17 @@ class Usage:
         self.prompt_tokens[model] += prompt_tokens
         self.completion_tokens[model] += completion_tokens
 
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.prompt_tokens.values()) + sum(self.completion_tokens.values())
+
     def as_metadata(self) -> dict[str, int]:
         """Totals and per-model counts, named as dagster-openai names them."""
         metadata = {
             "openai.calls": sum(self.calls.values()),
             "openai.prompt_tokens": sum(self.prompt_tokens.values()),
             "openai.completion_tokens": sum(self.completion_tokens.values()),
-            "openai.total_tokens": sum(self.prompt_tokens.values()) + sum(self.completion_tokens.values()),
+            "openai.total_tokens": self.total_tokens,
         }
         for model in self.calls:
             metadata[f"openai.{model}.calls"] = self.calls[model]
@@ -78,108 +148,391 @@ class Usage:
 @dataclass
 class CollectionResult:
     transcripts: pd.DataFrame
-    usage: Usage
-    failures: Counter
+    usage: Usage  # calls answered in this run (cached conversations cost nothing)
+    failures: Counter  # seeds that ended as failure rows, by kind
+    retries: Counter  # retried attempts, by kind
     seconds: float
+    requests: int  # HTTP requests sent, retries included
+    cached: int  # conversations reused from the cache
+    spent_tokens: int
+    spent_dollars: float | None  # None when the model has no price
+    partial: bool  # the budget stopped the run before every seed was asked
 
 
-def _failure_kind(error: Exception) -> str:
-    if isinstance(error, openai.RateLimitError):
-        return "rate_limited"
-    if isinstance(error, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(error, openai.APIConnectionError):
-        return "connection"
-    if isinstance(error, openai.InternalServerError):
-        return "server_error"
-    if isinstance(error, openai.BadRequestError):
-        return "bad_request"
-    if isinstance(error, openai.APIStatusError):
-        return f"http_{error.status_code}"
-    return type(error).__name__
+@dataclass
+class _Answer:
+    text: str
+    finish_reason: str | None
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
-async def _collect(
-    seeds: pd.DataFrame,
-    teacher: TeacherConfig,
-    client: openai.AsyncOpenAI,
-    log: Callable[[str], None],
-    progress_every_s: float,
-) -> CollectionResult:
-    started = time.monotonic()
-    usage, failures = Usage(), Counter()
-    rows: list[dict] = []
-    in_flight = asyncio.Semaphore(teacher.max_concurrency)
-    last_report = started
-    stopping = False  # set by a fatal error, before its slot frees, so no request follows it
+def prompt_version(teacher: TeacherConfig) -> str:
+    return SELF_CHAT_PROMPT_VERSION if teacher.mode == "v1" else SELF_CHAT_TURN_PROMPT_VERSION
 
-    async def one(seed: dict) -> None:
-        nonlocal last_report, stopping
-        row = {
-            "seed_id": seed["seed_id"],
-            "seed": seed["seed"],
-            "source": seed["source"],
-            "shard": int(seed["shard"]),
-            "prompt_version": SELF_CHAT_PROMPT_VERSION,
-            "model": teacher.model,
-            "temperature": teacher.temperature,
-            "max_tokens": teacher.max_tokens,
-        }
-        async with in_flight:
-            if stopping:
-                return
+
+def generation_inputs(teacher: TeacherConfig) -> dict[str, Any]:
+    """Everything besides the seed that shapes a conversation: the cache key's inputs."""
+    inputs = {
+        "mode": teacher.mode,
+        "prompt_version": prompt_version(teacher),
+        "model": teacher.model,
+        "temperature": teacher.temperature,
+        "top_p": teacher.top_p,
+        "max_tokens": teacher.max_tokens,
+        "max_rounds": teacher.max_rounds,
+    }
+    if teacher.mode == "v1.5":
+        inputs["max_conversation_tokens"] = teacher.max_conversation_tokens
+    return inputs
+
+
+def _estimate_tokens(messages: list[dict[str, str]]) -> int:
+    """A cheap upper-side guess of prompt tokens (about four characters a token)."""
+    return sum(math.ceil(len(m["content"]) / 4) + 4 for m in messages)
+
+
+def _same(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def guard_transcript(text: str, max_rounds: int) -> tuple[str, str | None]:
+    """Cut a v1 transcript before its first repeated turn or its ``max_rounds + 1``-th human turn.
+
+    Returns the (possibly cut) raw text and why it was cut, or None.
+    """
+    seen: set[tuple[str, str]] = set()
+    humans = 0
+    matches = list(_RAW_MARKER.finditer(text))
+    for match, following in zip(matches, matches[1:] + [None]):
+        role = "human" if match.group(0).lower() == RAW_HUMAN.lower() else "ai"
+        body = _same(text[match.end() : following.start() if following else len(text)])
+        if role == "human":
+            humans += 1
+            if humans > max_rounds:
+                return text[: match.start()].rstrip(), "max_turns"
+        if (role, body) in seen:
+            return text[: match.start()].rstrip(), "repeated_turn"
+        seen.add((role, body))
+    return text, None
+
+
+def _has_markers(text: str) -> bool:
+    lowered = text.lower()
+    return RAW_HUMAN.lower() in lowered and RAW_AI.lower() in lowered
+
+
+def _human_statement(text: str) -> str:
+    """The first human statement of a v1.5 human-turn answer, without its marker."""
+    text = text.strip()
+    if text.lower().startswith(RAW_HUMAN.lower()):
+        text = text[len(RAW_HUMAN) :]
+    return _RAW_MARKER.split(text, maxsplit=1)[0].strip()
+
+
+class _Collector:
+    def __init__(
+        self,
+        seeds: pd.DataFrame,
+        teacher: TeacherConfig,
+        client: openai.AsyncOpenAI,
+        cache: TranscriptCache | None,
+        limiter: RateLimiter,
+        budget: Budget,
+        log: Callable[[str], None],
+        progress_every_s: float,
+        sync_spend: Callable[[int, float], tuple[int, float]] | None,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.seeds = seeds.to_dict("records")
+        self.teacher = teacher
+        self.client = client
+        self.cache = cache
+        self.limiter = limiter
+        self.budget = budget
+        self.log = log
+        self.progress_every_s = progress_every_s
+        self.sync_spend = sync_spend
+        self.secrets = tuple(s for s in secrets if s)
+        self.inputs = generation_inputs(teacher)
+        self.usage, self.failures, self.retries = Usage(), Counter(), Counter()
+        self.rows: list[dict] = []
+        self.requests = 0
+        self.cached = 0
+        self.fatal: TeacherFatalError | None = None
+        # The first request goes alone: a bad key or model then costs one request.
+        self._probe_taken = False
+        self._probe_done = asyncio.Event()
+        self._started = time.monotonic()
+
+    # -- one request, with retries
+
+    def _redact(self, message: str) -> str:
+        for secret in self.secrets:
+            message = message.replace(secret, "[redacted]")
+        return message[:500]
+
+    def _fail_run(self, message: str) -> TeacherFatalError:
+        self.fatal = TeacherFatalError(message)
+        self._probe_done.set()
+        return self.fatal
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter: workers that failed together do not retry together.
+        return random.uniform(0, min(self.teacher.retry_max_s, self.teacher.retry_base_s * 2**attempt))
+
+    async def _call(self, messages: list[dict[str, str]], stop: list[str] | None,
+                    valid: Callable[[str], bool]) -> _Answer:
+        teacher = self.teacher
+        estimate = _estimate_tokens(messages)
+        for attempt in range(teacher.max_retries + 1):
+            if not self._probe_done.is_set():
+                if self._probe_taken:
+                    await self._probe_done.wait()
+                else:
+                    self._probe_taken = True
+            if self.fatal:
+                raise _Abandoned()
+            reservation = self.budget.reserve(estimate, teacher.max_tokens)
+            if reservation is None:
+                raise _BudgetStop()
+            await self.limiter.acquire(estimate + teacher.max_tokens)
+            if self.fatal:
+                self.budget.settle(reservation)
+                raise _Abandoned()
+            self.requests += 1
             try:
-                response = await client.chat.completions.create(
-                    model=teacher.model,
-                    messages=[{"role": "user", "content": self_chat_prompt(seed["seed"])}],
-                    temperature=teacher.temperature,
-                    max_tokens=teacher.max_tokens,
-                )
-            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                stopping = True
-                raise TeacherFatalError(
-                    f"the teacher endpoint rejected the API key (HTTP {exc.status_code}); "
-                    "check OPENAI_API_KEY"
-                ) from None
-            except openai.NotFoundError:
-                stopping = True
-                raise TeacherFatalError(
-                    f"the teacher endpoint has no model '{teacher.model}' (HTTP 404); "
-                    "check teacher.model in the configuration and OPENAI_BASE_URL"
-                ) from None
-            except openai.OpenAIError as exc:
-                kind = _failure_kind(exc)
-                failures[kind] += 1
-                row.update(failure_kind=kind, failure_message=str(exc)[:500])
-            else:
-                choice = response.choices[0] if response.choices else None
-                prompt_tokens = response.usage.prompt_tokens if response.usage else 0
-                completion_tokens = response.usage.completion_tokens if response.usage else 0
-                usage.add(response.model or teacher.model, prompt_tokens, completion_tokens)
-                row.update(
-                    model=response.model or teacher.model,
-                    transcript=choice.message.content if choice else None,
-                    finish_reason=choice.finish_reason if choice else None,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    total_tokens=prompt_tokens + completion_tokens,
-                )
-        rows.append(row)
-        now = time.monotonic()
-        if now - last_report >= progress_every_s:
-            last_report = now
-            log(f"self-chat: {len(rows)}/{len(seeds)} done, {dict(failures) or 'no'} failures")
+                try:
+                    answer = await self._request(messages, stop, estimate, reservation)
+                finally:
+                    self._probe_done.set()
+                if not valid(answer.text):
+                    raise _RetryableError(MALFORMED, f"the answer is not in the expected format: {answer.text[:200]!r}")
+                return answer
+            except _RetryableError as error:
+                self.retries[error.kind] += 1
+                if attempt == teacher.max_retries:
+                    raise _TerminalError(error.kind, f"{error} (after {attempt + 1} attempts)") from None
+                await asyncio.sleep(error.retry_after if error.retry_after is not None else self._backoff(attempt))
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    tasks = [asyncio.create_task(one(seed)) for seed in seeds.to_dict("records")]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    frame = pa.Table.from_pylist(rows, schema=TRANSCRIPT_SCHEMA).to_pandas()
-    frame = frame.sort_values("seed_id", kind="stable").reset_index(drop=True)
-    return CollectionResult(frame, usage, failures, time.monotonic() - started)
+    async def _request(self, messages: list[dict[str, str]], stop: list[str] | None, estimate: int,
+                       reservation: Reservation) -> _Answer:
+        teacher = self.teacher
+        extra = {"top_p": teacher.top_p} if teacher.top_p is not None else {}
+        try:
+            raw = await self.client.chat.completions.with_raw_response.create(
+                model=teacher.model,
+                messages=messages,
+                temperature=teacher.temperature,
+                max_tokens=teacher.max_tokens,
+                stop=stop,
+                **extra,
+            )
+            response = raw.parse()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            self.budget.settle(reservation)
+            raise self._fail_run(
+                f"the teacher endpoint rejected the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
+            ) from None
+        except openai.NotFoundError:
+            self.budget.settle(reservation)
+            raise self._fail_run(
+                f"the teacher endpoint has no model '{teacher.model}' (HTTP 404); "
+                "check teacher.model in the configuration and OPENAI_BASE_URL"
+            ) from None
+        except openai.BadRequestError as exc:
+            self.budget.settle(reservation)
+            if exc.code in _PER_SEED_BAD_REQUEST_CODES:
+                raise _TerminalError(CONTEXT_LENGTH if "length" in (exc.code or "") else "bad_request",
+                                     self._redact(str(exc))) from None
+            raise self._fail_run(f"the teacher endpoint rejected the request (HTTP 400): {self._redact(str(exc))}") \
+                from None
+        except openai.RateLimitError as exc:
+            self.budget.settle(reservation)
+            if exc.code == "insufficient_quota":
+                raise self._fail_run("the teacher account has no quota left (HTTP 429 insufficient_quota)") from None
+            retry_after = parse_retry_after(exc.response.headers)
+            self.limiter.pause(retry_after if retry_after is not None else self._backoff(0))
+            raise _RetryableError("rate_limited", self._redact(str(exc)), retry_after) from None
+        except openai.APITimeoutError:
+            self.budget.settle(reservation)
+            raise _RetryableError("timeout", f"no answer within {teacher.timeout_s:g} s") from None
+        except openai.APIConnectionError as exc:
+            self.budget.settle(reservation)
+            raise _RetryableError("connection", self._redact(str(exc) or "connection dropped")) from None
+        except openai.APIStatusError as exc:
+            self.budget.settle(reservation)
+            kind = "server_error" if exc.status_code >= 500 else f"http_{exc.status_code}"
+            if exc.status_code >= 500 or exc.status_code in (408, 409):
+                raise _RetryableError(kind, self._redact(str(exc)),
+                                      parse_retry_after(exc.response.headers)) from None
+            raise _TerminalError(kind, self._redact(str(exc))) from None
+        except openai.APIError as exc:  # a 200 whose body is not a chat completion
+            self.budget.settle(reservation)
+            raise _RetryableError(MALFORMED, self._redact(str(exc))) from None
+
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        model = response.model or teacher.model
+        self.budget.settle(reservation, prompt_tokens, completion_tokens)
+        self.limiter.settle(estimate + teacher.max_tokens, prompt_tokens + completion_tokens)
+        self.limiter.observe(raw.headers, estimate + teacher.max_tokens)
+        self.usage.add(model, prompt_tokens, completion_tokens)
+        choice = response.choices[0] if response.choices else None
+        if choice is None or choice.message is None or choice.message.content is None:
+            raise _RetryableError(MALFORMED, "the answer has no message content")
+        return _Answer(choice.message.content, choice.finish_reason, model, prompt_tokens, completion_tokens)
+
+    # -- one conversation
+
+    async def _v1(self, seed: str) -> dict[str, Any]:
+        answer = await self._call([{"role": "user", "content": self_chat_prompt(seed)}], None, _has_markers)
+        text, ended_by = guard_transcript(answer.text, self.teacher.max_rounds)
+        if ended_by is None:
+            ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
+        return {
+            "model": answer.model, "transcript": text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
+            "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
+        }
+
+    async def _v15(self, seed: str) -> dict[str, Any]:
+        teacher = self.teacher
+        dialogue: list[Turn] = []
+        calls = prompt_tokens = completion_tokens = 0
+        ended_by, finish_reason, model = "max_turns", None, teacher.model
+        for _ in range(teacher.max_rounds):
+            human = await self._call(
+                [{"role": "user", "content": self_chat_turn_prompt(seed, dialogue)}], [RAW_AI], lambda _: True
+            )
+            question = _human_statement(human.text)
+            calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + human.prompt_tokens,
+                                                       completion_tokens + human.completion_tokens)
+            if not question or RAW_END.lower() in question.lower():
+                ended_by = "human_done"
+                break
+            if any(t.role == "human" and _same(t.text) == _same(question) for t in dialogue):
+                ended_by = "repeated_turn"
+                break
+            messages = [{"role": "user" if t.role == "human" else "assistant", "content": t.text} for t in dialogue]
+            ai = await self._call(messages + [{"role": "user", "content": question}], None,
+                                  lambda text: bool(text.strip()))
+            calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + ai.prompt_tokens,
+                                                       completion_tokens + ai.completion_tokens)
+            model, finish_reason = ai.model, ai.finish_reason
+            if any(t.role == "ai" and _same(t.text) == _same(ai.text) for t in dialogue):
+                ended_by = "repeated_turn"
+                break
+            dialogue += [Turn("human", question), Turn("ai", ai.text.strip())]
+            if completion_tokens >= teacher.max_conversation_tokens:
+                ended_by = "max_tokens"
+                break
+        transcript = "\n".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}" for t in dialogue)
+        return {
+            "model": model, "transcript": transcript, "finish_reason": finish_reason, "ended_by": ended_by,
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "api_calls": calls,
+        }
+
+    def _base_row(self, seed: dict, key: str) -> dict[str, Any]:
+        return {
+            "seed_id": seed["seed_id"], "seed": seed["seed"], "source": seed["source"], "shard": int(seed["shard"]),
+            "prompt_version": self.inputs["prompt_version"], "model": self.teacher.model,
+            "temperature": self.teacher.temperature, "max_tokens": self.teacher.max_tokens,
+            "generation_mode": self.teacher.mode, "cached": False, "cache_key": key,
+        }
+
+    def _failure_row(self, row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
+        self.failures[kind] += 1
+        return {**row, "failure_kind": kind, "failure_message": message}
+
+    async def _conversation(self, seed: dict, key: str) -> dict[str, Any]:
+        row = self._base_row(seed, key)
+        if self.budget.exhausted:
+            return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
+        try:
+            made = await (self._v1(seed["seed"]) if self.teacher.mode == "v1" else self._v15(seed["seed"]))
+        except _BudgetStop:
+            return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
+        except _TerminalError as error:
+            return self._failure_row(row, error.kind, str(error))
+        made["total_tokens"] = made["prompt_tokens"] + made["completion_tokens"]
+        made["dollars"] = dollars(self.budget.price, made["prompt_tokens"], made["completion_tokens"])
+        row.update(made)
+        if self.cache is not None:
+            self.cache.put(key, row["seed_id"], row)
+        return row
+
+    def _budget_message(self) -> str:
+        spent = f"{self.budget.elsewhere_tokens + self.budget.spent_tokens} tokens"
+        if self.budget.price is not None:
+            spent += f", ${self.budget.elsewhere_dollars + self.budget.spent_dollars:.4f}"
+        return f"the run's budget ({self.budget.config.model_dump(exclude_none=True)}) was reached after {spent}"
+
+    # -- the run
+
+    def _sync_spend(self) -> None:
+        if self.sync_spend is not None:
+            elsewhere = self.sync_spend(self.budget.spent_tokens, self.budget.spent_dollars)
+            self.budget.elsewhere_tokens, self.budget.elsewhere_dollars = elsewhere
+
+    def progress_line(self) -> str:
+        done, total = len(self.rows), len(self.seeds)
+        elapsed = time.monotonic() - self._started
+        fresh = done - self.cached
+        rate = fresh / elapsed if elapsed > 0 else 0.0
+        eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "unknown"
+        spent = f"{self.budget.spent_tokens} tokens"
+        if self.budget.price is not None:
+            spent += f", ${self.budget.spent_dollars:.4f}"
+        return (
+            f"self-chat: {done}/{total} conversations ({self.cached} cached), {rate:.1f}/s, ETA {eta}, {spent}, "
+            f"{self.requests} requests, failures {dict(self.failures) or 'none'}, "
+            f"retries {dict(self.retries) or 'none'}"
+        )
+
+    async def _report(self) -> None:
+        last_log = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.progress_every_s))
+            self._sync_spend()
+            if time.monotonic() - last_log >= self.progress_every_s:
+                last_log = time.monotonic()
+                self.log(self.progress_line())
+
+    async def run(self) -> None:
+        keys = [cache_key(seed["seed"], self.inputs) for seed in self.seeds]
+        stored = self.cache.get_many(keys) if self.cache is not None and not self.teacher.regenerate else {}
+        queue: asyncio.Queue[tuple[dict, str]] = asyncio.Queue()
+        for seed, key in zip(self.seeds, keys):
+            if key in stored:
+                self.cached += 1
+                self.rows.append({**stored[key], **self._base_row(seed, key), "cached": True,
+                                  "prompt_version": stored[key]["prompt_version"], "model": stored[key]["model"]})
+            else:
+                queue.put_nowait((seed, key))
+        self._sync_spend()
+
+        async def worker() -> None:
+            while not queue.empty():
+                seed, key = queue.get_nowait()
+                self.rows.append(await self._conversation(seed, key))
+
+        reporter = asyncio.create_task(self._report())
+        workers = [asyncio.create_task(worker()) for _ in range(min(self.teacher.max_concurrency, queue.qsize()))]
+        try:
+            await asyncio.gather(*workers)
+        except (_Abandoned, TeacherFatalError):
+            pass  # raised below, once every worker has stopped
+        finally:
+            for task in [*workers, reporter]:
+                task.cancel()
+            await asyncio.gather(*workers, reporter, return_exceptions=True)
+            self._sync_spend()
+        if self.fatal:
+            raise self.fatal
+        self.log(self.progress_line())
 
 
 def collect_transcripts(
@@ -188,21 +541,45 @@ def collect_transcripts(
     api_key: str,
     base_url: str | None = None,
     log: Callable[[str], None] = print,
-    progress_every_s: float = 10.0,
+    progress_every_s: float | None = None,
+    cache: TranscriptCache | None = None,
+    sync_spend: Callable[[int, float], tuple[int, float]] | None = None,
 ) -> CollectionResult:
-    """Ask the teacher for one self-chat transcript per seed row.
+    """Ask the teacher for one self-chat conversation per seed row.
 
     ``base_url`` None means the ``openai`` client's own default (``OPENAI_BASE_URL``
-    or OpenAI itself).
+    or OpenAI itself). With a ``cache``, conversations it holds are reused and new ones
+    are stored as they arrive. ``sync_spend(tokens, dollars)`` records this step's
+    spending and returns what the rest of the run has spent (for the per-run budget).
     """
 
-    async def run() -> CollectionResult:
+    async def run() -> _Collector:
+        # Retries are ours (they feed the limiter and the failure counts), so the client's are off.
         async with openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=teacher.timeout_s,
-            max_retries=teacher.max_retries,
+            api_key=api_key, base_url=base_url, timeout=teacher.timeout_s, max_retries=0
         ) as client:
-            return await _collect(seeds, teacher, client, log, progress_every_s)
+            limits = teacher.rate_limit_for(str(client.base_url))
+            budget = Budget(teacher.budget, teacher.prices.get(teacher.model))
+            collector = _Collector(
+                seeds, teacher, client, cache, RateLimiter(limits), budget,
+                log, progress_every_s or teacher.progress_every_s, sync_spend, (api_key,),
+            )
+            await collector.run()
+            return collector
 
-    return asyncio.run(run())
+    started = time.monotonic()
+    collector = asyncio.run(run())
+    frame = pa.Table.from_pylist(collector.rows, schema=TRANSCRIPT_SCHEMA).to_pandas()
+    frame = frame.sort_values("seed_id", kind="stable").reset_index(drop=True)
+    return CollectionResult(
+        transcripts=frame,
+        usage=collector.usage,
+        failures=collector.failures,
+        retries=collector.retries,
+        seconds=time.monotonic() - started,
+        requests=collector.requests,
+        cached=collector.cached,
+        spent_tokens=collector.budget.spent_tokens,
+        spent_dollars=collector.budget.spent_dollars if collector.budget.price is not None else None,
+        partial=collector.failures[BUDGET_EXHAUSTED] > 0,
+    )

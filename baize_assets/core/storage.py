@@ -50,6 +50,14 @@ class Layout:
     def transcripts(self, source: str, shard: str | int) -> Path:
         return self.root / source / "transcripts" / f"shard-{shard}.parquet"
 
+    def transcript_cache(self, source: str) -> Path:
+        """Every finished conversation of a source, written as it arrives (survives a crash)."""
+        return self.root / source / "transcript_cache.sqlite"
+
+    def collection_spend(self) -> Path:
+        """Tokens and dollars spent by each run's self-chat steps, for the per-run budget."""
+        return self.root / "collection_spend.sqlite"
+
     def conversations(self, source: str, shard: str | int) -> Path:
         return self.root / source / "conversations" / f"shard-{shard}.parquet"
 
@@ -67,6 +75,13 @@ class Layout:
 
     def adapter(self, name: str) -> Path:
         return self.root / "adapters" / name
+
+    def adapter_checkpoints(self, name: str) -> Path:
+        """The last training checkpoint of an adapter; a rerun resumes from it."""
+        return self.root / "checkpoints" / name
+
+    def evaluation(self, name: str) -> Path:
+        return self.root / "evaluations" / f"{name}.json"
 
 
 def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> Path:

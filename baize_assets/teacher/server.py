@@ -38,12 +38,18 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, seed_from_self_chat_prompt
+from baize_assets.core.prompts import (
+    RAW_AI,
+    RAW_END,
+    RAW_HUMAN,
+    exchanges_in_self_chat_prompt,
+    seed_from_self_chat_prompt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +60,7 @@ API_KEY_ENV = "BAIZE_TEACHER_API_KEY"
 
 # A fixed creation time keeps the model objects identical across runs.
 _MODEL_CREATED = 1767225600  # 2026-01-01T00:00:00Z
-# Advertised in the x-ratelimit-* headers; the server never enforces them.
+# Advertised in the x-ratelimit-* headers when no request limit is enforced (the default).
 _RATE_LIMIT_REQUESTS = 10_000
 _RATE_LIMIT_TOKENS = 2_000_000
 _MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -225,11 +231,18 @@ def _content_text(content: Any) -> str:
 
 
 def completion_text(messages: list[dict[str, Any]], model: str, temperature: float) -> str:
-    """What the simulated teacher answers to ``messages`` (before stop/length limits)."""
+    """What the simulated teacher answers to ``messages`` (before stop/length limits).
+
+    A self-chat prompt that already carries some dialogue (Baize v1.5's human turn) gets
+    the rest of the seed's transcript after that many exchanges, or the end marker when
+    the transcript has no more.
+    """
     last_user = next((_content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
     seed = seed_from_self_chat_prompt(last_user)
     if seed is not None:
-        return self_chat_transcript(seed, model, temperature)
+        lines = self_chat_transcript(seed, model, temperature).split("\n")
+        rest = lines[2 * exchanges_in_self_chat_prompt(last_user):]
+        return "\n".join(rest) if rest else f"{RAW_HUMAN} {RAW_END}"
     return plain_reply(last_user, model, temperature)
 
 
@@ -332,6 +345,8 @@ class SimulatedTeacher:
         fault_seed: int = 0,
         retry_after_s: float = 1.0,
         hang_s: float = 30.0,
+        requests_per_window: int | None = None,
+        rate_window_s: float = 60.0,
     ) -> None:
         self.fault_kinds = tuple(sorted(set(fault_kinds)))
         unknown = set(self.fault_kinds) - set(FAULT_KINDS)
@@ -352,6 +367,11 @@ class SimulatedTeacher:
         self.fault_seed = fault_seed
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
+        # Enforced only when set: at most this many chat completions in any rate window,
+        # advertised in the x-ratelimit-* headers the way OpenAI does.
+        self.requests_per_window = requests_per_window
+        self.rate_window_s = rate_window_s
+        self._admitted: deque[float] = deque()
 
         self._lock = threading.Lock()
         self._requests_total = 0
@@ -438,6 +458,28 @@ class SimulatedTeacher:
         scheme, _, token = (header or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._api_key.encode())
 
+    def _admit(self) -> tuple[int, int, float]:
+        """Admit one chat completion under the request limit: ``(limit, remaining, reset_s)``.
+
+        Raises a 429 with ``Retry-After`` when the window is full.
+        """
+        if self.requests_per_window is None:
+            return _RATE_LIMIT_REQUESTS, _RATE_LIMIT_REQUESTS - 1, 0.0
+        with self._lock:
+            now = time.monotonic()
+            while self._admitted and self._admitted[0] <= now - self.rate_window_s:
+                self._admitted.popleft()
+            reset_s = self._admitted[0] + self.rate_window_s - now if self._admitted else self.rate_window_s
+            if len(self._admitted) >= self.requests_per_window:
+                raise ApiError(429, "Rate limit reached for requests (simulated limit).", "requests",
+                               "rate_limit_exceeded", outcome="rate_limited_by_limit",
+                               headers={"Retry-After": f"{max(reset_s, 0.001):.3f}",
+                                        "x-ratelimit-limit-requests": str(self.requests_per_window),
+                                        "x-ratelimit-remaining-requests": "0",
+                                        "x-ratelimit-reset-requests": f"{max(reset_s, 0.001):.3f}s"})
+            self._admitted.append(now)
+            return self.requests_per_window, self.requests_per_window - len(self._admitted), reset_s
+
     def _next_fault(self) -> str | None:
         """The fault of the next valid chat completion, a function of its number and the seed."""
         with self._lock:
@@ -515,6 +557,7 @@ class _Handler(BaseHTTPRequestHandler):
         teacher = self.server.teacher
         path = urlsplit(self.path).path.rstrip("/") or "/"
         teacher._count_request(path)
+        self._request_limit: tuple[int, int, float] | None = None
         try:
             # Read the body before anything can fail: unread bytes would corrupt the
             # next request on this keep-alive connection.
@@ -579,6 +622,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _bad_request("We could not parse the JSON body of your request. The body must be a JSON object.")
         request = _parse_chat_request(body, teacher.models)
 
+        self._request_limit = teacher._admit()
         teacher._sleep(teacher.latency_s)
         fault = teacher._next_fault()
         if fault == "rate_limit":
@@ -671,9 +715,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _send_rate_limit_headers(self, tokens: int) -> None:
+        limit, remaining, reset_s = self._request_limit or (_RATE_LIMIT_REQUESTS, _RATE_LIMIT_REQUESTS - 1, 0.0)
         self.send_header("x-request-id", f"req_{uuid.uuid4().hex}")
-        self.send_header("x-ratelimit-limit-requests", str(_RATE_LIMIT_REQUESTS))
-        self.send_header("x-ratelimit-remaining-requests", str(_RATE_LIMIT_REQUESTS - 1))
+        self.send_header("x-ratelimit-limit-requests", str(limit))
+        self.send_header("x-ratelimit-remaining-requests", str(remaining))
+        self.send_header("x-ratelimit-reset-requests", f"{reset_s:.3f}s")
         self.send_header("x-ratelimit-limit-tokens", str(_RATE_LIMIT_TOKENS))
         self.send_header("x-ratelimit-remaining-tokens", str(_RATE_LIMIT_TOKENS - tokens))
 
@@ -704,6 +750,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fault-seed", type=int, default=0, help="seed of the deterministic fault schedule")
     parser.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After value on simulated 429s")
     parser.add_argument("--hang-s", type=float, default=30.0, help="how long a hanging request sleeps")
+    parser.add_argument("--rpm", type=int, default=None,
+                        help="enforce at most this many chat completions per minute (429 beyond; default off)")
     return parser.parse_args(argv)
 
 
@@ -721,6 +769,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fault_seed=args.fault_seed,
             retry_after_s=args.retry_after_s,
             hang_s=args.hang_s,
+            requests_per_window=args.rpm,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,0 +1,85 @@
+"""Durable per-source store of finished self-chat conversations.
+
+Each conversation is committed the moment it arrives, so a crashed or killed run keeps
+everything that was answered; only requests in flight are lost. Rows are keyed by a
+hash of exactly what determines the teacher's answer (seed text, prompt version, mode,
+model, sampling parameters and loop guards), so a rerun asks only for what it lacks
+and a prompt or model change asks again only for what it affects.
+
+SQLite in WAL mode: appends are atomic, a reader never sees half a row, and a process
+killed mid-commit leaves the file consistent. The table is append-only; a regenerated
+conversation is a newer row under the same key and the newest one wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    cache_key TEXT NOT NULL,
+    seed_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    row_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_key ON conversations (cache_key, id);
+"""
+
+
+def cache_key(seed: str, generation: dict[str, Any]) -> str:
+    """Hash of the seed text and every input that shapes the teacher's answer."""
+    payload = json.dumps({"seed": seed, **generation}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class TranscriptCache:
+    """Append-only SQLite store of finished conversations of one source."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit: every insert is its own durable transaction.
+        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (not a power cut) at a fraction of FULL's cost.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The newest stored row of each key that has one."""
+        found: dict[str, dict[str, Any]] = {}
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            cursor = self._db.execute(
+                f"SELECT cache_key, row_json FROM conversations WHERE id IN "
+                f"(SELECT MAX(id) FROM conversations WHERE cache_key IN ({marks}) GROUP BY cache_key)",
+                chunk,
+            )
+            found.update((key, json.loads(row)) for key, row in cursor)
+        return found
+
+    def put(self, key: str, seed_id: str, row: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO conversations (cache_key, seed_id, created_at, row_json) VALUES (?, ?, ?, ?)",
+            (key, seed_id, time.time(), json.dumps(row, ensure_ascii=False)),
+        )
+
+    def count(self) -> int:
+        return self._db.execute("SELECT COUNT(DISTINCT cache_key) FROM conversations").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "TranscriptCache":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
