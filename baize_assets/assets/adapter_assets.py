@@ -17,6 +17,7 @@ from .keys import (
     ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
     TINY_BASE_KEY,
+    TRAINING_POOL,
     adapter_key,
     seed_key,
     training_set_key,
@@ -57,6 +58,7 @@ def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> Asset
         deps=deps,
         group_name=ADAPTERS_GROUP,
         kinds={"pytorch"},
+        pool=TRAINING_POOL,
         description=f"LoRA adapter '{adapter.name}' trained on the corpus of {', '.join(adapter.sources)}.",
         code_version=f"1-{config_hash(adapter)}",
     )

@@ -9,6 +9,10 @@ BASE_MODELS_GROUP = "base_models"
 TRAINING_SETS_GROUP = "training_sets"
 ADAPTERS_GROUP = "adapters"
 TINY_BASE_KEY = AssetKey(["base_models", "tiny_llama"])
+# Concurrency pools (limits live in the Dagster instance): teacher calls share the
+# endpoint's rate limit across runs, training steps share the accelerator.
+TEACHER_API_POOL = "teacher_api"
+TRAINING_POOL = "training"
 
 
 def seed_key(source: str) -> AssetKey:

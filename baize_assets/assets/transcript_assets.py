@@ -15,7 +15,7 @@ from ..core.pricing import SpendLedger
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..core.transcript_cache import TranscriptCache, cache_key
 from ..resources import BaizeStorage
-from .keys import seed_key, shard_partitions, transcripts_key
+from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata
 
 
@@ -31,6 +31,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         partitions_def=shard_partitions(source),
         group_name=source.name,
         kinds={"openai", "parquet"},
+        pool=TEACHER_API_POOL,
         description=(
             f"Raw self-chat transcripts of '{source.name}' (Baize {teacher.mode}), one row per seed: transcript, "
             "model, finish reason, token usage and cost, or the failure kind. Finished conversations are cached "

@@ -1,0 +1,68 @@
+"""Declarative automation: training sets and adapters follow their corpus.
+
+Applied here, in the definitions wiring, with ``map_asset_specs``, so the asset modules
+stay free of deployment policy and a config switch turns it off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+)
+
+from .assets import ADAPTERS_GROUP, TRAINING_SETS_GROUP
+from .core.config import PipelineConfig
+
+RETRAIN_SENSOR = "retrain_on_corpus_change"
+RETRAINED_GROUPS = (TRAINING_SETS_GROUP, ADAPTERS_GROUP)
+
+# Eager: run once any upstream corpus shard (or training set) is updated, and when newly
+# missing; never while an upstream is missing or in progress. The blocking-check clause
+# keeps training away while any shard of any upstream has a failed blocking check (a bad
+# corpus shard never reaches training), also when that shard came from a run that did not
+# target the training set. ``all_deps_blocking_checks_passed`` would not do: for an
+# unpartitioned training set it is satisfied by any one passing shard.
+NO_UPSTREAM_BLOCKING_CHECK_FAILED = ~AutomationCondition.any_deps_match(
+    AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+).with_label("no_upstream_blocking_check_failed")
+RETRAIN_CONDITION = (AutomationCondition.eager() & NO_UPSTREAM_BLOCKING_CHECK_FAILED).with_label(
+    "retrain_after_corpus_change"
+)
+
+
+def retrained_selection() -> AssetSelection:
+    return AssetSelection.groups(*RETRAINED_GROUPS)
+
+
+def with_retrain_automation(assets: Sequence[AssetsDefinition], config: PipelineConfig) -> list[AssetsDefinition]:
+    """The assets, with ``RETRAIN_CONDITION`` on training sets and adapters when enabled."""
+    if not config.automation.retrain_on_corpus_change:
+        return list(assets)
+    return [
+        asset.map_asset_specs(
+            lambda spec: spec.replace_attributes(automation_condition=RETRAIN_CONDITION)
+            if spec.group_name in RETRAINED_GROUPS
+            else spec
+        )
+        for asset in assets
+    ]
+
+
+def build_automation_sensors(config: PipelineConfig) -> list[AutomationConditionSensorDefinition]:
+    """The sensor that evaluates the conditions; running by default when automation is on."""
+    if not config.automation.retrain_on_corpus_change:
+        return []
+    return [
+        AutomationConditionSensorDefinition(
+            RETRAIN_SENSOR,
+            target=retrained_selection(),
+            default_status=DefaultSensorStatus.RUNNING,
+            description="Retrains training sets and adapters after their corpus changes.",
+        )
+    ]

@@ -1,0 +1,111 @@
+"""Support for the operations tests: small configurations, required services, subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from dagster import AssetMaterialization, DagsterEventType, DagsterInstance, EnvVar
+from dagster_openai import OpenAIResource
+
+from baize_assets.core.config import AdapterConfig, PipelineConfig, SourceConfig, TrainingConfig
+from baize_assets.resources import BaizeStorage
+
+POSTGRES = ("127.0.0.1", 5432)
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def require_service(name: str, address: tuple[str, int]) -> None:
+    """Fail under CI (the service is part of the machine there), skip elsewhere, if it is down."""
+    try:
+        socket.create_connection(address, timeout=2).close()
+    except OSError as exc:
+        message = f"{name} is not reachable on {address[0]}:{address[1]} ({exc})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI needs it")
+        pytest.skip(message)
+
+
+def faq_config(csv_path: Path, shards: int = 4, **automation) -> PipelineConfig:
+    """One small csv source and one adapter trained for a single step."""
+    return PipelineConfig(
+        sources=[SourceConfig(name="faq", format="csv", text_field="question", paths=[str(csv_path)], shards=shards)],
+        adapters=[AdapterConfig(name="faq_bot", sources=["faq"], training=TrainingConfig(max_steps=1))],
+        automation=automation,
+    )
+
+
+def write_faq_csv(path: Path, questions: list[str]) -> Path:
+    path.write_text("question\n" + "".join(f'"{q}"\n' for q in questions), encoding="utf-8")
+    return path
+
+
+def resources_for(output_dir: Path) -> dict:
+    return {
+        "storage": BaizeStorage(output_dir=str(output_dir)),
+        "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+    }
+
+
+def report_materialization(instance: DagsterInstance, key, partition: str | None = None) -> None:
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition))
+
+
+def materialized_in_run(instance: DagsterInstance, run_id: str) -> set[tuple[str, str | None]]:
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    return {
+        (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
+        for r in records
+    }
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test; dropped afterwards. Yields its URL."""
+    import psycopg2
+
+    require_service("PostgreSQL", POSTGRES)
+    name = f"baize_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres", dbname="postgres")
+    admin.autocommit = True
+    try:
+        admin.cursor().execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def process_group(args: list[str], log_path: Path, env: dict) -> Iterator[subprocess.Popen]:
+    """Start a command in its own process group; stop that group (and only it) on exit."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        yield process
+    finally:
+        stop_process_group(process)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
