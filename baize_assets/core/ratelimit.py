@@ -90,11 +90,15 @@ class RateLimiter:
             self._paused_until = until
             self.pauses += 1
 
-    def observe(self, headers: Mapping[str, str] | None, next_tokens: int = 0) -> None:
-        """Slow down on the provider's ``x-ratelimit-*`` headers when its quota runs out."""
+    def observe(self, headers: Mapping[str, str] | None, in_flight: int = 0, in_flight_tokens: int = 0) -> None:
+        """Slow down on the provider's ``x-ratelimit-*`` headers before its quota runs out.
+
+        The quota left must cover the requests (and tokens) already in flight, which the
+        provider has not counted yet when it sent these headers, plus one more.
+        """
         if not headers:
             return
-        for kind, needed in (("requests", 1), ("tokens", max(next_tokens, 1))):
+        for kind, needed in (("requests", in_flight + 1), ("tokens", max(in_flight_tokens, 1))):
             remaining = headers.get(f"x-ratelimit-remaining-{kind}")
             reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
             try:

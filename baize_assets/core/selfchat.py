@@ -259,6 +259,7 @@ class _Collector:
         self.usage, self.failures, self.retries = Usage(), Counter(), Counter()
         self.rows: list[dict] = []
         self.requests = 0
+        self.in_flight = 0
         self.cached = 0
         self.fatal: TeacherFatalError | None = None
         # The first request goes alone: a bad key or model then costs one request.
@@ -303,9 +304,11 @@ class _Collector:
                 raise _Abandoned()
             self.requests += 1
             try:
+                self.in_flight += 1
                 try:
                     answer = await self._request(messages, stop, estimate, reservation)
                 finally:
+                    self.in_flight -= 1
                     self._probe_done.set()
                 if not valid(answer.text):
                     raise _RetryableError(MALFORMED, f"the answer is not in the expected format: {answer.text[:200]!r}")
@@ -379,7 +382,8 @@ class _Collector:
         model = response.model or teacher.model
         self.budget.settle(reservation, prompt_tokens, completion_tokens)
         self.limiter.settle(estimate + teacher.max_tokens, prompt_tokens + completion_tokens)
-        self.limiter.observe(raw.headers, estimate + teacher.max_tokens)
+        others = self.in_flight - 1  # in flight besides this one, not yet counted by the provider
+        self.limiter.observe(raw.headers, others, (others + 1) * (estimate + teacher.max_tokens))
         self.usage.add(model, prompt_tokens, completion_tokens)
         choice = response.choices[0] if response.choices else None
         if choice is None or choice.message is None or choice.message.content is None:

@@ -461,7 +461,9 @@ class SimulatedTeacher:
     def _admit(self) -> tuple[int, int, float]:
         """Admit one chat completion under the request limit: ``(limit, remaining, reset_s)``.
 
-        Raises a 429 with ``Retry-After`` when the window is full.
+        ``reset_s`` is, as in OpenAI's ``x-ratelimit-reset-requests``, the time until the
+        whole window is free again. A full window raises a 429 whose ``Retry-After`` is the
+        time until its oldest request leaves it.
         """
         if self.requests_per_window is None:
             return _RATE_LIMIT_REQUESTS, _RATE_LIMIT_REQUESTS - 1, 0.0
@@ -469,16 +471,17 @@ class SimulatedTeacher:
             now = time.monotonic()
             while self._admitted and self._admitted[0] <= now - self.rate_window_s:
                 self._admitted.popleft()
-            reset_s = self._admitted[0] + self.rate_window_s - now if self._admitted else self.rate_window_s
             if len(self._admitted) >= self.requests_per_window:
+                next_slot_s = max(self._admitted[0] + self.rate_window_s - now, 0.001)
+                reset_s = self._admitted[-1] + self.rate_window_s - now
                 raise ApiError(429, "Rate limit reached for requests (simulated limit).", "requests",
                                "rate_limit_exceeded", outcome="rate_limited_by_limit",
-                               headers={"Retry-After": f"{max(reset_s, 0.001):.3f}",
+                               headers={"Retry-After": f"{next_slot_s:.3f}",
                                         "x-ratelimit-limit-requests": str(self.requests_per_window),
                                         "x-ratelimit-remaining-requests": "0",
-                                        "x-ratelimit-reset-requests": f"{max(reset_s, 0.001):.3f}s"})
+                                        "x-ratelimit-reset-requests": f"{reset_s:.3f}s"})
             self._admitted.append(now)
-            return self.requests_per_window, self.requests_per_window - len(self._admitted), reset_s
+            return self.requests_per_window, self.requests_per_window - len(self._admitted), self.rate_window_s
 
     def _next_fault(self) -> str | None:
         """The fault of the next valid chat completion, a function of its number and the seed."""
