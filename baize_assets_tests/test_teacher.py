@@ -371,3 +371,42 @@ def test_module_entry_point_serves_and_stops_on_sigterm():
             process.communicate()
     assert process.returncode == 0
     assert secret not in base_url + stdout + stderr
+
+
+# --------------------------------------------------------------------------- turn by turn and enforced limits
+
+
+def test_turn_prompt_gets_the_next_human_turn_then_the_end_marker(client):
+    from baize_assets.core.corpus import parse_transcript
+    from baize_assets.core.prompts import RAW_END, self_chat_turn_prompt
+
+    whole = self_chat(client, temperature=1.0).choices[0].message.content
+    turns = parse_transcript(whole).turns
+    dialogue = []
+    for index in range(0, len(turns), 2):
+        reply = client.chat.completions.create(
+            model=DEFAULT_MODEL, messages=[{"role": "user", "content": self_chat_turn_prompt(SEED, dialogue)}],
+            stop=[RAW_AI],
+        )
+        assert reply.choices[0].message.content.strip() == f"{RAW_HUMAN} {turns[index].text}"
+        dialogue += turns[index : index + 2]
+    done = client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=[{"role": "user", "content": self_chat_turn_prompt(SEED, dialogue)}],
+        stop=[RAW_AI],
+    )
+    assert done.choices[0].message.content == f"{RAW_HUMAN} {RAW_END}"
+
+
+def test_enforced_request_limit_is_advertised_and_refused_beyond():
+    with SimulatedTeacher(requests_per_window=2, rate_window_s=30) as server, make_client(server) as client:
+        for remaining in (1, 0):
+            raw = client.chat.completions.with_raw_response.create(
+                model=DEFAULT_MODEL, messages=[{"role": "user", "content": "hi"}]
+            )
+            assert raw.headers["x-ratelimit-limit-requests"] == "2"
+            assert raw.headers["x-ratelimit-remaining-requests"] == str(remaining)
+            assert raw.headers["x-ratelimit-reset-requests"].endswith("s")
+        with pytest.raises(openai.RateLimitError) as refused:
+            self_chat(client)
+        assert 0 < float(refused.value.response.headers["retry-after"]) <= 30
+        assert server.stats()["requests_by_outcome"]["rate_limited_by_limit"] == 1
