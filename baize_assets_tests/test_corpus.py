@@ -3,8 +3,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from baize_assets.core import corpus
+from baize_assets.core.config import CorpusConfig
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn, render_conversation
 from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
+
+
+CONFIG = CorpusConfig()
 
 
 def transcripts(*texts, failure=None) -> pd.DataFrame:
@@ -47,7 +51,7 @@ def test_build_corpus_gives_every_transcript_exactly_one_outcome():
         f"{RAW_HUMAN} Q?\n{RAW_AI}   \n{RAW_HUMAN} More?\n{RAW_AI} A.",
         f"{RAW_AI} I start.\n{RAW_HUMAN} Odd.",
     )
-    built = corpus.build_corpus(table)
+    built = corpus.build_corpus(table, CONFIG)
     assert built.conversations["seed_id"].tolist() == ["id0"]
     assert built.conversations.iloc[0]["text"] == (
         "The conversation between human and AI assistant.\n[|Human|] What is tea?\n"
@@ -64,7 +68,7 @@ def test_build_corpus_gives_every_transcript_exactly_one_outcome():
 
 
 def test_teacher_failures_become_rejects_with_their_kind():
-    built = corpus.build_corpus(transcripts(None, failure="rate_limited"))
+    built = corpus.build_corpus(transcripts(None, failure="rate_limited"), CONFIG)
     assert built.rejects.iloc[0]["reason"] == corpus.TEACHER_FAILURE
     assert built.rejects.iloc[0]["detail"].startswith("rate_limited")
 
@@ -76,13 +80,15 @@ def test_single_turn_corpus_filters_content():
             {"seed_id": "b", "seed": "Who are you?", "source": "alpaca", "shard": 1, "response": "I am ChatGPT."},
         ]
     )
-    built = corpus.single_turn_corpus(seeds)
+    built = corpus.single_turn_corpus(seeds, CONFIG)
     assert built.conversations["n_exchanges"].tolist() == [1]
     assert built.rejects["reason"].tolist() == [corpus.OPENAI_MENTION]
 
 
 def test_data_version_tracks_content():
-    built = corpus.build_corpus(transcripts(f"{RAW_HUMAN} Q?\n{RAW_AI} A.", f"{RAW_HUMAN} R?\n{RAW_AI} B."))
+    built = corpus.build_corpus(
+        transcripts(f"{RAW_HUMAN} Q? Why?\n{RAW_AI} A. Yes.", f"{RAW_HUMAN} R? How?\n{RAW_AI} B. No."), CONFIG
+    )
     version = corpus.data_version(built.conversations)
     assert version == corpus.data_version(built.conversations.iloc[::-1])
     assert version != corpus.data_version(built.conversations.iloc[:1])

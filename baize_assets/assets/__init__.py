@@ -14,6 +14,7 @@ from dagster import AssetsDefinition
 
 from ..core.config import PipelineConfig
 from .adapter_assets import build_adapter_asset, build_tiny_base_asset
+from .checks import build_asset_checks
 from .corpus_assets import build_conversations_asset
 from .keys import (
     ADAPTERS_GROUP,
@@ -37,6 +38,7 @@ __all__ = [
     "TINY_BASE_KEY",
     "TRAINING_SETS_GROUP",
     "adapter_key",
+    "build_asset_checks",
     "build_assets",
     "conversations_key",
     "seed_key",
@@ -52,7 +54,7 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
         built.append(build_seed_asset(source))
         if source.is_self_chat:
             built.append(build_transcripts_asset(source, config))
-        built.append(build_conversations_asset(source))
+        built.append(build_conversations_asset(source, config))
     if any(a.uses_tiny_base for a in config.adapters):
         built.append(build_tiny_base_asset(config))
     for adapter in config.adapters:

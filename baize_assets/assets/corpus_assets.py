@@ -1,5 +1,6 @@
 """``<source>/conversations`` [shard]: the parsed, filtered corpus and its rejects."""
 
+import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -8,16 +9,17 @@ from dagster import (
     asset,
 )
 
-from ..core import corpus
-from ..core.config import SourceConfig
+from ..core import corpus, report
+from ..core.config import PipelineConfig, SourceConfig
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import conversations_key, seed_key, shard_partitions, transcripts_key
-from .metadata import preview, table_metadata
+from .metadata import config_hash, table_metadata
 
 
-def build_conversations_asset(source: SourceConfig) -> AssetsDefinition:
+def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
     upstream = transcripts_key(source.name) if source.is_self_chat else seed_key(source.name)
+    settings = config.corpus
 
     @asset(
         key=conversations_key(source.name),
@@ -29,33 +31,44 @@ def build_conversations_asset(source: SourceConfig) -> AssetsDefinition:
             f"Parsed and filtered conversations of '{source.name}' with their Baize training text; "
             "every dropped transcript is in the rejects table with its reason."
         ),
-        code_version=corpus.CORPUS_LOGIC_VERSION,
+        code_version=f"{corpus.CORPUS_LOGIC_VERSION}-{config_hash(settings)}-{source.language}",
     )
     def conversations(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
         shard = int(context.partition_key)
         if source.is_self_chat:
-            built = corpus.build_corpus(read_parquet(layout.transcripts(source.name, shard)))
+            built = corpus.build_corpus(read_parquet(layout.transcripts(source.name, shard)), settings, source.language)
         else:
             all_seeds = read_parquet(layout.seeds(source.name))
-            built = corpus.single_turn_corpus(all_seeds[all_seeds["shard"] == shard])
+            built = corpus.single_turn_corpus(all_seeds[all_seeds["shard"] == shard], settings, source.language)
         # Rejects first: a failure between the two writes leaves the old corpus in place.
         write_parquet_atomic(built.rejects, layout.rejects(source.name, shard), corpus.REJECT_SCHEMA)
         path = write_parquet_atomic(
             built.conversations, layout.conversations(source.name, shard), corpus.CONVERSATION_SCHEMA
         )
-        total = len(built.conversations) + len(built.rejects)
         kept = built.conversations
+        total = len(kept) + len(built.rejects)
+        reasons = report.reason_table(kept.groupby("source").size(), built.rejects)
+        plots = report.plot_distributions(kept, layout.corpus_report(source.name, shard)) if len(kept) else {}
         return MaterializeResult(
             metadata={
                 **table_metadata(kept, path, corpus.CONVERSATION_SCHEMA),
                 "rejected": len(built.rejects),
                 "rejects_by_reason": MetadataValue.json(built.reason_counts()),
+                "trims_and_scrubs": MetadataValue.json(built.adjustment_counts()),
                 "kept_ratio": round(len(kept) / total, 4) if total else 0.0,
                 "avg_exchanges": round(float(kept["n_exchanges"].mean()), 2) if len(kept) else 0.0,
                 "rejects_path": MetadataValue.path(str(layout.rejects(source.name, shard))),
-                "preview": preview(kept, ["seed", "n_exchanges", "text"]),
+                "report": MetadataValue.md(
+                    report.markdown_report(kept, reasons, plots, f"{source.name} shard {shard}")
+                ),
+                **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
             }
         )
 
     return conversations
+
+
+def read_rejects(paths) -> pd.DataFrame:
+    frames = [read_parquet(p) for p in paths if p.exists()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=corpus.REJECT_SCHEMA.names)

@@ -3,16 +3,18 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from ..core import corpus, trainingset
+from ..core import corpus, report, trainingset
 from ..core.config import AdapterConfig, PipelineConfig
 from ..core.storage import read_parquet, shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
+from .corpus_assets import read_rejects
 from .keys import TRAINING_SETS_GROUP, conversations_key, training_set_key
-from .metadata import table_metadata
+from .metadata import config_hash, table_metadata
 
 
 def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
     sources = [config.source(name) for name in adapter.sources]
+    near = config.corpus.near_dedup
 
     @asset(
         key=training_set_key(adapter.name),
@@ -21,9 +23,9 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
         kinds={"parquet"},
         description=(
             f"Training set of adapter '{adapter.name}': the corpus shards of {', '.join(adapter.sources)}, "
-            "deduplicated across all of them, with a stable train/eval split."
+            "exact and near (MinHash LSH) duplicates removed across all of them, with a stable train/eval split."
         ),
-        code_version="1",
+        code_version=f"2-{config_hash(near)}",
     )
     def training_set(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
@@ -33,24 +35,43 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
             raise FileNotFoundError(
                 f"training set '{adapter.name}' needs every corpus shard of its sources; missing: {', '.join(missing)}"
             )
-        built = trainingset.build_training_set(
-            pd.concat([read_parquet(p) for p in paths], ignore_index=True), adapter.training.eval_size
-        )
+        shards = pd.concat([read_parquet(p) for p in paths], ignore_index=True)
+        built = trainingset.build_training_set(shards, adapter.training.eval_size, near)
+        if built.recomputed_signatures:
+            context.log.warning(
+                f"{built.recomputed_signatures} conversations had no MinHash signature of the configured scheme; "
+                "recomputed them (rematerialize the corpus shards to store them)"
+            )
         write_parquet_atomic(
             built.duplicates, layout.training_set_duplicates(adapter.name), trainingset.DUPLICATE_SCHEMA
         )
         path = write_parquet_atomic(
             built.conversations, layout.training_set(adapter.name), trainingset.TRAINING_SET_SCHEMA
         )
-        by_source = built.conversations.groupby("source").size()
+        kept = built.conversations
+        corpus_rejects = read_rejects(
+            [layout.rejects(s.name, shard) for s in sources for shard in shard_keys(s.shards)]
+        )
+        dropped = pd.concat([corpus_rejects[["source", "reason"]], built.duplicates[["source", "reason"]]])
+        reasons = report.reason_table(kept.groupby("source").size(), dropped)
+        plots = report.plot_distributions(kept, layout.training_set_report(adapter.name)) if len(kept) else {}
+        by_reason = built.duplicates.groupby("reason").size()
         return MaterializeResult(
             metadata={
-                **table_metadata(built.conversations, path, trainingset.TRAINING_SET_SCHEMA),
-                "train": int((built.conversations["split"] == "train").sum()),
-                "eval": int((built.conversations["split"] == "eval").sum()),
+                **table_metadata(kept, path, trainingset.TRAINING_SET_SCHEMA),
+                "train": int((kept["split"] == "train").sum()),
+                "eval": int((kept["split"] == "eval").sum()),
                 "duplicates_dropped": len(built.duplicates),
-                "conversations_by_source": MetadataValue.json({str(k): int(v) for k, v in by_source.items()}),
-                "data_version": corpus.data_version(built.conversations),
+                "exact_duplicates": int(by_reason.get(trainingset.EXACT_DUPLICATE, 0)),
+                "near_duplicates": int(by_reason.get(trainingset.NEAR_DUPLICATE, 0)),
+                "duplicates_rate": round(len(built.duplicates) / len(shards), 4) if len(shards) else 0.0,
+                "conversations_by_source": MetadataValue.json(kept.groupby("source").size().astype(int).to_dict()),
+                "data_version": corpus.data_version(kept),
+                "duplicates_path": MetadataValue.path(str(layout.training_set_duplicates(adapter.name))),
+                "report": MetadataValue.md(
+                    report.markdown_report(kept, reasons, plots, f"training set {adapter.name}")
+                ),
+                **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
             }
         )
 

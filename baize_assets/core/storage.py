@@ -70,6 +70,14 @@ class Layout:
     def training_set_duplicates(self, adapter: str) -> Path:
         return self.root / "training_sets" / f"{adapter}.duplicates.parquet"
 
+    def corpus_report(self, source: str, shard: str | int) -> Path:
+        """Folder of a corpus shard's report plots."""
+        return self.root / source / "reports" / f"shard-{shard}"
+
+    def training_set_report(self, adapter: str) -> Path:
+        """Folder of a training set's report plots."""
+        return self.root / "training_sets" / f"{adapter}.report"
+
     def tiny_base(self) -> Path:
         return self.root / "base_models" / "tiny_llama"
 

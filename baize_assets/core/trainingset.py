@@ -2,8 +2,12 @@
 
 Deduplication runs here, across every shard and source of the adapter, because a
 duplicate pair can sit in two shards; the corpus shards themselves stay independent.
-The train/eval split is a function of each conversation's own id, so a conversation
-stays on its side when other shards change.
+Exact duplicates (same text after normalizing whitespace and case) go first, then near
+duplicates by MinHash LSH over the signatures the corpus shards stored (see
+``dedup``). Of each duplicate group the conversation with the smallest seed id is
+kept, so the choice does not depend on shard order; every dropped one is recorded with
+the id it duplicates. The train/eval split is a function of each conversation's own
+id, so a conversation stays on its side when other shards change.
 """
 
 from __future__ import annotations
@@ -11,26 +15,31 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from . import dedup
+from .config import NearDedupConfig
 from .corpus import CONVERSATION_SCHEMA, REJECT_SCHEMA
-from .seeds import normalize_text
 
 EXACT_DUPLICATE = "exact_duplicate"
+NEAR_DUPLICATE = "near_duplicate"
 # Salt of the split hash: the split must not correlate with the shard (also a hash of the id).
 _SPLIT_SALT = "baize-eval-split"
 
+# The conversation columns without the MinHash signatures (only dedup needs those).
 TRAINING_SET_SCHEMA = pa.schema(
-    [*CONVERSATION_SCHEMA, ("split", pa.string())]
+    [f for f in CONVERSATION_SCHEMA if not f.name.startswith("minhash")] + [pa.field("split", pa.string())]
 )
-DUPLICATE_SCHEMA = pa.schema([*REJECT_SCHEMA, ("duplicate_of", pa.string())])
+DUPLICATE_SCHEMA = pa.schema([*REJECT_SCHEMA, ("duplicate_of", pa.string()), ("similarity", pa.float64())])
 
 
 @dataclass
 class TrainingSet:
     conversations: pd.DataFrame  # TRAINING_SET_SCHEMA
     duplicates: pd.DataFrame  # DUPLICATE_SCHEMA
+    recomputed_signatures: int = 0  # conversations whose stored signature was missing or of another scheme
 
     def split(self, name: str) -> pd.DataFrame:
         return self.conversations[self.conversations["split"] == name]
@@ -53,38 +62,71 @@ def split_of(seed_id: str, fraction: float) -> str:
     return "eval" if int.from_bytes(digest[:8], "big") < fraction * 2**64 else "train"
 
 
-def _exact_key(text: str) -> str:
-    return hashlib.sha256(normalize_text(text).lower().encode()).hexdigest()
+def _signatures(frame: pd.DataFrame, config: NearDedupConfig) -> tuple[np.ndarray, int]:
+    """The stored signatures of ``frame``, recomputing those of another scheme or missing."""
+    version = dedup.signature_version(config)
+    stored = frame["minhash_version"].to_numpy() if "minhash_version" in frame else np.full(len(frame), None)
+    usable = stored == version
+    sigs = np.zeros((len(frame), config.num_perm), dtype=np.uint32)
+    if usable.any():
+        sigs[usable] = np.stack(frame["minhash"].to_numpy()[usable]).astype(np.uint32)
+    stale = np.flatnonzero(~usable)
+    if len(stale):
+        turns = [[t["text"] for t in frame["turns"].iat[i]] for i in stale]
+        sigs[stale] = dedup.conversation_signatures(turns, config)
+    return sigs, len(stale)
 
 
-def build_training_set(corpus: pd.DataFrame, eval_size: int | float) -> TrainingSet:
-    """Deduplicate the concatenated corpus shards and assign each conversation a split.
+def _duplicate_rows(dropped: pd.DataFrame, reason: str, owners: list[str], similarity, details: list[str]) -> dict:
+    return {
+        "seed_id": dropped["seed_id"].tolist(),
+        "seed": dropped["seed"].tolist(),
+        "source": dropped["source"].tolist(),
+        "shard": dropped["shard"].tolist(),
+        "reason": [reason] * len(dropped),
+        "detail": details,
+        "transcript": [None] * len(dropped),
+        "duplicate_of": owners,
+        "similarity": list(similarity),
+    }
 
-    Of each group of exact duplicates (same text after normalizing whitespace and case)
-    the conversation with the smallest seed id is kept, so the choice does not depend on
-    shard order; the others are recorded with the id they duplicate.
-    """
+
+def build_training_set(corpus: pd.DataFrame, eval_size: int | float, near: NearDedupConfig) -> TrainingSet:
+    """Deduplicate the concatenated corpus shards and assign each conversation a split."""
     ordered = corpus.sort_values(["seed_id", "source"], kind="stable").reset_index(drop=True)
-    keys = ordered["text"].map(_exact_key)
+    keys = ordered["text"].map(dedup.exact_key)
     first = ~keys.duplicated()
-    kept = ordered[first].copy()
-    owner = dict(zip(keys[first], kept["seed_id"]))
-    dropped = ordered[~first].copy()
-    duplicates = pd.DataFrame(
-        {
-            "seed_id": dropped["seed_id"],
-            "seed": dropped["seed"],
-            "source": dropped["source"],
-            "shard": dropped["shard"],
-            "reason": EXACT_DUPLICATE,
-            "detail": [f"same text as {owner[k]}" for k in keys[~first]],
-            "transcript": None,
-            "duplicate_of": [owner[k] for k in keys[~first]],
-        }
-    )
+    owner_of_key = dict(zip(keys[first], ordered.loc[first, "seed_id"]))
+    exact_owners = [owner_of_key[k] for k in keys[~first]]
+    tables = [
+        _duplicate_rows(
+            ordered[~first], EXACT_DUPLICATE, exact_owners, [1.0] * len(exact_owners),
+            [f"same text as {o}" for o in exact_owners],
+        )
+    ]  # fmt: skip
+    kept = ordered[first].reset_index(drop=True)
+    recomputed = 0
+    if near.enabled and len(kept) > 1:
+        sigs, recomputed = _signatures(kept, near)
+        found = dedup.near_duplicates(sigs, near)
+        if found:
+            dropped_index = [d.index for d in found]
+            owners = kept["seed_id"].to_numpy()[[d.duplicate_of for d in found]].tolist()
+            scores = [d.similarity for d in found]
+            tables.append(
+                _duplicate_rows(
+                    kept.iloc[dropped_index], NEAR_DUPLICATE, owners, scores,
+                    [f"estimated Jaccard {s:.2f} with {o}" for s, o in zip(scores, owners)],
+                )
+            )  # fmt: skip
+            kept = kept.drop(index=dropped_index).reset_index(drop=True)
     fraction = eval_fraction(eval_size, len(kept))
     kept["split"] = [split_of(seed_id, fraction) for seed_id in kept["seed_id"]]
+    duplicates = pa.concat_tables([pa.Table.from_pydict(t, schema=DUPLICATE_SCHEMA) for t in tables])
     return TrainingSet(
-        pa.Table.from_pandas(kept, schema=TRAINING_SET_SCHEMA, preserve_index=False).to_pandas(),
-        pa.Table.from_pandas(duplicates, schema=DUPLICATE_SCHEMA, preserve_index=False).to_pandas(),
+        pa.Table.from_pandas(
+            kept[TRAINING_SET_SCHEMA.names], schema=TRAINING_SET_SCHEMA, preserve_index=False
+        ).to_pandas(),
+        duplicates.to_pandas(),
+        recomputed,
     )

@@ -1,0 +1,238 @@
+"""Corpus filters, bad input and near-duplicate removal."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from datasketch import MinHash
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from baize_assets.core import corpus, dedup, shingles
+from baize_assets.core.config import CorpusConfig, NearDedupConfig, ScrubConfig
+from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn
+from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
+from baize_assets.core.trainingset import EXACT_DUPLICATE, NEAR_DUPLICATE, build_training_set
+
+CONFIG = CorpusConfig()
+ANSWER = "Rain forms when water vapour condenses into droplets that grow heavy enough to fall from the clouds."
+
+
+def table(*texts, finish_reason="stop") -> pd.DataFrame:
+    rows = [
+        {"seed_id": f"id{i}", "seed": f"seed {i}", "source": "quora", "shard": 0, "transcript": text,
+         "finish_reason": finish_reason, "failure_kind": None, "failure_message": None}
+        for i, text in enumerate(texts)
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=[f.name for f in TRANSCRIPT_SCHEMA])
+
+
+def outcome(built: corpus.Corpus) -> dict[str, str]:
+    kept = dict.fromkeys(built.conversations["seed_id"], "kept")
+    return {**kept, **dict(zip(built.rejects["seed_id"], built.rejects["reason"]))}
+
+
+def test_each_filter_rejects_with_its_reason_and_every_reason_is_counted():
+    looping = " ".join(["the cat sat on the mat"] * 10)
+    built = corpus.build_corpus(
+        table(
+            f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {ANSWER}",
+            f"{RAW_HUMAN} Why?\n{RAW_AI} I'm sorry, but I cannot help with that request today.",
+            f"{RAW_HUMAN} Who are you?\n{RAW_AI} I am ChatGPT, a model trained by OpenAI.",
+            f"{RAW_HUMAN} What is ChatGPT?\n{RAW_AI} ChatGPT is a chatbot product released in 2022 by a lab.",
+            f"{RAW_HUMAN} Tell me.\n{RAW_AI} {looping}",
+            f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} Again?\n{RAW_AI} {ANSWER}",
+            f"{RAW_HUMAN} Pourquoi pleut-il?\n{RAW_AI} La pluie se forme lorsque la vapeur d'eau se condense "
+            "en gouttelettes assez lourdes pour tomber des nuages.",
+            f"{RAW_HUMAN} Q\n{RAW_AI} {ANSWER}",
+            f"{RAW_HUMAN} Why?\n{RAW_AI} {'word ' * 2000}",
+        ),
+        CONFIG,
+        "en",
+    )
+    assert outcome(built) == {
+        "id0": "kept", "id1": corpus.REFUSAL, "id2": corpus.OPENAI_MENTION, "id3": "kept",
+        "id4": corpus.REPETITION, "id5": corpus.REPETITION, "id6": corpus.WRONG_LANGUAGE,
+        "id7": corpus.TURN_TOO_SHORT, "id8": corpus.TURN_TOO_LONG,
+    }  # fmt: skip
+    counts = built.reason_counts()
+    assert set(counts) == set(corpus.REASONS)
+    assert counts[corpus.REPETITION] == 2 and counts[corpus.TEACHER_FAILURE] == 0
+    assert built.rejects.set_index("seed_id").loc["id1", "detail"] == "turn 1: 'I'm sorry, but I'"
+
+
+def test_filters_can_be_turned_off():
+    config = CORPUS_OFF = CorpusConfig.model_validate(
+        {"refusals": False, "openai_mentions": False, "repetition": {"enabled": False},
+         "turn_length": {"min_chars": None}, "language": {"enabled": False}}
+    )  # fmt: skip
+    built = corpus.build_corpus(
+        table(
+            f"{RAW_HUMAN} Q\n{RAW_AI} As an AI language model, I am ChatGPT.",
+            f"{RAW_HUMAN} Pourquoi?\n{RAW_AI} Parce que la vapeur d'eau se condense.",
+        ),
+        config,
+        "en",
+    )
+    assert outcome(built) == {"id0": "kept", "id1": "kept"}
+    assert CORPUS_OFF.min_exchanges == 1
+
+
+def test_truncated_transcripts_keep_complete_exchanges_or_are_dropped():
+    text = f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} And then?\n{RAW_AI} It falls and"
+    kept = corpus.build_corpus(table(text, finish_reason="length"), CONFIG)
+    assert [t["text"] for t in kept.conversations.iloc[0]["turns"]] == ["Why?", ANSWER]
+    assert kept.counts[corpus.TRIMMED_CUT_OFF_TURN] == 1
+    dropped = corpus.build_corpus(table(text, finish_reason="length"), CorpusConfig(truncated="drop"))
+    assert outcome(dropped) == {"id0": corpus.TRUNCATED}
+
+
+def test_scrubbing_replaces_and_counts_personal_data():
+    text = f"{RAW_HUMAN} How do I reach you?\n{RAW_AI} Write to help@example.com, call +1 555-123-4567 or see https://example.com/help."
+    built = corpus.build_corpus(table(text), CorpusConfig(scrub=ScrubConfig(emails=True, phones=True, urls=True)))
+    answer = built.conversations.iloc[0]["turns"][1]["text"]
+    assert answer == "Write to <email>, call <phone> or see <url>"
+    assert {k: built.counts[k] for k in corpus.SCRUBBED.values()} == {
+        "scrubbed_emails": 1, "scrubbed_phones": 1, "scrubbed_urls": 1,
+    }  # fmt: skip
+
+
+BAD_INPUT = {
+    "null": (None, corpus.EMPTY_TRANSCRIPT),
+    "empty": ("", corpus.EMPTY_TRANSCRIPT),
+    "spaces": ("  \n\t ", corpus.EMPTY_TRANSCRIPT),
+    "no markers": ("just some prose", corpus.NO_TURNS),
+    "odd unicode": (f"\ufeff{RAW_HUMAN} Cafe\u0301 \u200bnaïve?\r\n{RAW_AI} Oui — très bien 👍 {ANSWER}", "kept"),
+    "mixed line ends": (
+        f"{RAW_HUMAN} Hi there?\r{RAW_AI} {ANSWER}\r\n{RAW_HUMAN} More?\n{RAW_AI} {ANSWER[:50]}",
+        "kept",
+    ),
+    "extra spaces": (f"[  Human  ] :  Why?\n[ AI ]   {ANSWER}", "kept"),
+    "missing open bracket": (f"Human] Why?\nAI] {ANSWER}", "kept"),
+    "missing close bracket": (f"[Human Why?\n[AI {ANSWER}", "kept"),
+    "preamble": (f"Sure! Here it is:\n{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}", "kept"),
+    "one line": (f"{RAW_HUMAN} Why? {RAW_AI} {ANSWER}", "kept"),
+    "colon labels": (f"Human: Why?\nAI: {ANSWER}", "kept"),
+    "marker inside turn": (f"{RAW_HUMAN} Why?\n{RAW_AI} Type {RAW_HUMAN} to start. {ANSWER}", corpus.MARKER_IN_TURN),
+    "training marker inside": (f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER} [|Human|] next", corpus.MARKER_IN_TURN),
+    "control chars": (f"{RAW_HUMAN} Why\x00?\n{RAW_AI} {ANSWER}\x07", "kept"),
+    "only a question": (f"{RAW_HUMAN} Why?", corpus.NO_TURNS),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUT))
+def test_bad_input_parses_or_is_rejected_with_a_reason(name):
+    text, expected = BAD_INPUT[name]
+    built = corpus.build_corpus(table(text), CONFIG, "en")
+    assert outcome(built) == {"id0": expected}
+    if expected == "kept":
+        turns = built.conversations.iloc[0]["turns"]
+        assert turns[0]["role"] == "human" and all(t["text"].strip() for t in turns)
+        assert not any(ch in t["text"] for t in turns for ch in "\ufeff\u200b\r\x00\x07")
+    else:
+        stored = built.rejects.iloc[0]["transcript"]
+        assert stored == text if isinstance(text, str) else pd.isna(stored)
+
+
+def test_rows_with_missing_ids_are_rejected_not_raised():
+    frame = table(f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}", f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}")
+    frame.loc[0, "seed_id"] = None
+    frame["shard"] = frame["shard"].astype(object)
+    frame.loc[1, "shard"] = None
+    built = corpus.build_corpus(frame, CONFIG)
+    assert built.rejects["reason"].tolist() == [corpus.INVALID_ROW, corpus.INVALID_ROW]
+    assert built.rejects["detail"].tolist() == ["missing or invalid seed_id", "missing or invalid shard"]
+
+
+_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp", "Cf"), blacklist_characters="[]［］"),
+    min_size=1, max_size=60,
+).map(str.strip).filter(lambda s: s and ":" not in s and s == corpus.clean_text(s))  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(_text, _text), min_size=1, max_size=5),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+    st.sampled_from(["[Human]", "[ human ]", "[HUMAN]:"]),
+    st.sampled_from(["", "Sure, here is the transcript.\n"]),
+)
+def test_parse_of_render_is_the_conversation_for_any_marker_style(exchanges, newline, human, preamble):
+    turns = [t for q, a in exchanges for t in (Turn("human", q), Turn("ai", a))]
+    raw = preamble + newline.join(f"{human if t.role == 'human' else RAW_AI} {t.text}" for t in turns)
+    parsed = corpus.parse_transcript(raw)
+    if [(t.role, t.text.lower()) for t in turns[:2]] == [("human", "hello!"), ("ai", "hi! how can i help you?")]:
+        turns = turns[2:]
+    if not turns:
+        assert parsed.reason == corpus.NO_TURNS
+        return
+    assert parsed.reason is None
+    assert parsed.turns == turns
+    assert (corpus.TRIMMED_PREAMBLE in parsed.trimmed) == bool(preamble)
+
+
+@given(st.lists(st.one_of(st.none(), st.text(max_size=200)), max_size=8))
+def test_build_corpus_never_raises_and_accounts_for_every_row(texts):
+    built = corpus.build_corpus(table(*texts), CorpusConfig(language={"enabled": False}))
+    assert len(built.conversations) + len(built.rejects) == len(texts)
+    assert not set(built.conversations["seed_id"]) & set(built.rejects["seed_id"])
+
+
+def test_vectorized_minhash_equals_datasketch_minhash():
+    texts = ["the quick brown fox jumps over the lazy dog", "", "two words", "a b c a b c a b c"]
+    found = shingles.shingles_of(texts, 3)
+    signatures = dedup.minhash_of_hashes(found.hashes, found.offsets, 64, 7)
+    for index in range(len(texts)):
+        reference = MinHash(num_perm=64, seed=7, hashfunc=int)
+        reference.update_batch(found.hashes[found.offsets[index] : found.offsets[index + 1]].tolist())
+        np.testing.assert_array_equal(reference.hashvalues, signatures[index])
+
+
+def conversation_frame(answers: dict[str, str]) -> pd.DataFrame:
+    built = corpus.build_corpus(
+        table(*(f"{RAW_HUMAN} Tell me about rain please.\n{RAW_AI} {a}" for a in answers.values())), CONFIG
+    )
+    frame = built.conversations.sort_values("seed_id")
+    frame["seed_id"] = list(answers)
+    return frame
+
+
+def test_near_duplicates_across_shards_are_dropped_with_the_id_they_duplicate():
+    rng = np.random.default_rng(0)
+    vocabulary = [f"w{i}" for i in range(5000)]
+    base = " ".join(rng.choice(vocabulary, 120))
+    edited = base.split()
+    edited[60] = "changed"
+    frame = conversation_frame({"b": base, "a": " ".join(edited), "c": " ".join(rng.choice(vocabulary, 120))})
+    built = build_training_set(frame, 0.0, NearDedupConfig())
+    assert sorted(built.conversations["seed_id"]) == ["a", "c"]
+    row = built.duplicates.iloc[0]
+    assert (row["seed_id"], row["reason"], row["duplicate_of"]) == ("b", NEAR_DUPLICATE, "a")
+    assert 0.8 < row["similarity"] < 1.0
+    off = build_training_set(frame, 0.0, NearDedupConfig(enabled=False))
+    assert len(off.conversations) == 3 and EXACT_DUPLICATE not in set(off.duplicates["reason"])
+
+
+def test_missing_signatures_are_recomputed_to_the_same_result():
+    rng = np.random.default_rng(1)
+    vocabulary = [f"w{i}" for i in range(5000)]
+    base = " ".join(rng.choice(vocabulary, 80))
+    frame = conversation_frame({"x": base, "y": base.replace(base.split()[40], "other", 1)})
+    stored = build_training_set(frame, 0.0, NearDedupConfig())
+    frame["minhash_version"] = None
+    recomputed = build_training_set(frame, 0.0, NearDedupConfig())
+    assert recomputed.recomputed_signatures == 2
+    pd.testing.assert_frame_equal(stored.duplicates, recomputed.duplicates)
+
+
+def test_schema_problems_name_row_and_field():
+    good = conversation_frame({"a": ANSWER})
+    table_ = pa.Table.from_pandas(good, schema=corpus.CONVERSATION_SCHEMA, preserve_index=False)
+    assert corpus.schema_problems(table_) == []
+    broken = good.copy()
+    broken.at[broken.index[0], "turns"] = [{"role": "human", "text": "Q"}, {"role": "ai", "text": " "}]
+    problems = corpus.schema_problems(
+        pa.Table.from_pandas(broken, schema=corpus.CONVERSATION_SCHEMA, preserve_index=False)
+    )
+    assert problems == ["row 0 (seed_id a): empty turn"]
+    assert corpus.schema_problems(table_.drop_columns(["text"])) == ["no column 'text'"]
