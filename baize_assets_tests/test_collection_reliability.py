@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from baize_assets.core.config import BudgetConfig, ModelPrice, RateLimitConfig, TeacherConfig
+from baize_assets.core.config import BudgetConfig, CorpusConfig, ModelPrice, RateLimitConfig, TeacherConfig
 from baize_assets.core.corpus import build_corpus, parse_transcript
 from baize_assets.core.ratelimit import RateLimiter, parse_reset, parse_retry_after
 from baize_assets.core.selfchat import (
@@ -127,7 +127,7 @@ def test_turn_by_turn_mode_builds_the_dialogue_call_by_call(teacher):
     # One human-turn and one AI-turn call per exchange, plus the human turn that ended it.
     assert frame["api_calls"].tolist() == [2 * n + 1 for n in exchanges]
     assert result.requests == frame["api_calls"].sum()
-    assert len(build_corpus(frame).conversations) == len(seeds)
+    assert len(build_corpus(frame, CorpusConfig()).conversations) == len(seeds)
 
     capped = collect_transcripts(seeds, TeacherConfig(mode="v1.5", max_rounds=1), "k", teacher.base_url,
                                  lambda _: None)

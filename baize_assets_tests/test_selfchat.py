@@ -3,7 +3,7 @@ import time
 import pandas as pd
 import pytest
 
-from baize_assets.core.config import TeacherConfig
+from baize_assets.core.config import CorpusConfig, TeacherConfig
 from baize_assets.core.corpus import build_corpus
 from baize_assets.core.prompts import SELF_CHAT_PROMPT_VERSION
 from baize_assets.core.selfchat import TeacherFatalError, collect_transcripts
@@ -34,7 +34,7 @@ def test_one_transcript_per_seed_over_real_http(teacher):
     assert metadata["openai.calls"] == len(SEEDS)
     assert metadata["openai.total_tokens"] == int(frame["total_tokens"].sum()) > 0
     assert metadata["openai.baize-simulated-teacher.calls"] == len(SEEDS)
-    assert len(build_corpus(frame).conversations) == len(SEEDS)
+    assert len(build_corpus(frame, CorpusConfig()).conversations) == len(SEEDS)
 
 
 def test_a_seed_that_keeps_failing_is_recorded_not_lost():
