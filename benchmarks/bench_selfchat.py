@@ -75,9 +75,15 @@ class ServerRateProbe:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _sample(self) -> None:
+        # The counter is read somewhere between these two instants; the midpoint halves the error.
+        before = time.monotonic()
+        count = self.teacher.chat_requests()
+        self.samples.append(((before + time.monotonic()) / 2, count))
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), self.teacher.chat_requests()))
+            self._sample()
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> "ServerRateProbe":
@@ -87,7 +93,7 @@ class ServerRateProbe:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.samples.append((time.monotonic(), self.teacher.chat_requests()))
+        self._sample()
 
     def busiest_window_per_minute(self, window_s: float) -> float:
         """The highest request rate over any sampled window of about ``window_s`` seconds."""
@@ -131,7 +137,7 @@ def main() -> int:
     parser.add_argument("--sequential-sample", type=int, default=50,
                         help="calls of the sequential baseline (its rate does not depend on the count)")
     parser.add_argument("--rpm", type=float, default=6000.0, help="limit of the rate-limited run")
-    parser.add_argument("--rpm-seeds", type=int, default=1000)
+    parser.add_argument("--rpm-seeds", type=int, default=2000)
     args = parser.parse_args()
 
     seeds = seeds_frame(args.seeds)

@@ -54,7 +54,8 @@ class RateLimiter:
     def __init__(self, limits: RateLimitConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self._clock = clock
-        self._next_request_at = 0.0
+        self._origin = 0.0  # start time of ticket 0 of the request queue
+        self._tickets = 0
         self._tokens_free_at = 0.0  # when every reserved token has been paid off at the allowed rate
         self._paused_until = 0.0
         self.pauses = 0
@@ -62,21 +63,30 @@ class RateLimiter:
     async def acquire(self, estimated_tokens: int) -> None:
         """Wait until one more request of about ``estimated_tokens`` tokens may start.
 
-        The slot is reserved before sleeping, so waiters queue in order instead of all
-        waking at every slot; a pause added while waiting defers the request further.
+        Each request takes a ticket; ticket ``n`` starts at ``origin + n * interval``, so
+        waiters queue in order and small wake-up delays do not add up. A waiter that
+        wakes much later than its slot (a stalled loop, a pause) moves the origin forward,
+        so the queue behind it keeps the limit's spacing instead of catching up in a burst.
         """
         now = self._clock()
-        start = max(now, self._paused_until)
-        if self.limits.requests_per_minute:
-            start = max(start, self._next_request_at)
-            self._next_request_at = start + 60.0 / self.limits.requests_per_minute
+        interval = 60.0 / self.limits.requests_per_minute if self.limits.requests_per_minute else 0.0
+        ticket = self._tickets
+        self._tickets += 1
+        if self._origin + ticket * interval < now:
+            self._origin = now - ticket * interval  # idle: the queue starts again from now
+        token_start = 0.0
         if self.limits.tokens_per_minute:
-            start = max(start, self._tokens_free_at)
-            self._tokens_free_at = start + estimated_tokens * 60.0 / self.limits.tokens_per_minute
-        while start > now:
+            token_start = max(now, self._tokens_free_at)
+            self._tokens_free_at = token_start + estimated_tokens * 60.0 / self.limits.tokens_per_minute
+        while True:
+            slot = self._origin + ticket * interval
+            start = max(slot, token_start, self._paused_until)
+            if start <= now:
+                break
             await asyncio.sleep(start - now)
             now = self._clock()
-            start = max(start, self._paused_until)
+        if interval and now - slot > interval / 2:
+            self._origin += now - slot
 
     def settle(self, estimated_tokens: int, used_tokens: int) -> None:
         """Correct a reservation by what the request really used."""
