@@ -22,6 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=512)
     chat.add_argument("--temperature", type=float, default=1.0)
     chat.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
+    chat.add_argument(
+        "--repetition-penalty", type=float, default=None, help="above 1 discourages repeating tokens (default 1.1)"
+    )
 
     commands.add_parser(
         "teacher",
@@ -44,9 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo()
-    from .core.chat import chat_main
+    from .core.chat import DEFAULT_REPETITION_PENALTY, chat_main
 
-    return chat_main(args.adapter, args.message, args.max_new_tokens, args.temperature, args.seed)
+    penalty = DEFAULT_REPETITION_PENALTY if args.repetition_penalty is None else args.repetition_penalty
+    if penalty <= 0:
+        print("error: --repetition-penalty must be positive", file=sys.stderr)
+        return 2
+    return chat_main(args.adapter, args.message, args.max_new_tokens, args.temperature, args.seed, penalty)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,21 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from baize_assets.core.batching import length_grouped_batches
 from baize_assets.core.config import (
     AdapterConfig,
     LoraConfig,
     TinyBaseConfig,
     TrainingConfig,
 )
-from baize_assets.core.prompts import HUMAN, Turn, render_conversation
+from baize_assets.core.prompts import AI, HUMAN, TRAINING_HEADER, Turn, render_conversation
 from baize_assets.core.storage import staged_output_dir
 from baize_assets.core.tiny_base import build_tiny_base
 from baize_assets.core.training import (
     IGNORE_INDEX,
     build_sample,
     eval_count,
+    fit_conversation,
     quiet_peft_deprecation,
     split_by_hash,
     train_adapter,
@@ -147,17 +149,70 @@ def test_labels_cover_exactly_the_ai_answers(tokenizer):
         Turn("human", "And the forest?"),
         Turn("ai", "The forest is green."),
     ]
-    sample = build_sample(turns, tokenizer, "ai", cutoff_len=512)
-    assert sample.input_ids[0] == tokenizer.bos_token_id and not sample.truncated
+    sample = build_sample(turns, tokenizer, "ai")
+    assert sample.input_ids[0] == tokenizer.bos_token_id
     runs = labeled_runs(sample, tokenizer)
     assert [run.strip() for run in runs] == [f"The river is long and cold.\n{HUMAN}", f"The forest is green.\n{HUMAN}"]
 
-    everything = build_sample(turns, tokenizer, "all", cutoff_len=512)
+    everything = build_sample(turns, tokenizer, "all")
     assert everything.labels == everything.input_ids
 
-    short = build_sample(turns, tokenizer, "ai", cutoff_len=16)
-    assert short.truncated and len(short.input_ids) == len(short.labels) == 16
+    # The first exchange as context of a split piece: only the second answer is trained.
+    continued = build_sample(turns, tokenizer, "ai", context_turns=2)
+    assert continued.input_ids == sample.input_ids
+    assert [run.strip() for run in labeled_runs(continued, tokenizer)] == [f"The forest is green.\n{HUMAN}"]
+    with_context = build_sample(turns, tokenizer, "all", context_turns=2)
+    assert tokenizer.decode([t for t in with_context.labels if t != IGNORE_INDEX]).strip() == (
+        f"And the forest?\n{AI} The forest is green.\n{HUMAN}"
+    )
 
+
+def long_conversation(exchanges: int) -> list[Turn]:
+    turns = []
+    for i in range(exchanges):
+        turns += [Turn("human", f"Question {i} about the river and the mountain?"),
+                  Turn("ai", f"Answer {i}: the river meets the mountain near the old garden.")]
+    return turns
+
+
+def test_long_conversations_are_split_at_turn_boundaries_not_truncated(tokenizer):
+    turns = long_conversation(8)
+    training = TrainingConfig(cutoff_len=200, split_context_fraction=0.5)  # pieces of up to 3 exchanges
+    whole = build_sample(turns, tokenizer, "ai")
+    assert len(whole.input_ids) > 200
+    samples, stats = fit_conversation(turns, tokenizer, training)
+    assert stats.conversations_split == 1 and stats.samples == len(samples) > 1 and stats.exchanges_dropped == 0
+    assert all(len(s.input_ids) <= 200 for s in samples)
+    trained = [run.strip() for s in samples for run in labeled_runs(s, tokenizer)]
+    # Every AI answer is trained exactly once, in order, each ending with the stop marker.
+    assert trained == [f"Answer {i}: the river meets the mountain near the old garden.\n{HUMAN}" for i in range(8)]
+    # Every piece after the first starts with earlier turns as unlabeled context.
+    for sample in samples[1:]:
+        text = tokenizer.decode(sample.input_ids, skip_special_tokens=True)
+        first_trained = labeled_runs(sample, tokenizer)[0].strip().split(":")[0]
+        assert text.startswith(TRAINING_HEADER) and f"{AI} Answer" in text.split(first_trained)[0]
+
+    dropped, drop_stats = fit_conversation(turns, tokenizer, training.model_copy(update={"overflow": "drop"}))
+    assert dropped == [] and drop_stats.conversations_dropped == 1
+
+    oversized = [Turn("human", "Tell me everything."), Turn("ai", "river " * 250), *turns[:2]]
+    kept, oversized_stats = fit_conversation(oversized, tokenizer, training)
+    assert oversized_stats.exchanges_dropped == 1 and len(kept) == 1
+    assert [run.strip() for run in labeled_runs(kept[0], tokenizer)] == [trained[0]]
+
+
+def test_length_grouped_batches_waste_little_and_cover_each_epoch():
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 400) for _ in range(2000)]
+    batches = length_grouped_batches(lengths, micro_batch_size=8, seed=3)
+    epoch = [next(batches) for _ in range(250)]
+    assert sorted(i for batch in epoch for i in batch) == list(range(2000))
+    real = sum(lengths[i] for batch in epoch for i in batch)
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in epoch)
+    assert real / padded >= 0.9
+    again = length_grouped_batches(lengths, micro_batch_size=8, seed=3)
+    assert [next(again) for _ in range(250)] == epoch
+    assert next(batches) != epoch[0]  # a new epoch, a new order
 
 def test_eval_split_is_small_and_content_based():
     assert eval_count(4, 2000) == 0

@@ -16,6 +16,7 @@ from ..core.config import PipelineConfig
 from .adapter_assets import build_adapter_asset, build_tiny_base_asset
 from .checks import build_asset_checks
 from .corpus_assets import build_conversations_asset
+from .evaluation_assets import BEATS_BASE_CHECK, build_evaluation_assets
 from .keys import (
     ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
@@ -37,9 +38,11 @@ __all__ = [
     "BASE_MODELS_GROUP",
     "TINY_BASE_KEY",
     "TRAINING_SETS_GROUP",
+    "BEATS_BASE_CHECK",
     "adapter_key",
     "build_asset_checks",
     "build_assets",
+    "build_evaluation_assets",
     "conversations_key",
     "seed_key",
     "shard_partitions",

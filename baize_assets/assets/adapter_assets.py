@@ -1,5 +1,7 @@
 """``base_models/tiny_llama`` and ``adapters/<name>``: the base model and the LoRA adapters."""
 
+import sys
+
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -9,7 +11,6 @@ from dagster import (
     asset,
 )
 
-from ..core import corpus
 from ..core.config import AdapterConfig, PipelineConfig
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
@@ -50,6 +51,33 @@ def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
     return tiny_llama
 
 
+def adapter_metadata(summary: dict, adapter_dir) -> dict:
+    """What the Dagster UI shows of a trained adapter: where it is, how it trained, the loss curve."""
+    from ..core.training import LOSS_CURVE_FILE
+
+    return {
+        "path": MetadataValue.path(str(adapter_dir)),
+        "loss_curve": MetadataValue.path(str(adapter_dir / LOSS_CURVE_FILE)),
+        "conversations": summary["n_conversations"],
+        "data_version": summary["data_version"],
+        "steps": summary["steps"],
+        "resumed_from_step": summary["resumed_from_step"],
+        "saved_step": summary["saved_step"],
+        "eval_loss": summary["eval_loss_after"],
+        "base_eval_loss": summary["eval_loss_before"],
+        "train_loss_final": summary["train_loss_final"],
+        "tokens_seen": summary["tokens_seen"],
+        "real_token_ratio": round(summary["real_token_ratio"], 4),
+        "tokens_per_second": round(summary["tokens_per_second"], 1),
+        "conversations_split": summary["conversations_split"],
+        "conversations_dropped": summary["conversations_dropped"],
+        "exchanges_dropped": summary["exchanges_dropped"],
+        "trainable_parameters": summary["trainable_parameters"],
+        "train_seconds": summary["train_seconds"],
+        "summary": MetadataValue.json(summary),
+    }
+
+
 def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
     deps = [training_set_key(adapter.name)] + ([TINY_BASE_KEY] if adapter.uses_tiny_base else [])
 
@@ -60,38 +88,28 @@ def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> Asset
         kinds={"pytorch"},
         pool=TRAINING_POOL,
         description=f"LoRA adapter '{adapter.name}' trained on the corpus of {', '.join(adapter.sources)}.",
-        code_version=f"1-{config_hash(adapter)}",
+        code_version=f"2-{config_hash(adapter)}",
     )
     def lora_adapter(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        from ..core.training import train_adapter
+        from ..core.training import read_summary, train_from_training_set
 
         layout = storage.layout
-        frame = read_parquet(layout.training_set(adapter.name))
-        train, held_out = frame[frame["split"] == "train"], frame[frame["split"] == "eval"]
-        data_version = corpus.data_version(frame)
         base = str(layout.tiny_base()) if adapter.uses_tiny_base else adapter.base_model
-        context.log.info(
-            f"training {adapter.name} on {len(train)} conversations, {len(held_out)} held out "
-            f"(data {data_version}), from {base}"
-        )
-        summary = train_adapter(
-            corpus.turns_of(train),
-            adapter,
-            base,
-            layout.adapter(adapter.name),
-            log=context.log.info,
-            data_version=data_version,
-            eval_conversations=corpus.turns_of(held_out),
-        )
-        return MaterializeResult(
-            metadata={
-                "path": MetadataValue.path(str(layout.adapter(adapter.name))),
-                "conversations": len(frame),
-                "data_version": data_version,
-                "eval_loss": summary.get("eval_loss_after"),
-                "base_eval_loss": summary.get("eval_loss_before"),
-                "summary": MetadataValue.json(summary),
-            }
-        )
+        name = adapter.name
+        paths = (layout.training_set(name), layout.adapter(name), layout.adapter_checkpoints(name))
+        if adapter.training.run_in_subprocess:
+            from dagster import PipesSubprocessClient
+
+            from ..core.pipes_training import training_request
+
+            PipesSubprocessClient().run(
+                command=[sys.executable, "-m", "baize_assets.core.pipes_training"],
+                context=context,
+                extras=training_request(adapter, base, *paths),
+            )
+            summary = read_summary(layout.adapter(adapter.name))
+        else:
+            summary = train_from_training_set(adapter, base, *paths, log=context.log.info)
+        return MaterializeResult(metadata=adapter_metadata(summary, layout.adapter(adapter.name)))
 
     return lora_adapter

@@ -35,6 +35,10 @@ def adapter_key(adapter: str) -> AssetKey:
     return AssetKey(["adapters", adapter])
 
 
+def evaluation_key(adapter: str) -> AssetKey:
+    return AssetKey(["evaluations", adapter])
+
+
 def shard_partitions(source: SourceConfig) -> StaticPartitionsDefinition:
     """One partition per shard: a shard is the unit a backfill redoes alone."""
     return StaticPartitionsDefinition(shard_keys(source.shards))

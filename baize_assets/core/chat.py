@@ -10,12 +10,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from peft import PeftModel
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation import BaseStreamer
 
 from .prompts import STOP_MARKERS, Turn, render_inference_prompt
@@ -27,9 +22,8 @@ from .training import (
 )
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
-# Generated tokens re-decoded to look for a stop marker: enough to hold any marker
-# even when a tokenizer spells it out in single characters.
-STOP_WINDOW_TOKENS = 16
+# Mild by default: enough to keep a small model out of loops, little effect on a good one.
+DEFAULT_REPETITION_PENALTY = 1.1
 
 
 def cut_at_marker(text: str) -> str:
@@ -54,21 +48,6 @@ def trim_history(history: Sequence[Turn], prompt_tokens: Callable[[list[Turn]], 
             break
         turns = turns[next_human:]
     return turns
-
-
-class StopOnMarkers(StoppingCriteria):
-    """Stop a sequence once its generated text contains a chat marker."""
-
-    def __init__(self, tokenizer, prompt_length: int):
-        self.tokenizer = tokenizer
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        start = max(self.prompt_length, input_ids.shape[1] - STOP_WINDOW_TOKENS)
-        tails = self.tokenizer.batch_decode(input_ids[:, start:])
-        return torch.tensor(
-            [any(marker in tail for marker in STOP_MARKERS) for tail in tails], device=input_ids.device
-        )
 
 
 class AnswerStreamer(BaseStreamer):
@@ -135,7 +114,7 @@ class ChatModel:
         temperature: float = 1.0,
         top_p: float = 0.95,
         history_token_budget: int = 2048,
-        repetition_penalty: float = 1.0,
+        repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
         seed: int | None = None,
         stream: Callable[[str], None] | None = None,
     ) -> str:
@@ -173,7 +152,8 @@ class ChatModel:
                 attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=new_tokens,
                 repetition_penalty=repetition_penalty,
-                stopping_criteria=StoppingCriteriaList([StopOnMarkers(self.tokenizer, len(ids))]),
+                stop_strings=list(STOP_MARKERS),
+                tokenizer=self.tokenizer,
                 pad_token_id=pad_id if pad_id is not None else self.tokenizer.eos_token_id,
                 streamer=streamer,
                 **sampling,
@@ -206,14 +186,26 @@ def load_chat_model(adapter_dir: Path) -> ChatModel:
     return ChatModel(model=model, tokenizer=tokenizer, device=device)
 
 
-def chat_main(adapter: Path, message: str | None, max_new_tokens: int, temperature: float, seed: int | None) -> int:
+def chat_main(
+    adapter: Path,
+    message: str | None,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int | None,
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+) -> int:
     """``baize chat``: answer ``message``, or chat on stdin until EOF or ``/exit``. Returns the exit code."""
     try:
         chat = load_chat_model(adapter)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    options = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "repetition_penalty": repetition_penalty,
+    }
     if message is not None:
         try:
             print(chat.reply([Turn("human", message)], **options))

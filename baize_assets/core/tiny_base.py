@@ -1,8 +1,10 @@
-"""The offline tiny base model: a byte-level BPE tokenizer and a randomly initialised Llama.
+"""The offline tiny base model: a byte-level BPE tokenizer and a small pretrained Llama.
 
-Nothing is downloaded: the tokenizer is trained on the given texts and the model is
-built from :class:`TinyBaseConfig`, seeded, so the same texts and config always give
-the same files. The result loads with ``AutoTokenizer`` / ``AutoModelForCausalLM``.
+Nothing is downloaded: the tokenizer is trained on the given texts, the model is built
+from :class:`TinyBaseConfig` and briefly pretrained (all parameters) on the same texts,
+seeded, so the same texts and config always give the same files. A real language model,
+if a very small one, makes adapter evaluation (base versus adapter) meaningful. The
+result loads with ``AutoTokenizer`` / ``AutoModelForCausalLM``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from .batching import Sample, collate, length_grouped_batches
 from .config import TinyBaseConfig
 from .prompts import STOP_MARKERS
 from .storage import staged_output_dir
@@ -55,6 +58,29 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
+def pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], config: TinyBaseConfig) -> list[float]:
+    """Next-token training of every parameter on ``texts`` (BOS text EOS); returns the step losses."""
+    samples = []
+    for text in texts:
+        ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        ids = ids[: config.max_position_embeddings]
+        samples.append(Sample(ids, ids))
+    batches = length_grouped_batches([len(s.input_ids) for s in samples], config.pretrain_batch_size, config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_learning_rate)
+    model.train()
+    losses = []
+    for _ in range(config.pretrain_steps):
+        batch = collate([samples[i] for i in next(batches)], tokenizer.pad_token_id, "cpu")
+        loss = model(**batch).loss  # mean over the labeled (non-pad) tokens
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
 def build_tiny_base(texts: Iterable[str], config: TinyBaseConfig, out_dir: Path) -> dict:
     """Train the tokenizer on ``texts``, build the seeded Llama and save both into ``out_dir``.
 
@@ -87,6 +113,7 @@ def build_tiny_base(texts: Iterable[str], config: TinyBaseConfig, out_dir: Path)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = LlamaForCausalLM(model_config)
+        losses = pretrain(model, tokenizer, texts, config)
     with staged_output_dir(out_dir) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -99,5 +126,8 @@ def build_tiny_base(texts: Iterable[str], config: TinyBaseConfig, out_dir: Path)
         "hidden_size": config.hidden_size,
         "max_position_embeddings": config.max_position_embeddings,
         "tokenizer_training_texts": len(texts),
+        "pretrain_steps": config.pretrain_steps,
+        "pretrain_loss_first": losses[0] if losses else None,
+        "pretrain_loss_final": losses[-1] if losses else None,
         "fingerprint": fingerprint,
     }

@@ -1,0 +1,174 @@
+"""Whole training runs: resume after a killed process, artifacts, best-eval weights, evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from baize_assets.core.evaluation import evaluate_adapter
+from baize_assets.core.prompts import render_conversation
+from baize_assets.core.tiny_base import build_tiny_base
+from baize_assets.core.training import CHECKPOINT_FILE, quiet_peft_deprecation, train_adapter
+
+from .test_training import TINY, small_adapter, synthetic_conversations
+
+REPO = Path(__file__).resolve().parents[1]
+RESUME_SETTINGS = dict(epochs=10, max_steps=30, checkpoint_steps=5, eval_steps=10, micro_batch_size=4, effective_batch_size=8)
+
+# A child that trains and prints each step; it sleeps a little per step so the test
+# can kill it mid-run. The settings must match the rerun's for the checkpoint to apply.
+CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from baize_assets_tests.test_training import small_adapter, synthetic_conversations
+    from baize_assets_tests.test_training_runs import RESUME_SETTINGS
+    from baize_assets.core.training import train_adapter
+
+    def log(line):
+        print(line, flush=True)
+        if line.startswith("step"):
+            time.sleep(0.15)
+
+    base, out, checkpoints = map(Path, sys.argv[1:4])
+    train_adapter(synthetic_conversations(), small_adapter(**RESUME_SETTINGS), str(base), out, log=log,
+                  checkpoint_dir=checkpoints)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def conversations():
+    return synthetic_conversations()
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory, conversations) -> Path:
+    out = tmp_path_factory.mktemp("base") / "tiny_llama"
+    build_tiny_base([render_conversation(c) for c in conversations], TINY, out)
+    return out
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_base, conversations, tmp_path):
+    out, checkpoints = tmp_path / "adapter", tmp_path / "checkpoints"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tiny_base), str(out), str(checkpoints)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        for line in child.stdout:
+            if line.startswith("step 13/30"):
+                break
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert not out.exists()  # a killed run leaves no half-written adapter
+    checkpoint_step = torch.load(checkpoints / CHECKPOINT_FILE, weights_only=True)["progress"]["step"]
+    assert checkpoint_step in (10, 15)
+
+    lines = []
+    adapter = small_adapter(**RESUME_SETTINGS)
+    summary = train_adapter(conversations, adapter, str(tiny_base), out, log=lines.append, checkpoint_dir=checkpoints)
+    assert summary["resumed_from_step"] == checkpoint_step and summary["steps"] == 30
+    assert f"resuming 'tiny' from the checkpoint at step {checkpoint_step}/30" in lines
+    assert not any(line.startswith("step 1/30 ") for line in lines)
+    assert not (checkpoints / CHECKPOINT_FILE).exists()  # done: nothing left to resume
+
+    # Resuming is exact: the adapter equals the one of a run never interrupted.
+    uninterrupted = train_adapter(conversations, adapter, str(tiny_base), tmp_path / "straight", log=lambda _: None)
+    assert uninterrupted["eval_history"] == summary["eval_history"]
+    resumed, straight = load_file(out / "adapter_model.safetensors"), load_file(
+        tmp_path / "straight" / "adapter_model.safetensors"
+    )
+    assert all(torch.equal(resumed[name], straight[name]) for name in straight)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tiny_base, conversations, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    quick = small_adapter(max_steps=4, checkpoint_steps=2, eval_size=0.1)
+    train_adapter(conversations, quick, str(tiny_base), tmp_path / "a", log=lambda _: None, checkpoint_dir=checkpoints)
+    assert not (checkpoints / CHECKPOINT_FILE).exists()
+    # Leave a checkpoint behind as a killed run would, then change the learning rate.
+    state = {"fingerprint": "other", "progress": {"step": 2}}
+    torch.save(state, checkpoints / CHECKPOINT_FILE)
+    lines = []
+    summary = train_adapter(conversations, quick, str(tiny_base), tmp_path / "b", log=lines.append,
+                            checkpoint_dir=checkpoints)
+    assert summary["resumed_from_step"] == 0 and any("made with other settings" in line for line in lines)
+
+
+def test_artifacts_best_weights_and_merged_export(tiny_base, conversations, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    # A learning rate this high overshoots after a few steps: the best eval is not the last.
+    adapter = small_adapter(learning_rate=0.3, max_steps=12, eval_steps=2, export_merged=True, warmup_steps=0)
+    out = tmp_path / "adapter"
+    summary = train_adapter(conversations, adapter, str(tiny_base), out, log=lambda _: None, data_version="v123")
+    losses = [entry["eval_loss"] for entry in summary["eval_history"]]
+    assert summary["eval_loss_after"] == min(losses) and summary["saved_step"] == summary["best_step"]
+    assert summary["best_step"] != 12 and summary["eval_loss_final"] > summary["eval_loss_after"]
+
+    run_config = json.loads((out / "training_config.json").read_text())
+    assert run_config["adapter"] == adapter.model_dump(mode="json") and run_config["data_version"] == "v123"
+    assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0.0 < summary["real_token_ratio"] <= 1.0 and summary["tokens_per_second"] > 0
+    assert summary["trainable_parameters"] > 0 and summary["train_seconds"] > 0
+
+    # The saved weights are the best step's: evaluating them again gives the best eval loss.
+    report = evaluate_adapter(out, _held_out(conversations, adapter), adapter.training, log=lambda _: None)
+    assert report["adapter_eval_loss"] == pytest.approx(summary["eval_loss_after"], rel=1e-4)
+    assert report["base_eval_loss"] == pytest.approx(summary["eval_loss_before"], rel=1e-4)
+    assert report["adapter_beats_base"] and len(report["answers"]) == len(adapter.training.eval_prompts)
+
+    # The merged export is a plain transformers model giving the adapter's logits.
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged")
+    with quiet_peft_deprecation():
+        with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base), out)
+    ids = torch.tensor([[1, 5, 9, 30, 42]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, with_adapter(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def _held_out(conversations, adapter):
+    from baize_assets.core.training import eval_count, split_by_hash
+
+    texts = [render_conversation(turns) for turns in conversations]
+    _, eval_ids = split_by_hash(texts, eval_count(len(conversations), adapter.training.eval_size))
+    return [conversations[i] for i in eval_ids]
+
+
+def test_evaluation_reports_no_win_without_held_out_data(tiny_base, conversations, tmp_path):
+    adapter = small_adapter(max_steps=2)
+    train_adapter(conversations, adapter, str(tiny_base), tmp_path / "a", log=lambda _: None)
+    report = evaluate_adapter(tmp_path / "a", [], adapter.training.model_copy(update={"eval_prompts": []}),
+                              log=lambda _: None)
+    assert not report["adapter_beats_base"] and "no held-out" in report["note"]
+
+
+def test_precision_and_quantization_errors_are_clear(tiny_base, conversations, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("these errors are about machines without CUDA")
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        train_adapter(conversations, small_adapter(precision="fp16"), str(tiny_base), tmp_path / "a")
+    with pytest.raises(ValueError, match="4bit.*CUDA"):
+        train_adapter(conversations, small_adapter(quantization="4bit"), str(tiny_base), tmp_path / "a",
+                      log=lambda _: None)
+    summary = train_adapter(conversations, small_adapter(precision="bf16", max_steps=2), str(tiny_base),
+                            tmp_path / "b", log=lambda _: None)
+    assert summary["dtype"] == "bfloat16"
