@@ -1,4 +1,4 @@
-"""Where run steps execute: in the run's own processes (default) or on Celery workers.
+"""Where run steps execute: one process per step (default), the run's process, or Celery workers.
 
 ``BAIZE_EXECUTOR=celery`` sends every step to the dagster-celery executor; the broker
 settings come from ``BAIZE_CELERY_CONFIG`` (default ``deploy/celery.yaml``), the same
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import yaml
-from dagster import ExecutorDefinition
+from dagster import ExecutorDefinition, in_process_executor
 
 from .core.config import PROJECT_ROOT, ConfigError
 
@@ -28,6 +28,8 @@ def executor_from_env() -> ExecutorDefinition | None:
     kind = os.environ.get("BAIZE_EXECUTOR", "multiprocess")
     if kind == "multiprocess":
         return None
+    if kind == "in_process":
+        return in_process_executor
     if kind == "celery":
         from dagster_celery import celery_executor
 
@@ -37,4 +39,4 @@ def executor_from_env() -> ExecutorDefinition | None:
         except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read the Celery executor config (execution.config) from {path}: {exc}") from None
         return celery_executor.configured(executor_config)
-    raise ConfigError(f"BAIZE_EXECUTOR must be 'multiprocess' or 'celery', not '{kind}'")
+    raise ConfigError(f"BAIZE_EXECUTOR must be 'multiprocess', 'in_process' or 'celery', not '{kind}'")

@@ -68,7 +68,7 @@ def materialized_in_run(instance: DagsterInstance, run_id: str) -> set[tuple[str
 
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test; dropped afterwards. Yields its URL."""
+    """A new, empty PostgreSQL database for one test; dropped afterwards. Yields its SQLAlchemy URL."""
     import psycopg2
 
     require_service("PostgreSQL", POSTGRES)
@@ -77,7 +77,7 @@ def fresh_postgres_database() -> Iterator[str]:
     admin.autocommit = True
     try:
         admin.cursor().execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
+        yield f"postgresql+psycopg2://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
     finally:
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
