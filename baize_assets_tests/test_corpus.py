@@ -7,7 +7,6 @@ from baize_assets.core.config import CorpusConfig
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn, render_conversation
 from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
 
-
 CONFIG = CorpusConfig()
 
 
@@ -95,9 +94,9 @@ def test_data_version_tracks_content():
 
 
 _turn_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="[]"),
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cf", "Zl", "Zp"), blacklist_characters="[]［］"),
     min_size=1, max_size=40,
-).map(str.strip).filter(lambda s: s and ":" not in s)
+).map(str.strip).filter(lambda s: s and ":" not in s and s == corpus.clean_text(s))
 
 
 @given(st.lists(st.tuples(_turn_text, _turn_text), min_size=1, max_size=5))

@@ -22,7 +22,10 @@ def _language(code: str) -> Language:
 
 @lru_cache(maxsize=8)
 def _detector(candidates: tuple[str, ...]) -> LanguageDetector:
-    return LanguageDetectorBuilder.from_languages(*(_language(c) for c in candidates)).build()
+    # Low-accuracy mode scores trigrams only: several times faster, and lingua's own
+    # evaluation shows it close to the full mode on sentence-length texts like the samples.
+    languages = (_language(c) for c in candidates)
+    return LanguageDetectorBuilder.from_languages(*languages).with_low_accuracy_mode().build()
 
 
 def language_confidence(texts: Sequence[str], language: str, candidates: Sequence[str]) -> np.ndarray:
