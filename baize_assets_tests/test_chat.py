@@ -156,3 +156,21 @@ def test_streamer_holds_back_what_may_become_a_marker(chat):
         assert "[" not in "".join(chunks)
     streamer.flush("The river is cold.")
     assert "".join(chunks) == "The river is cold." and len(chunks) > 1
+
+
+def test_cli_passes_the_repetition_penalty(adapter_dir, capsys, monkeypatch):
+    from baize_assets.cli import main
+
+    seen = []
+    original = load_chat_model(adapter_dir).__class__.reply
+
+    def spy(self, history, **options):
+        seen.append(options["repetition_penalty"])
+        return original(self, history, **options)
+
+    monkeypatch.setattr("baize_assets.core.chat.ChatModel.reply", spy)
+    args = ["chat", "--adapter", str(adapter_dir), "--message", "Hello", "--max-new-tokens", "4"]
+    assert main([*args, "--repetition-penalty", "1.3"]) == 0 and seen == [1.3]
+    assert main(args) == 0 and seen[-1] == 1.1
+    assert main([*args, "--repetition-penalty", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""The adapter (trained in a dagster-pipes child) and its evaluation asset and check, in a real instance."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from dagster import DagsterEventType, instance_for_test, materialize
+
+from baize_assets.assets.adapter_assets import build_adapter_asset
+from baize_assets.assets.evaluation_assets import BEATS_BASE_CHECK, build_evaluation_asset
+from baize_assets.core.config import AdapterConfig, PipelineConfig, SourceConfig, TrainingConfig
+from baize_assets.core.prompts import render_conversation
+from baize_assets.core.storage import Layout, write_parquet_atomic
+from baize_assets.core.tiny_base import build_tiny_base
+from baize_assets.core.trainingset import TRAINING_SET_SCHEMA
+from baize_assets.resources import BaizeStorage
+
+from .test_training import TINY, synthetic_conversations
+
+
+def training_set_frame(conversations) -> pd.DataFrame:
+    rows = []
+    for i, turns in enumerate(conversations):
+        text = render_conversation(turns)
+        rows.append({
+            "seed_id": f"{i:016x}", "seed": turns[0].text, "source": "synthetic", "shard": 0,
+            "turns": [t.as_dict() for t in turns], "n_exchanges": len(turns) // 2, "text": text,
+            "split": "eval" if i % 8 == 0 else "train",
+        })
+    frame = pd.DataFrame(rows)
+    return frame[[f.name for f in TRAINING_SET_SCHEMA if f.name in frame.columns]]
+
+
+def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base(tmp_path):
+    conversations = synthetic_conversations(48)
+    layout = Layout(tmp_path)
+    build_tiny_base([render_conversation(c) for c in conversations], TINY, layout.tiny_base())
+    write_parquet_atomic(training_set_frame(conversations), layout.training_set("tiny"), TRAINING_SET_SCHEMA)
+    training = TrainingConfig(learning_rate=5e-3, epochs=4, max_steps=8, micro_batch_size=4, effective_batch_size=8,
+                              warmup_steps=1, eval_steps=4, eval_prompts=["Tell me about the river."])
+    assert training.run_in_subprocess
+    adapter = AdapterConfig(name="tiny", sources=["synthetic"], training=training)
+    config = PipelineConfig(sources=[SourceConfig(name="synthetic", format="text", paths=["x"])], adapters=[adapter])
+    assets = [build_adapter_asset(adapter, config), build_evaluation_asset(adapter)]
+    with instance_for_test() as instance:
+        result = materialize(assets, instance=instance, resources={"storage": BaizeStorage(output_dir=str(tmp_path))})
+        assert result.success
+        logs = [e.user_message for e in instance.all_logs(result.run_id)]
+        assert any("external process successfully opened dagster pipes" in m for m in logs)
+        assert any(m.startswith("step 8/8 loss") for m in logs)  # streamed from the child
+
+        adapter_md = result.asset_materializations_for_node("adapters__tiny")[0].metadata
+        assert adapter_md["steps"].value == 8 and adapter_md["real_token_ratio"].value > 0.5
+        assert adapter_md["loss_curve"].value.endswith("loss_curve.png")
+
+        checks = result.get_asset_check_evaluations()
+        assert [(c.check_name, c.passed) for c in checks] == [(BEATS_BASE_CHECK, True)]
+        report = json.loads(layout.evaluation("tiny").read_text())
+        assert report["adapter_eval_loss"] < report["base_eval_loss"]
+        assert report["answers"][0]["prompt"] == "Tell me about the river."
+        events = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+        assert len(events) == 1
