@@ -78,6 +78,9 @@ class RateLimitConfig(_Strict):
 
     requests_per_minute: float | None = Field(default=None, gt=0)
     tokens_per_minute: float | None = Field(default=None, gt=0)
+    # Pace this share below the limits: arrival times jitter on the way to the provider,
+    # and a provider counting over short windows must never see the limit crossed.
+    headroom: float = Field(default=0.02, ge=0.0, lt=0.5)
 
 
 class ModelPrice(_Strict):

@@ -69,7 +69,8 @@ class RateLimiter:
         so the queue behind it keeps the limit's spacing instead of catching up in a burst.
         """
         now = self._clock()
-        interval = 60.0 / self.limits.requests_per_minute if self.limits.requests_per_minute else 0.0
+        pace = 1.0 - self.limits.headroom
+        interval = 60.0 / (self.limits.requests_per_minute * pace) if self.limits.requests_per_minute else 0.0
         ticket = self._tickets
         self._tickets += 1
         if self._origin + ticket * interval < now:
@@ -77,7 +78,7 @@ class RateLimiter:
         token_start = 0.0
         if self.limits.tokens_per_minute:
             token_start = max(now, self._tokens_free_at)
-            self._tokens_free_at = token_start + estimated_tokens * 60.0 / self.limits.tokens_per_minute
+            self._tokens_free_at = token_start + estimated_tokens * 60.0 / (self.limits.tokens_per_minute * pace)
         while True:
             slot = self._origin + ticket * interval
             start = max(slot, token_start, self._paused_until)
@@ -91,7 +92,8 @@ class RateLimiter:
     def settle(self, estimated_tokens: int, used_tokens: int) -> None:
         """Correct a reservation by what the request really used."""
         if self.limits.tokens_per_minute:
-            self._tokens_free_at += (used_tokens - estimated_tokens) * 60.0 / self.limits.tokens_per_minute
+            pace = 1.0 - self.limits.headroom
+            self._tokens_free_at += (used_tokens - estimated_tokens) * 60.0 / (self.limits.tokens_per_minute * pace)
 
     def pause(self, seconds: float) -> None:
         """No request starts for ``seconds`` (a 429's ``Retry-After``, an exhausted quota)."""

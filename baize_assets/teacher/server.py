@@ -500,6 +500,7 @@ class SimulatedTeacher:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging request must not keep the process alive
+    request_queue_size = 1024  # many clients connect at once; the default backlog of 5 drops SYNs
 
     def __init__(self, address: tuple[str, int], teacher: SimulatedTeacher) -> None:
         self.teacher = teacher
