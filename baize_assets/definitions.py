@@ -2,7 +2,7 @@
 
 from dagster import Definitions
 
-from .assets import build_asset_checks, build_assets, build_evaluation_assets
+from .assets import build_asset_checks, build_assets
 from .automation import build_automation_sensors, with_retrain_automation
 from .core.config import PipelineConfig, load_config
 from .executors import executor_from_env
@@ -15,7 +15,7 @@ from .sensors import build_seed_file_sensors
 def build_definitions(config: PipelineConfig, resources: dict | None = None) -> Definitions:
     """The whole deployment of ``config``: assets with their automation, jobs, schedules, sensors."""
     return Definitions(
-        assets=with_retrain_automation([*build_assets(config), *build_evaluation_assets(config)], config),
+        assets=with_retrain_automation(build_assets(config), config),
         asset_checks=build_asset_checks(config),
         jobs=build_jobs(config),
         schedules=build_schedules(config),

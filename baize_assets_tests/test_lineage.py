@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from dagster import (
+    AssetCheckKey,
     AssetSelection,
     DagsterEventType,
-    Definitions,
     EnvVar,
     instance_for_test,
     materialize,
@@ -18,10 +18,10 @@ from dagster_openai import OpenAIResource
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from baize_assets.assets import build_assets, transcripts_key
+from baize_assets.assets import build_asset_checks, build_assets, conversations_key, transcripts_key
 from baize_assets.core.storage import Layout
+from baize_assets.definitions import build_definitions
 from baize_assets.demo import materialize_whole_graph
-from baize_assets.jobs import build_jobs
 from baize_assets.resources import BaizeStorage
 
 from .conftest import fast_config
@@ -44,8 +44,9 @@ def built_graph(tmp_path_factory):
         "storage": BaizeStorage(output_dir=str(output)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
     }
-    assets = build_assets(config)
-    defs = Definitions(assets=assets, jobs=build_jobs(config), resources=resources)
+    # The deployed wiring (checks, automation, jobs), with outputs in a temporary folder.
+    defs = build_definitions(config, resources)
+    assets = [*build_assets(config), *build_asset_checks(config)]
     with pytest.MonkeyPatch.context() as env, instance_for_test() as instance:
         from baize_assets.teacher.server import SimulatedTeacher
 
@@ -63,7 +64,9 @@ def test_whole_graph_materializes_every_asset_and_partition(built_graph):
     for source in config.sources:
         steps = ["transcripts", "conversations"] if source.is_self_chat else ["conversations"]
         expected |= {(f"{source.name}/{step}", str(shard)) for step in steps for shard in range(source.shards)}
-    expected |= {(f"{group}/{a.name}", None) for a in config.adapters for group in ("training_sets", "adapters")}
+    expected |= {
+        (f"{group}/{a.name}", None) for a in config.adapters for group in ("training_sets", "adapters", "evaluations")
+    }
     expected |= {("base_models/tiny_llama", None)}
     assert seen == expected
 
@@ -116,6 +119,7 @@ def test_backfill_of_one_shard_rebuilds_exactly_its_dependents(built_graph, teac
         ("medquad/conversations", "3"),
         ("training_sets/baize_healthcare", None),
         ("adapters/baize_healthcare", None),
+        ("evaluations/baize_healthcare", None),
     }
     pd.testing.assert_frame_equal(before, pd.read_parquet(layout.conversations("quora", 3)))
 
@@ -138,3 +142,22 @@ def test_baize_chat_answers_once_from_a_trained_adapter(built_graph):
     assert result.returncode == 0, result.stderr
     answer = result.stdout.strip()
     assert answer and "[|Human|]" not in answer and "[|AI|]" not in answer
+
+
+def test_blocking_corpus_checks_ran_and_passed_on_every_shard(built_graph):
+    config, _, _, instance, _, run_ids = built_graph
+    evaluations = [
+        record.event_log_entry.dagster_event.event_specific_data
+        for run_id in run_ids
+        for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+    ]
+    schema_checks = {
+        (e.asset_key.to_user_string(), e.partition if hasattr(e, "partition") else None): e.passed
+        for e in evaluations
+        if e.check_name == "schema_and_nonempty_turns"
+    }
+    assert len(schema_checks) == sum(s.shards for s in config.sources)
+    assert all(schema_checks.values())
+    assert AssetCheckKey(conversations_key("medquad"), "schema_and_nonempty_turns") in {
+        AssetCheckKey(e.asset_key, e.check_name) for e in evaluations
+    }

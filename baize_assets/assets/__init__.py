@@ -7,7 +7,8 @@ module under ``core/`` and records what it wrote. Per source::
 
 (single-turn sources such as Alpaca skip the transcripts), and per adapter::
 
-    <source>/conversations [all shards] ... -> training_sets/<name> -> adapters/<name> <- base_models/tiny_llama
+    <source>/conversations [all shards] ... -> training_sets/<name> -> adapters/<name> -> evaluations/<name>
+                                                                        ^ base_models/tiny_llama
 """
 
 from dagster import AssetsDefinition
@@ -42,7 +43,6 @@ __all__ = [
     "adapter_key",
     "build_asset_checks",
     "build_assets",
-    "build_evaluation_assets",
     "conversations_key",
     "seed_key",
     "shard_partitions",
@@ -63,4 +63,5 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
     for adapter in config.adapters:
         built.append(build_training_set_asset(adapter, config))
         built.append(build_adapter_asset(adapter, config))
+    built.extend(build_evaluation_assets(config))
     return built
