@@ -6,7 +6,7 @@ VENV := .venv
 # The CPU build of torch is plenty for the tiny offline model; set TORCH to change it.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test dev clean
+.PHONY: demo test dev screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(VENV)/.installed
 
 dev: $(VENV)/.installed
 	DAGSTER_HOME=$(CURDIR) $(VENV)/bin/dagster dev
+
+# Retake docs/lineage.png from a live webserver in headless Chromium (the UI test does it).
+screenshot: $(VENV)/.installed
+	BAIZE_LINEAGE_SCREENSHOT=$(CURDIR)/docs/lineage.png $(VENV)/bin/python -m pytest -q \
+		baize_assets_tests/test_ops_ui.py -k test_ui_draws_every_asset_of_the_graph
 
 clean:
 	rm -rf data/output .dagster

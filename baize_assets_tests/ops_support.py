@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,12 +101,31 @@ def process_group(args: list[str], log_path: Path, env: dict) -> Iterator[subpro
         stop_process_group(process)
 
 
-def stop_process_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def stop_process_group(process: subprocess.Popen, timeout_s: float = 20) -> None:
+    """SIGTERM the group, then SIGKILL what is left of it after ``timeout_s``.
+
+    Members (a code server, a run) can outlive a leader that has already exited, so the
+    group itself is signalled and waited for, not only the leader.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        if group_exited(process, timeout_s):
+            break
+    process.wait()
+
+
+def group_exited(process: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether every process of the group of ``process`` is gone within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        process.poll()  # reaps the leader, which would otherwise stay in the group as a zombie
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)

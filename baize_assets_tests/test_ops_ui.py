@@ -1,0 +1,256 @@
+"""The Dagster UI and its GraphQL API on a running deployment: webserver, daemon, browser.
+
+The webserver and the daemon serve ``ops_location`` (the small ``ops_baize.yaml``) from a
+temporary SQLite instance; the graph is first materialized in full, as a deployment that
+has run for a while would be. The UI is checked in headless Chromium, and a one-shard
+backfill is launched through GraphQL and carried out by the daemon, which is killed and
+restarted in the middle of it.
+"""
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dagster import AssetSelection, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+from baize_assets.assets import adapter_key, transcripts_key
+from baize_assets.core.config import PROJECT_ROOT, load_config
+from baize_assets.definitions import build_definitions
+from baize_assets.demo import materialize_whole_graph
+from baize_assets.teacher.server import SimulatedTeacher
+
+from .ops_location import CONFIG_PATH
+from .ops_support import free_port, process_group, resources_for
+from .ops_ui_support import chromium_page, graph_node_names, graphql, http_ok, listening_addresses, log_tail, wait_for
+
+BIN = Path(sys.executable).parent
+LOCATION = ["-m", "baize_assets_tests.ops_location"]
+TEACHER_KEY = "sk-test-not-a-real-key"
+# Set to a path (e.g. docs/lineage.png) to keep the lineage screenshot there.
+SCREENSHOT_ENV = "BAIZE_LINEAGE_SCREENSHOT"
+# A SQLite instance whose run queue the daemon drains every second.
+INSTANCE_YAML = """\
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
+"""
+
+LAUNCH_BACKFILL = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+BACKFILL_STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+    ... on Error { message }
+  }
+}
+"""
+
+
+class Deployment:
+    def __init__(self, root: Path, teacher_url: str) -> None:
+        self.home = root / "dagster_home"
+        self.home.mkdir()
+        (self.home / "dagster.yaml").write_text(INSTANCE_YAML)
+        self.output = root / "output"
+        self.logs = root / "logs"
+        self.logs.mkdir()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.config = load_config(CONFIG_PATH)
+        self.defs = build_definitions(self.config, resources=resources_for(self.output))
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "BAIZE_OUTPUT_DIR": str(self.output),
+            # Each run's steps in the run's own process: one process start per run, not per step.
+            "BAIZE_EXECUTOR": "in_process",
+            "OPENAI_BASE_URL": teacher_url,
+            "OPENAI_API_KEY": TEACHER_KEY,
+            "PYTHONPATH": str(PROJECT_ROOT),
+        }
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_config(str(self.home))
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def daemon(self, name: str):
+        return process_group([str(BIN / "dagster-daemon"), "run", *LOCATION], self.log(name), self.env)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """The webserver on a free port with its default host, over a fully materialized graph."""
+    root = tmp_path_factory.mktemp("ui")
+    with SimulatedTeacher(api_key=TEACHER_KEY) as teacher, pytest.MonkeyPatch.context() as env:
+        deployment = Deployment(root, teacher.base_url)
+        # No --host: what a user gets when they do not say otherwise.
+        webserver_args = [str(BIN / "dagster-webserver"), *LOCATION, "--port", str(deployment.port)]
+        with process_group(webserver_args, deployment.log("webserver"), deployment.env) as webserver:
+            # The graph is built in this process while the webserver starts.
+            for name in ("DAGSTER_HOME", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+                env.setenv(name, deployment.env[name])
+            with deployment.instance() as instance:
+                materialize_whole_graph(deployment.defs, deployment.config, instance, log=lambda _: None)
+            wait_for(
+                "the webserver to answer",
+                lambda: webserver.poll() is None and http_ok(f"{deployment.base_url}/server_info"),
+                timeout_s=120,
+                on_timeout=lambda: log_tail(deployment.log("webserver")),
+            )
+            yield deployment
+
+
+def test_webserver_listens_on_loopback_only_by_default(deployment):
+    assert listening_addresses(deployment.port) == {"127.0.0.1"}
+
+
+def test_ui_draws_every_asset_of_the_graph(deployment, tmp_path):
+    asset_keys = sorted(key.to_user_string() for key in deployment.defs.resolve_asset_graph().get_all_asset_keys())
+    assert len(asset_keys) == 12
+
+    # The welcome dialog a new instance shows over the UI, marked seen as its Skip button does.
+    assert graphql(deployment.base_url, "mutation { setNuxSeen }")["setNuxSeen"]
+    with chromium_page(tmp_path / "profile", width=2400, height=1400) as page:
+        page.goto(f"{deployment.base_url}/assets")
+        page.locator(f"a[href='/assets/{asset_keys[-1]}']").first.wait_for()
+        hrefs = page.locator("a[href^='/assets/']").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+        assert {href.removeprefix("/assets/") for href in hrefs} >= set(asset_keys)
+
+        page.goto(f"{deployment.base_url}/asset-groups")
+        page.get_by_text("training_sets").first.wait_for()
+        # Large graphs open with their groups collapsed; the UI's shortcut expands them all.
+        page.keyboard.press("Alt+e")
+        expected_names = sorted(key.split("/")[-1] for key in asset_keys)
+        wait_for(
+            "every asset node to be drawn",
+            lambda: sorted(graph_node_names(page)) == expected_names,
+            timeout_s=30,
+            on_timeout=lambda: f"drawn: {sorted(graph_node_names(page))}\nexpected: {expected_names}",
+        )
+        # The expanded groups are in the URL: opened afresh, the graph is laid out to fit the page.
+        page.goto(page.url)
+        wait_for(
+            "every node to show its materialization",
+            lambda: page.get_by_text("Loading").count() == 0 and len(graph_node_names(page)) == len(asset_keys),
+            timeout_s=30,
+        )
+        assert page.get_by_text("Never materialized").count() == 0
+        # The graph alone on the page: no navigation, no asset tree.
+        page.get_by_text("Hide navigation").click()
+        page.locator("button:has([aria-label='panel_show_right'])").click()
+        screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "lineage.png")
+        page.screenshot(path=str(screenshot))
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_shard_backfill_through_graphql_survives_a_daemon_restart(deployment):
+    shard = "1"
+    selection = AssetSelection.assets(transcripts_key("medquad")).downstream()
+    selected = selection.resolve(deployment.defs.resolve_asset_graph())
+    with deployment.instance() as instance:
+        records_before = all_materializations(instance)
+        runs_before = {run.run_id for run in instance.get_runs()}
+
+        launched = graphql(
+            deployment.base_url,
+            LAUNCH_BACKFILL,
+            {"params": {"assetSelection": [{"path": key.path} for key in selected], "partitionNames": [shard]}},
+        )["launchPartitionBackfill"]
+        assert launched["__typename"] == "LaunchBackfillSuccess", launched
+        backfill_id = launched["backfillId"]
+
+        def backfill_runs():
+            return instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+
+        def started_training_run():
+            for run in backfill_runs():
+                if adapter_key("baize_healthcare") in (run.asset_selection or ()):
+                    return run if run.status == DagsterRunStatus.STARTED else None
+            return None
+
+        def finished_status():
+            status = backfill_status(deployment, backfill_id)
+            return status if status in FINISHED else None
+
+        def daemon_context():
+            runs = [(run.asset_selection, run.status) for run in backfill_runs()]
+            return log_tail(deployment.log("daemon-1"), deployment.log("daemon-2")) + f"\nbackfill runs: {runs}"
+
+        with deployment.daemon("daemon-1") as first_daemon:
+            run = wait_for("the backfill's training run to start", started_training_run, 150, daemon_context)
+            # The daemon dies mid-run, without a chance to clean up.
+            os.kill(first_daemon.pid, signal.SIGKILL)
+            first_daemon.wait()
+            killed_at = time.time()
+            wait_for(
+                "the training run to finish with no daemon up",
+                lambda: instance.get_run_by_id(run.run_id).is_finished,
+                120,
+                daemon_context,
+            )
+        training = instance.get_run_record_by_id(run.run_id)
+        assert training.dagster_run.status == DagsterRunStatus.SUCCESS
+        assert training.end_time > killed_at
+
+        with deployment.daemon("daemon-2"):
+            status = wait_for("the backfill to finish after the restart", finished_status, 90, daemon_context)
+        assert status == "COMPLETED_SUCCESS"
+
+        # This shard's conversations and what depends on them, each once; no other run.
+        new_runs = [run for run in instance.get_runs() if run.run_id not in runs_before]
+        assert {run.run_id for run in new_runs} == {run.run_id for run in backfill_runs()}
+        assert all(run.status == DagsterRunStatus.SUCCESS for run in new_runs)
+        backfilled = sorted(m for run in new_runs for m in materializations(instance, run.run_id))
+        assert backfilled == sorted(
+            [
+                ("medquad/transcripts", shard),
+                ("medquad/conversations", shard),
+                ("training_sets/baize_healthcare", None),
+                ("adapters/baize_healthcare", None),
+                ("evaluations/baize_healthcare", None),
+            ]
+        )
+        # No record was lost: all the earlier ones are still there, plus exactly these.
+        assert all_materializations(instance) == records_before + len(backfilled)
+        assert instance.get_latest_materialization_event(adapter_key("baize_healthcare")).run_id == run.run_id
+
+
+FINISHED = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def materializations(instance: DagsterInstance, run_id: str) -> list[tuple[str, str | None]]:
+    """Every materialization record of a run, as (asset key, partition), repeats included."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    return [
+        (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
+        for r in records
+    ]
+
+
+def all_materializations(instance: DagsterInstance) -> int:
+    """How many materialization records the instance holds, over all its runs."""
+    return sum(len(materializations(instance, run.run_id)) for run in instance.get_runs())
+
+
+def backfill_status(deployment: Deployment, backfill_id: str) -> str:
+    result = graphql(deployment.base_url, BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    assert result["__typename"] == "PartitionBackfill", result
+    return result["status"]
