@@ -24,7 +24,16 @@ from baize_assets.teacher.server import SimulatedTeacher
 
 from .ops_location import CONFIG_PATH
 from .ops_support import free_port, process_group, resources_for
-from .ops_ui_support import chromium_page, graph_node_names, graphql, http_ok, listening_addresses, log_tail, wait_for
+from .ops_ui_support import (
+    chromium_page,
+    graph_node_names,
+    graphql,
+    http_ok,
+    listening_addresses,
+    log_tail,
+    require_chromium,
+    wait_for,
+)
 
 BIN = Path(sys.executable).parent
 LOCATION = ["-m", "baize_assets_tests.ops_location"]
@@ -123,6 +132,7 @@ def test_webserver_listens_on_loopback_only_by_default(deployment):
 
 
 def test_ui_draws_every_asset_of_the_graph(deployment, tmp_path):
+    require_chromium()
     asset_keys = sorted(key.to_user_string() for key in deployment.defs.resolve_asset_graph().get_all_asset_keys())
     assert len(asset_keys) == 12
 
