@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/baize demo
 
+# The UI tests drive the distribution's headless Chromium; install it where we can.
 test: $(VENV)/.installed
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -q && apt-get install -y -q chromium; fi
 	$(VENV)/bin/python -m pytest
 
 dev: $(VENV)/.installed
