@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 
 
 def require_chromium() -> str:
-    """Path of the system Chromium; fail under CI (``.ci/run`` installs it), skip elsewhere."""
+    """Path of the system Chromium; fail under CI (``make test`` installs it), skip elsewhere."""
     path = shutil.which("chromium")
     if path is None:
         message = "the chromium browser is not installed (apt-get install chromium)"
