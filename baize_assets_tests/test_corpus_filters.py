@@ -8,9 +8,10 @@ from datasketch import MinHash
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from baize_assets.core import corpus, dedup, shingles
+from baize_assets.core import corpus, dedup, langid, shingles
 from baize_assets.core.config import CorpusConfig, NearDedupConfig, ScrubConfig
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn
+from baize_assets.core.seeds import normalize_text
 from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
 from baize_assets.core.trainingset import EXACT_DUPLICATE, NEAR_DUPLICATE, build_training_set
 
@@ -236,3 +237,51 @@ def test_schema_problems_name_row_and_field():
     )
     assert problems == ["row 0 (seed_id a): empty turn"]
     assert corpus.schema_problems(table_.drop_columns(["text"])) == ["no column 'text'"]
+
+
+NOT_ENGLISH = {
+    "fr": "La pluie se forme lorsque la vapeur d'eau se condense en gouttelettes assez lourdes pour tomber des nuages.",
+    "de": "Regen entsteht, wenn Wasserdampf zu Tröpfchen kondensiert, die schwer genug sind, um aus den Wolken zu "
+    "fallen, also was will man machen.",
+    "nl": "Regen ontstaat wanneer waterdamp condenseert tot druppels die zwaar genoeg zijn om uit de wolken te vallen, "
+    "of is dat niet zo?",
+    "es": "La lluvia se forma cuando el vapor de agua se condensa en gotas lo bastante pesadas para caer de las nubes.",
+}
+
+
+def test_english_pre_check_settles_english_prose_and_leaves_other_languages_to_lingua(monkeypatch):
+    share, words = langid.english_word_share([ANSWER, *NOT_ENGLISH.values()])
+    assert share[0] >= CONFIG.language.english_word_share and words[0] == len(ANSWER.split())
+    assert share[1:].tolist() == [0.0] * len(NOT_ENGLISH)
+    scored = []
+    detector = langid._detector(tuple(sorted(CONFIG.language.candidates)))
+    original = type(detector).compute_language_confidence_in_parallel
+
+    class Spy:
+        def compute_language_confidence_in_parallel(self, texts, language):
+            scored.extend(texts)
+            return original(detector, texts, language)
+
+    monkeypatch.setattr(langid, "_detector", lambda candidates: Spy())
+    texts = [ANSWER, "Why?", *NOT_ENGLISH.values()]
+    confidence = langid.language_confidence(texts, "en", CONFIG.language.candidates, 0.15)
+    assert scored == texts[1:]  # the English answer never reached lingua; the short one did
+    assert confidence[0] == 1.0 and (confidence[2:] < CONFIG.language.min_confidence).all()
+    scored.clear()
+    langid.language_confidence(texts, "en", CONFIG.language.candidates, None)
+    assert scored == texts
+
+
+def test_other_languages_are_rejected_with_the_pre_check_on():
+    built = corpus.build_corpus(
+        table(*(f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {text}" for text in (ANSWER, *NOT_ENGLISH.values()))),
+        CONFIG,
+        "en",
+    )
+    assert outcome(built) == {"id0": "kept", **{f"id{i + 1}": corpus.WRONG_LANGUAGE for i in range(len(NOT_ENGLISH))}}
+
+
+def test_exact_duplicate_keys_normalize_like_the_seed_normalizer():
+    texts = ["A  b\u00a0C\u2003d\x1c e ", "a b c d e", "e\u0301 X", "\u00e9 x", "", "  ", "a b c d f"]
+    assert dedup.normalized_texts(texts).to_pylist() == [normalize_text(t).lower() for t in texts]
+    assert dedup.exact_duplicate_of(texts).tolist() == [0, 0, 2, 2, 4, 4, 6]

@@ -284,6 +284,9 @@ class LanguageFilterConfig(_Strict):
     # The sample: the first chars of each turn, up to a total, so every turn is looked at.
     chars_per_turn: int = Field(default=120, ge=10)
     max_sample_chars: int = Field(default=480, ge=10)
+    # For English: a sample with at least this share of common English function words is
+    # English without running the identifier (see core/langid.py); null sends every sample to it.
+    english_word_share: float | None = Field(default=0.15, gt=0.0, le=1.0)
 
 
 class ScrubConfig(_Strict):

@@ -347,7 +347,7 @@ def _filter(candidates: _Candidates, config: CorpusConfig, language: str | None)
         pending = np.flatnonzero(reason == None)  # noqa: E711
         lang = config.language
         samples = [_sample(candidates.turns[i], lang.chars_per_turn, lang.max_sample_chars) for i in pending]
-        confidence = langid.language_confidence(samples, language, lang.candidates)
+        confidence = langid.language_confidence(samples, language, lang.candidates, lang.english_word_share)
         low = np.zeros(n, dtype=bool)
         low[pending[confidence < lang.min_confidence]] = True
         scores = dict(zip(pending.tolist(), confidence.tolist()))

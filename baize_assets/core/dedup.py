@@ -12,22 +12,25 @@ only if their estimated Jaccard similarity reaches the threshold.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
 
 from .config import NearDedupConfig
-from .seeds import normalize_text
 from .shingles import CHUNK_TEXTS, fmix32, map_chunks, ngram_hashes, shingles_of, word_hashes
 
 _EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's value for a permutation that saw nothing
 # Shingles per block of the permutation step: bounds its (block x num_perm) temporary.
 _BLOCK_SHINGLES = 32768
 _MAX_BUCKET_LINKS = 32
+# Python's str.isspace characters in RE2 syntax (RE2's \s alone is ASCII only).
+_UNICODE_SPACES = r"[\s\p{Z}\x{0b}\x{1c}-\x{1f}\x{85}]+"
+_NORMALIZE_CHUNK = 16384
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,26 @@ class NearDuplicate:
     similarity: float  # estimated Jaccard similarity
 
 
-def exact_key(text: str) -> str:
-    """The key under which two texts are exact duplicates: whitespace and case normalized."""
-    return hashlib.sha256(normalize_text(text).lower().encode()).hexdigest()
+def normalized_texts(texts: Sequence[str]) -> pa.Array:
+    """The texts as compared for exact duplicates: NFC, whitespace runs to one space, trimmed, lower case.
+
+    The same normalization as ``seeds.normalize_text`` (whose ``\\s`` is every Unicode
+    space), done by Arrow's kernels over all texts at once.
+    """
+    array = pa.array(texts, type=pa.large_string())
+    parts = []
+    for first in range(0, len(array), _NORMALIZE_CHUNK):
+        chunk = pc.utf8_normalize(array.slice(first, _NORMALIZE_CHUNK), form="NFC")
+        chunk = pc.replace_substring_regex(chunk, _UNICODE_SPACES, " ")
+        parts.append(pc.utf8_lower(pc.utf8_trim(chunk, characters=" ")))
+    return pa.concat_arrays(parts) if parts else array
+
+
+def exact_duplicate_of(texts: Sequence[str]) -> np.ndarray:
+    """Per text, the index of the first text equal to it after ``normalized_texts`` (its own when none)."""
+    codes = pc.dictionary_encode(normalized_texts(texts)).indices.to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    return first[codes]
 
 
 def signature_version(config: NearDedupConfig) -> str:

@@ -94,10 +94,9 @@ def _duplicate_rows(dropped: pd.DataFrame, reason: str, owners: list[str], simil
 def build_training_set(corpus: pd.DataFrame, eval_size: int | float, near: NearDedupConfig) -> TrainingSet:
     """Deduplicate the concatenated corpus shards and assign each conversation a split."""
     ordered = corpus.sort_values(["seed_id", "source"], kind="stable").reset_index(drop=True)
-    keys = ordered["text"].map(dedup.exact_key)
-    first = ~keys.duplicated()
-    owner_of_key = dict(zip(keys[first], ordered.loc[first, "seed_id"]))
-    exact_owners = [owner_of_key[k] for k in keys[~first]]
+    same_as = dedup.exact_duplicate_of(ordered["text"])
+    first = same_as == np.arange(len(ordered))
+    exact_owners = ordered["seed_id"].to_numpy()[same_as[~first]].tolist()
     tables = [
         _duplicate_rows(
             ordered[~first], EXACT_DUPLICATE, exact_owners, [1.0] * len(exact_owners),
