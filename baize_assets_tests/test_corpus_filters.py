@@ -284,4 +284,6 @@ def test_other_languages_are_rejected_with_the_pre_check_on():
 def test_exact_duplicate_keys_normalize_like_the_seed_normalizer():
     texts = ["A  b\u00a0C\u2003d\x1c e ", "a b c d e", "e\u0301 X", "\u00e9 x", "", "  ", "a b c d f"]
     assert dedup.normalized_texts(texts).to_pylist() == [normalize_text(t).lower() for t in texts]
-    assert dedup.exact_duplicate_of(texts).tolist() == [0, 0, 2, 2, 4, 4, 6]
+    spaces = [f" a{c}{c}B{c}" for c in map(chr, range(0x3001)) if c.isspace()]  # every Unicode space
+    assert dedup.normalized_texts(spaces).to_pylist() == ["a b"] * len(spaces)
+    assert dedup.exact_groups(texts).tolist() == [0, 0, 1, 1, 2, 2, 3]

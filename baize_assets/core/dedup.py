@@ -28,9 +28,7 @@ _EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's value for a permutation that saw 
 # Shingles per block of the permutation step: bounds its (block x num_perm) temporary.
 _BLOCK_SHINGLES = 32768
 _MAX_BUCKET_LINKS = 32
-# Python's str.isspace characters in RE2 syntax (RE2's \s alone is ASCII only).
-_UNICODE_SPACES = r"[\s\p{Z}\x{0b}\x{1c}-\x{1f}\x{85}]+"
-_NORMALIZE_CHUNK = 16384
+_SPACE = pa.scalar(" ", pa.large_string())
 
 
 @dataclass(frozen=True)
@@ -43,23 +41,22 @@ class NearDuplicate:
 def normalized_texts(texts: Sequence[str]) -> pa.Array:
     """The texts as compared for exact duplicates: NFC, whitespace runs to one space, trimmed, lower case.
 
-    The same normalization as ``seeds.normalize_text`` (whose ``\\s`` is every Unicode
-    space), done by Arrow's kernels over all texts at once.
+    The same as ``seeds.normalize_text(text).lower()``, done by Arrow's kernels (split on
+    Unicode whitespace, join with one space) a chunk of texts at a time on all cores.
     """
-    array = pa.array(texts, type=pa.large_string())
-    parts = []
-    for first in range(0, len(array), _NORMALIZE_CHUNK):
-        chunk = pc.utf8_normalize(array.slice(first, _NORMALIZE_CHUNK), form="NFC")
-        chunk = pc.replace_substring_regex(chunk, _UNICODE_SPACES, " ")
-        parts.append(pc.utf8_lower(pc.utf8_trim(chunk, characters=" ")))
-    return pa.concat_arrays(parts) if parts else array
+
+    def normalize(chunk: Sequence[str]) -> pa.Array:
+        array = pc.utf8_lower(pc.utf8_normalize(pa.array(chunk, type=pa.large_string()), form="NFC"))
+        return pc.binary_join(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(array)), _SPACE)
+
+    parts = map_chunks(normalize, texts)
+    # A chunk of a pandas column may come back as a chunked array: one array in the end.
+    return pa.chunked_array(parts, type=pa.large_string()).combine_chunks()
 
 
-def exact_duplicate_of(texts: Sequence[str]) -> np.ndarray:
-    """Per text, the index of the first text equal to it after ``normalized_texts`` (its own when none)."""
-    codes = pc.dictionary_encode(normalized_texts(texts)).indices.to_numpy()
-    _, first = np.unique(codes, return_index=True)
-    return first[codes]
+def exact_groups(texts: Sequence[str]) -> np.ndarray:
+    """Per text, its group number: texts equal after ``normalized_texts`` share one (0, 1, ... by first appearance)."""
+    return pc.dictionary_encode(normalized_texts(texts)).indices.to_numpy()
 
 
 def signature_version(config: NearDedupConfig) -> str:

@@ -62,17 +62,17 @@ def split_of(seed_id: str, fraction: float) -> str:
     return "eval" if int.from_bytes(digest[:8], "big") < fraction * 2**64 else "train"
 
 
-def _signatures(frame: pd.DataFrame, config: NearDedupConfig) -> tuple[np.ndarray, int]:
-    """The stored signatures of ``frame``, recomputing those of another scheme or missing."""
+def _signatures(frame: pd.DataFrame, rows: np.ndarray, config: NearDedupConfig) -> tuple[np.ndarray, int]:
+    """The stored signatures of ``frame``'s ``rows``, recomputing those of another scheme or missing."""
     version = dedup.signature_version(config)
-    stored = frame["minhash_version"].to_numpy() if "minhash_version" in frame else np.full(len(frame), None)
+    stored = frame["minhash_version"].to_numpy()[rows] if "minhash_version" in frame else np.full(len(rows), None)
     usable = stored == version
-    sigs = np.zeros((len(frame), config.num_perm), dtype=np.uint32)
+    sigs = np.zeros((len(rows), config.num_perm), dtype=np.uint32)
     if usable.any():
-        sigs[usable] = np.stack(frame["minhash"].to_numpy()[usable]).astype(np.uint32)
+        sigs[usable] = np.stack(frame["minhash"].to_numpy()[rows[usable]]).astype(np.uint32)
     stale = np.flatnonzero(~usable)
     if len(stale):
-        turns = [[t["text"] for t in frame["turns"].iat[i]] for i in stale]
+        turns = [[t["text"] for t in frame["turns"].iat[rows[i]]] for i in stale]
         sigs[stale] = dedup.conversation_signatures(turns, config)
     return sigs, len(stale)
 
@@ -93,39 +93,41 @@ def _duplicate_rows(dropped: pd.DataFrame, reason: str, owners: list[str], simil
 
 def build_training_set(corpus: pd.DataFrame, eval_size: int | float, near: NearDedupConfig) -> TrainingSet:
     """Deduplicate the concatenated corpus shards and assign each conversation a split."""
-    ordered = corpus.sort_values(["seed_id", "source"], kind="stable").reset_index(drop=True)
-    same_as = dedup.exact_duplicate_of(ordered["text"])
-    first = same_as == np.arange(len(ordered))
-    exact_owners = ordered["seed_id"].to_numpy()[same_as[~first]].tolist()
+    corpus = corpus.reset_index(drop=True)
+    # Positions in (seed id, source) order; the big columns are only taken once, at the end.
+    order = corpus[["seed_id", "source"]].sort_values(["seed_id", "source"], kind="stable").index.to_numpy()
+    groups = dedup.exact_groups(corpus["text"])[order]
+    _, first_of_group = np.unique(groups, return_index=True)
+    same_as = first_of_group[groups]  # the position in ``order`` of each text's first equal
+    first = same_as == np.arange(len(order))
+    seed_ids = corpus["seed_id"].to_numpy()
+    exact_owners = seed_ids[order[same_as[~first]]].tolist()
     tables = [
         _duplicate_rows(
-            ordered[~first], EXACT_DUPLICATE, exact_owners, [1.0] * len(exact_owners),
+            corpus.take(order[~first]), EXACT_DUPLICATE, exact_owners, [1.0] * len(exact_owners),
             [f"same text as {o}" for o in exact_owners],
         )
     ]  # fmt: skip
-    kept = ordered[first].reset_index(drop=True)
+    kept = order[first]
     recomputed = 0
     if near.enabled and len(kept) > 1:
-        sigs, recomputed = _signatures(kept, near)
+        sigs, recomputed = _signatures(corpus, kept, near)
         found = dedup.near_duplicates(sigs, near)
         if found:
-            dropped_index = [d.index for d in found]
-            owners = kept["seed_id"].to_numpy()[[d.duplicate_of for d in found]].tolist()
+            dropped_index = np.array([d.index for d in found])
+            owners = seed_ids[kept[[d.duplicate_of for d in found]]].tolist()
             scores = [d.similarity for d in found]
             tables.append(
                 _duplicate_rows(
-                    kept.iloc[dropped_index], NEAR_DUPLICATE, owners, scores,
+                    corpus.take(kept[dropped_index]), NEAR_DUPLICATE, owners, scores,
                     [f"estimated Jaccard {s:.2f} with {o}" for s, o in zip(scores, owners)],
                 )
             )  # fmt: skip
-            kept = kept.drop(index=dropped_index).reset_index(drop=True)
+            kept = np.delete(kept, dropped_index)
     fraction = eval_fraction(eval_size, len(kept))
-    kept["split"] = [split_of(seed_id, fraction) for seed_id in kept["seed_id"]]
-    duplicates = pa.concat_tables([pa.Table.from_pydict(t, schema=DUPLICATE_SCHEMA) for t in tables])
-    return TrainingSet(
-        pa.Table.from_pandas(
-            kept[TRAINING_SET_SCHEMA.names], schema=TRAINING_SET_SCHEMA, preserve_index=False
-        ).to_pandas(),
-        duplicates.to_pandas(),
-        recomputed,
+    conversations = corpus.take(kept)[[f.name for f in TRAINING_SET_SCHEMA if f.name != "split"]]
+    conversations = conversations.reset_index(drop=True).assign(
+        split=[split_of(seed_id, fraction) for seed_id in seed_ids[kept]]
     )
+    duplicates = pa.concat_tables([pa.Table.from_pydict(t, schema=DUPLICATE_SCHEMA) for t in tables])
+    return TrainingSet(conversations, duplicates.to_pandas(), recomputed)
