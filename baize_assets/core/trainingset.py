@@ -125,9 +125,12 @@ def build_training_set(corpus: pd.DataFrame, eval_size: int | float, near: NearD
             )  # fmt: skip
             kept = np.delete(kept, dropped_index)
     fraction = eval_fraction(eval_size, len(kept))
-    conversations = corpus.take(kept)[[f.name for f in TRAINING_SET_SCHEMA if f.name != "split"]]
-    conversations = conversations.reset_index(drop=True).assign(
-        split=[split_of(seed_id, fraction) for seed_id in seed_ids[kept]]
+    columns = [f.name for f in TRAINING_SET_SCHEMA if f.name != "split"]
+    conversations = (
+        corpus[columns]
+        .take(kept)
+        .reset_index(drop=True)
+        .assign(split=[split_of(seed_id, fraction) for seed_id in seed_ids[kept]])
     )
     duplicates = pa.concat_tables([pa.Table.from_pydict(t, schema=DUPLICATE_SCHEMA) for t in tables])
     return TrainingSet(conversations, duplicates.to_pandas(), recomputed)
