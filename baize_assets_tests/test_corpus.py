@@ -1,10 +1,8 @@
 import pandas as pd
-from hypothesis import given
-from hypothesis import strategies as st
 
 from baize_assets.core import corpus
 from baize_assets.core.config import CorpusConfig
-from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn, render_conversation
+from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn
 from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
 
 CONFIG = CorpusConfig()
@@ -91,24 +89,3 @@ def test_data_version_tracks_content():
     version = corpus.data_version(built.conversations)
     assert version == corpus.data_version(built.conversations.iloc[::-1])
     assert version != corpus.data_version(built.conversations.iloc[:1])
-
-
-_turn_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cf", "Zl", "Zp"), blacklist_characters="[]［］"),
-    min_size=1, max_size=40,
-).map(str.strip).filter(lambda s: s and ":" not in s and s == corpus.clean_text(s))
-
-
-@given(st.lists(st.tuples(_turn_text, _turn_text), min_size=1, max_size=5))
-def test_parsing_a_rendered_transcript_gives_the_conversation_back(exchanges):
-    turns = [t for q, a in exchanges for t in (Turn("human", q), Turn("ai", a))]
-    raw = "\n".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}" for t in turns)
-    parsed = corpus.parse_transcript(raw)
-    if [(t.role, t.text.lower()) for t in turns[:2]] == [("human", "hello!"), ("ai", "hi! how can i help you?")]:
-        turns = turns[2:]
-    if not turns:
-        assert parsed.reason == corpus.NO_TURNS
-        return
-    assert parsed.reason is None
-    assert parsed.turns == turns
-    assert render_conversation(parsed.turns) == render_conversation(turns)

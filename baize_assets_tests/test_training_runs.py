@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 from baize_assets.core.evaluation import evaluate_adapter
 from baize_assets.core.prompts import render_conversation
-from baize_assets.core.tiny_base import build_tiny_base
 from baize_assets.core.training import CHECKPOINT_FILE, quiet_peft_deprecation, train_adapter
 
-from .test_training import TINY, small_adapter, synthetic_conversations
+# Module-scoped fixtures shared with the training tests.
+from .test_training import conversations, small_adapter, synthetic_conversations, tiny_base  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 RESUME_SETTINGS = dict(
@@ -46,18 +46,6 @@ CHILD = textwrap.dedent(
                   checkpoint_dir=checkpoints)
     """
 )
-
-
-@pytest.fixture(scope="module")
-def conversations():
-    return synthetic_conversations()
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory, conversations) -> Path:
-    out = tmp_path_factory.mktemp("base") / "tiny_llama"
-    build_tiny_base([render_conversation(c) for c in conversations], TINY, out)
-    return out
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_base, conversations, tmp_path):
