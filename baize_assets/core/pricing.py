@@ -47,10 +47,6 @@ class Budget:
         self._reserved_dollars = 0.0
         self.exhausted = False
 
-    @property
-    def capped(self) -> bool:
-        return self.config.max_tokens is not None or self.config.max_dollars is not None
-
     def reserve(self, prompt_tokens: int, completion_tokens: int) -> Reservation | None:
         """Reserve a request's worst case; None (and exhausted from now on) when it does not fit."""
         tokens = prompt_tokens + completion_tokens

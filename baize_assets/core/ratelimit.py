@@ -58,7 +58,6 @@ class RateLimiter:
         self._tickets = 0
         self._tokens_free_at = 0.0  # when every reserved token has been paid off at the allowed rate
         self._paused_until = 0.0
-        self.pauses = 0
 
     async def acquire(self, estimated_tokens: int) -> None:
         """Wait until one more request of about ``estimated_tokens`` tokens may start.
@@ -100,7 +99,6 @@ class RateLimiter:
         until = self._clock() + seconds
         if until > self._paused_until:
             self._paused_until = until
-            self.pauses += 1
 
     def observe(self, headers: Mapping[str, str] | None, in_flight: int = 0, in_flight_tokens: int = 0) -> None:
         """Slow down on the provider's ``x-ratelimit-*`` headers before its quota runs out.

@@ -132,9 +132,3 @@ def map_chunks(function: Callable[[Sequence[str | None]], T], texts: Sequence[st
         return [function(chunk) for chunk in chunks]
     with ThreadPoolExecutor(max_workers=workers()) as pool:
         return list(pool.map(function, chunks))
-
-
-def repeated_ngram_fraction(texts: Sequence[str | None], n: int) -> np.ndarray:
-    """Per text, the share of its word n-grams that repeat an earlier one (0 for an empty text)."""
-    parts = map_chunks(lambda chunk: repeated_fraction(shingles_of(chunk, n)), texts)
-    return np.concatenate(parts) if parts else np.zeros(0)
