@@ -39,8 +39,7 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
         if source.is_self_chat:
             built = corpus.build_corpus(read_parquet(layout.transcripts(source.name, shard)), settings, source.language)
         else:
-            all_seeds = read_parquet(layout.seeds(source.name))
-            built = corpus.single_turn_corpus(all_seeds[all_seeds["shard"] == shard], settings, source.language)
+            built = corpus.single_turn_corpus(read_parquet(layout.seeds(source.name), shard), settings, source.language)
         # Rejects first: a failure between the two writes leaves the old corpus in place.
         write_parquet_atomic(built.rejects, layout.rejects(source.name, shard), corpus.REJECT_SCHEMA)
         path = write_parquet_atomic(

@@ -42,8 +42,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
     def transcripts(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource) -> MaterializeResult:
         layout = storage.layout
         shard = int(context.partition_key)
-        all_seeds = read_parquet(layout.seeds(source.name))
-        shard_seeds = all_seeds[all_seeds["shard"] == shard]
+        shard_seeds = read_parquet(layout.seeds(source.name), shard)
         step = f"{source.name}/{shard}"
         context.log.info(
             f"self-chat ({teacher.mode}) for {len(shard_seeds)} seeds of {step} with {teacher.model}, "

@@ -137,7 +137,9 @@ def staged_output_dir(out_dir: Path) -> Iterator[Path]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: Path, shard: int | None = None) -> pd.DataFrame:
+    """A table written by an asset; with ``shard``, only that shard's rows are read."""
     if not path.exists():
         raise FileNotFoundError(f"expected output {path} does not exist; materialize its asset first")
-    return pq.read_table(path).to_pandas()
+    filters = [("shard", "==", shard)] if shard is not None else None
+    return pq.read_table(path, filters=filters).to_pandas()
