@@ -23,15 +23,19 @@ POSTGRES = ("127.0.0.1", 5432)
 RABBITMQ = ("127.0.0.1", 5672)
 
 
+def missing_requirement(message: str) -> None:
+    """Fail under CI (the machine provides every requirement there), skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI needs it")
+    pytest.skip(message)
+
+
 def require_service(name: str, address: tuple[str, int]) -> None:
-    """Fail under CI (the service is part of the machine there), skip elsewhere, if it is down."""
+    """A service the test talks to must be reachable."""
     try:
         socket.create_connection(address, timeout=2).close()
     except OSError as exc:
-        message = f"{name} is not reachable on {address[0]}:{address[1]} ({exc})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI needs it")
-        pytest.skip(message)
+        missing_requirement(f"{name} is not reachable on {address[0]}:{address[1]} ({exc})")
 
 
 def faq_config(csv_path: Path, shards: int = 4, **automation) -> PipelineConfig:

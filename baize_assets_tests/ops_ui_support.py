@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import struct
@@ -13,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-import pytest
+from .ops_support import missing_requirement
 
 T = TypeVar("T")
 
@@ -35,10 +34,7 @@ def require_chromium() -> str:
     """Path of the system Chromium; fail under CI (``make test`` installs it), skip elsewhere."""
     path = shutil.which("chromium")
     if path is None:
-        message = "the chromium browser is not installed (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI needs it")
-        pytest.skip(message)
+        missing_requirement("the chromium browser is not installed (apt-get install chromium)")
     return path
 
 
