@@ -7,7 +7,7 @@ import pytest
 
 from baize_assets.core.config import BudgetConfig, CorpusConfig, ModelPrice, RateLimitConfig, TeacherConfig
 from baize_assets.core.corpus import build_corpus, parse_transcript
-from baize_assets.core.ratelimit import RateLimiter, parse_reset, parse_retry_after
+from baize_assets.core.ratelimit import MAX_RESET_PAUSE_S, RateLimiter, parse_reset, parse_retry_after
 from baize_assets.core.selfchat import (
     BUDGET_EXHAUSTED,
     SELF_CHAT_TURN_PROMPT_VERSION,
@@ -16,7 +16,7 @@ from baize_assets.core.selfchat import (
     guard_transcript,
 )
 from baize_assets.core.transcript_cache import TranscriptCache
-from baize_assets.teacher.server import FAULT_KINDS, SimulatedTeacher
+from baize_assets.teacher.server import DEFAULT_FAULT_KINDS, SimulatedTeacher
 
 from .collection_support import make_seeds
 
@@ -36,7 +36,7 @@ def test_with_a_fifth_of_requests_faulted_every_seed_ends_once_as_conversation_o
         outcomes = server.stats()["requests_by_outcome"]
     frame = result.transcripts
     assert sorted(frame["seed_id"]) == sorted(seeds["seed_id"])  # none lost, none duplicated
-    assert set(FAULT_KINDS) <= set(outcomes)  # every fault kind really happened
+    assert set(DEFAULT_FAULT_KINDS) <= set(outcomes)  # every fault kind really happened
     conversations = frame[frame["failure_kind"].isna()]
     failures = frame[frame["failure_kind"].notna()]
     assert all(parse_transcript(t).reason is None for t in conversations["transcript"])
@@ -175,3 +175,13 @@ def test_endpoint_limit_from_headers_keeps_429s_rare():
         refused = server.stats()["requests_by_outcome"].get("rate_limited_by_limit", 0)
     assert result.transcripts["failure_kind"].isna().all()
     assert refused <= 2, refused
+
+
+def test_a_hostile_reset_header_pauses_at_most_the_cap():
+    now = [0.0]
+    limiter = RateLimiter(RateLimitConfig(), clock=lambda: now[0])
+    limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "99999h"})
+    assert limiter._paused_until == MAX_RESET_PAUSE_S
+    limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "inf"})
+    limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "-5"})
+    assert limiter._paused_until == MAX_RESET_PAUSE_S

@@ -5,8 +5,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from datasketch import MinHash
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from baize_assets.core import corpus, dedup, langid, shingles
 from baize_assets.core.config import CorpusConfig, NearDedupConfig, ScrubConfig

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, self_chat_prompt
-from baize_assets.teacher.server import DEFAULT_MODEL, OWNER, SimulatedTeacher
+from baize_assets.teacher.server import ALL_FAULT_KINDS, DEFAULT_FAULT_KINDS, DEFAULT_MODEL, OWNER, SimulatedTeacher
 
 API_KEY = "sk-test-simulated-key"
 SEED = "How do volcanoes form on the ocean floor?"
@@ -277,6 +277,93 @@ def test_fault_schedule_is_reproducible_from_the_seed():
     assert first != outcomes(8)
 
 
+def test_default_fault_kinds_are_the_original_four_and_unknown_kinds_are_refused():
+    assert DEFAULT_FAULT_KINDS == ("rate_limit", "server_error", "hang", "malformed")
+    assert SimulatedTeacher(fault_rate=0.5).fault_kinds == tuple(sorted(DEFAULT_FAULT_KINDS))
+    with pytest.raises(ValueError, match="slow_drip"):  # the message lists every kind
+        SimulatedTeacher(fault_rate=0.5, fault_kinds=["nonsense"])
+
+
+def chat_body() -> bytes:
+    messages = [{"role": "user", "content": self_chat_prompt(SEED)}]
+    return json.dumps({"model": DEFAULT_MODEL, "messages": messages}).encode()
+
+
+def raw_answer(server: SimulatedTeacher) -> tuple[int, int, bytes]:
+    """Status, declared Content-Length and body of one chat completion, read outside the openai client."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+    try:
+        connection.request("POST", "/v1/chat/completions", chat_body(), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, int(response.getheader("Content-Length")), response.read()
+    finally:
+        connection.close()
+
+
+def answer_of(kind: str) -> tuple[int, bytes]:
+    with faulty_teacher(kind) as server:
+        status, declared, body = raw_answer(server)
+    assert status == 200 and declared == len(body)
+    return status, body
+
+
+def test_broken_body_faults_send_what_their_names_say():
+    assert json.loads(answer_of("empty_choices")[1])["choices"] == []
+    assert "message" not in json.loads(answer_of("no_message")[1])["choices"][0]
+    tool_call = json.loads(answer_of("tool_calls")[1])["choices"][0]
+    assert tool_call["message"]["content"] is None and tool_call["finish_reason"] == "tool_calls"
+    assert tool_call["message"]["tool_calls"][0]["function"]["name"]
+    not_a_completion = json.loads(answer_of("not_a_completion")[1])
+    assert not isinstance(not_a_completion, dict) or "choices" not in not_a_completion
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(answer_of("invalid_json")[1])  # cut short, with a Content-Length that matches the cut
+    with pytest.raises(UnicodeDecodeError):
+        answer_of("non_utf8")[1].decode("utf-8")
+
+
+def test_short_body_closes_the_connection_before_its_content_length():
+    with faulty_teacher("short_body") as server:
+        with pytest.raises(http.client.IncompleteRead):
+            raw_answer(server)
+
+
+def test_slow_drip_sends_a_whole_answer_a_few_bytes_at_a_time():
+    with faulty_teacher("slow_drip", drip_interval_s=0.01) as server:
+        started = time.monotonic()
+        _, declared, body = raw_answer(server)
+        elapsed = time.monotonic() - started
+    assert len(body) == declared and json.loads(body)["choices"][0]["message"]["content"]
+    assert elapsed >= (len(body) // 16 - 1) * 0.01
+
+
+def test_quota_content_filter_and_oversized_faults_over_the_openai_client():
+    with faulty_teacher("quota_402") as server, make_client(server) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            self_chat(client)
+    assert caught.value.status_code == 402 and caught.value.body["code"] == "insufficient_quota"
+    with SimulatedTeacher() as server, make_client(server) as client:
+        full = self_chat(client).choices[0].message.content
+    with faulty_teacher("content_filter") as server, make_client(server) as client:
+        filtered = self_chat(client).choices[0]
+    assert filtered.finish_reason == "content_filter" and full.startswith(filtered.message.content)
+    assert len(filtered.message.content) < len(full)
+    with faulty_teacher("oversized", oversized_chars=1000) as server, make_client(server) as client:
+        assert len(self_chat(client).choices[0].message.content) == 1000
+
+
+def test_scripted_replies_are_cut_like_any_answer_and_raw_bytes_are_sent_verbatim():
+    with SimulatedTeacher(scripted_reply=lambda seed: f"[Human] about {seed}\n[AI] scripted") as server, \
+            make_client(server) as client:
+        assert self_chat(client).choices[0].message.content == f"[Human] about {SEED}\n[AI] scripted"
+        assert self_chat(client, stop=[RAW_AI]).choices[0].message.content == f"[Human] about {SEED}\n"
+        server.scripted_reply = lambda message: b"caf\xc3\xa9 \\u00e9"
+        _, _, body = raw_answer(server)
+        assert json.loads(body)["choices"][0]["message"]["content"] == "café é"
+        server.scripted_reply = lambda message: b'"]'
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(raw_answer(server)[2])
+
+
 def test_latency_is_added_to_each_request():
     with SimulatedTeacher(latency_s=0.3) as server, make_client(server) as client:
         started = time.monotonic()
@@ -355,7 +442,8 @@ def test_module_entry_point_serves_and_stops_on_sigterm():
     secret = "sk-cli-secret-key"
     process = subprocess.Popen(
         [sys.executable, "-m", "baize_assets.teacher", "--port", "0", "--api-key", secret,
-         "--latency-ms", "1", "--fault-rate", "0", "--faults", "rate_limit,server_error,hang,malformed"],
+         "--latency-ms", "1", "--fault-rate", "0", "--faults", ",".join(ALL_FAULT_KINDS),
+         "--drip-interval-s", "0.1", "--oversized-chars", "100"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:

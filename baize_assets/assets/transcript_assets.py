@@ -1,8 +1,11 @@
 """``<source>/transcripts`` [shard]: raw self-chat transcripts from the teacher."""
 
+from collections import Counter
+
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -11,6 +14,7 @@ from dagster_openai import OpenAIResource
 
 from ..core import selfchat
 from ..core.config import PipelineConfig, SourceConfig
+from ..core.leases import exclusive_lease
 from ..core.pricing import SpendLedger
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..core.transcript_cache import TranscriptCache, cache_key
@@ -55,12 +59,20 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             return ledger.run_total(context.run.run_id, excluding_step=step)
 
         try:
-            with TranscriptCache(layout.transcript_cache(source.name)) as cache:
+            # One run at a time collects a shard: a second run of it waits, then finds it all in the cache.
+            with (
+                exclusive_lease(layout.transcripts_lease(source.name, shard), f"run {context.run.run_id}",
+                                log=context.log.info, log_every_s=teacher.progress_every_s),
+                TranscriptCache(layout.transcript_cache(source.name)) as cache,
+            ):
                 result = selfchat.collect_transcripts(
                     shard_seeds, teacher, api_key=openai.api_key, base_url=openai.base_url,
                     log=context.log.info, cache=cache, sync_spend=sync_spend,
                 )
             run_tokens, run_dollars = ledger.run_total(context.run.run_id)
+        except selfchat.TeacherFatalError as error:
+            # The message says what to fix; a traceback through the collector would bury it.
+            raise Failure(description=str(error)) from None
         finally:
             ledger.close()
         path = write_parquet_atomic(
@@ -94,6 +106,15 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         if result.spent_dollars is not None:
             metadata["partition_dollars"] = round(result.spent_dollars, 6)
             metadata["run_dollars"] = round(run_dollars, 6)
+        if len(frame) and metadata["conversations"] == 0 and not result.partial:
+            raise Failure(description=_all_failed(step, result.failures, str(path)), metadata=metadata)
         return MaterializeResult(metadata=metadata)
 
     return transcripts
+
+
+def _all_failed(step: str, failures: Counter, path: str) -> str:
+    """One line for a shard whose every seed failed: an outage or a misconfiguration, not bad luck."""
+    kinds = ", ".join(f"{count} {kind}" for kind, count in failures.most_common())
+    return (f"every one of the {sum(failures.values())} seeds of {step} failed ({kinds}) and no conversation was "
+            f"collected; the failure_message column of {path} says why")

@@ -2,24 +2,34 @@
 
 Sources and adapters are declared in ``baize.yaml`` (or the file named by
 ``BAIZE_CONFIG``); a team adds a domain by adding entries, not Python. Every model
-forbids unknown keys, so a typo fails at load time with the key's path in the message.
+forbids unknown keys and takes values of its exact type only (finite numbers, no
+duplicate YAML keys), so a typo fails at load time with the key's path in the message.
 """
 
 from __future__ import annotations
 
+import codecs
+import json
+import math
 import os
+import zoneinfo
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .config_base import StrictModel, Text, UniqueTexts, no_repeats
+from .corpus_config import (  # the corpus filters' settings are part of this one configuration
+    CorpusConfig as CorpusConfig,
+    LanguageFilterConfig as LanguageFilterConfig,
+    NearDedupConfig as NearDedupConfig,
+    RepetitionConfig as RepetitionConfig,
+    ScrubConfig as ScrubConfig,
+    TurnLengthConfig as TurnLengthConfig,
 )
+from .cron import cron_problem
+from .unique_key_yaml import DuplicateKeyError, load_unique_key_yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "baize.yaml"
@@ -33,29 +43,47 @@ SeedFormat = Literal["quora_tsv", "stackoverflow", "medquad", "alpaca_json", "cs
 SINGLE_TURN_FORMATS = {"alpaca_json"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class ConfigError(ValueError):
     """The configuration file is missing, unreadable or invalid."""
 
 
-class SourceConfig(_Strict):
+class SourceConfig(StrictModel):
     """One seed source: where its seeds are, how to read them, how to shard them."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     format: SeedFormat
-    paths: list[str] = Field(min_length=1)
-    domain: str = "general"
+    paths: UniqueTexts = Field(min_length=1)
+    domain: Text = "general"
     shards: int = Field(default=4, ge=1, le=4096)
     # Column (csv) or field (jsonl) holding the seed text, for the generic formats.
-    text_field: str | None = None
+    text_field: Text | None = None
+    # Character encoding of the text files (StackSample's Questions.csv is latin-1).
+    encoding: str = "utf-8"
+    # A broken file found inside a folder path (one MedQuAD XML of thousands) is
+    # quarantined and counted, or fails the source; a file named in paths always fails.
+    on_bad_file: Literal["quarantine", "fail"] = "quarantine"
+    # Longer seeds are quarantined: a seed is a question, and it is sent with every request.
+    max_seed_chars: int = Field(default=4000, ge=16)
     # Seeds are either self-chatted by the teacher or, like Alpaca, already an
     # instruction/response pair used as single-turn data.
     self_chat: bool | None = None
     # ISO 639-1 code of the language the corpus must be in; None turns the language filter off.
     language: str | None = Field(default="en", pattern=r"^[a-z]{2}$")
+
+    @field_validator("paths")
+    @classmethod
+    def _distinct_paths(cls, paths: list[str]) -> list[str]:
+        no_repeats([os.path.normpath(p) for p in paths])
+        return paths
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, encoding: str) -> str:
+        try:
+            b"\n".decode(encoding, "ignore")  # also refuses codecs that are not text encodings (base64)
+        except LookupError:
+            raise ValueError(f"unknown text encoding '{encoding}' (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+        return encoding
 
     @model_validator(mode="after")
     def _check_format_options(self) -> "SourceConfig":
@@ -69,11 +97,15 @@ class SourceConfig(_Strict):
     def is_self_chat(self) -> bool:
         return self.self_chat if self.self_chat is not None else self.format not in SINGLE_TURN_FORMATS
 
+    @property
+    def is_utf8(self) -> bool:
+        return codecs.lookup(self.encoding).name == "utf-8"
+
     def resolved_paths(self, root: Path = PROJECT_ROOT) -> list[Path]:
         return [p if p.is_absolute() else root / p for p in map(Path, self.paths)]
 
 
-class RateLimitConfig(_Strict):
+class RateLimitConfig(StrictModel):
     """Client-side limits of one endpoint; None means no limit of that kind."""
 
     requests_per_minute: float | None = Field(default=None, gt=0)
@@ -83,33 +115,35 @@ class RateLimitConfig(_Strict):
     headroom: float = Field(default=0.02, ge=0.0, lt=0.5)
 
 
-class ModelPrice(_Strict):
+class ModelPrice(StrictModel):
     """Dollars per million tokens of one model."""
 
     input_per_million: float = Field(ge=0)
     output_per_million: float = Field(ge=0)
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(StrictModel):
     """Spending cap of one Dagster run (all its transcript steps together); None means no cap."""
 
     max_tokens: int | None = Field(default=None, ge=1)
     max_dollars: float | None = Field(default=None, gt=0)
 
 
-class TeacherConfig(_Strict):
+class TeacherConfig(StrictModel):
     """The chat model that writes self-chat transcripts, and how collection runs.
 
     The endpoint and key come from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` so they
     never land in a file that is committed or recorded.
     """
 
-    model: str = "baize-simulated-teacher"
+    model: Text = "baize-simulated-teacher"
     # v1: one call writes the whole transcript; v1.5: one call per human turn and per AI turn.
     mode: Literal["v1", "v1.5"] = "v1"
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     max_tokens: int = Field(default=1024, ge=1)
+    # A longer answer is refused (kind "oversized"), not stored; None derives it from max_tokens.
+    max_answer_chars: int | None = Field(default=None, ge=1)
     # Loop guards: exchanges kept per conversation, completion tokens per v1.5 conversation.
     max_rounds: int = Field(default=8, ge=1)
     max_conversation_tokens: int = Field(default=4096, ge=1)
@@ -120,8 +154,8 @@ class TeacherConfig(_Strict):
     retry_max_s: float = Field(default=30.0, gt=0)
     # Limits of the teacher's endpoint; ``endpoint_rate_limits`` overrides them per base URL.
     rate_limit: RateLimitConfig = RateLimitConfig()
-    endpoint_rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
-    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    endpoint_rate_limits: dict[Text, RateLimitConfig] = Field(default_factory=dict)
+    prices: dict[Text, ModelPrice] = Field(default_factory=dict)
     budget: BudgetConfig = BudgetConfig()
     # Ignore cached conversations and ask the teacher again for every seed.
     regenerate: bool = False
@@ -131,25 +165,32 @@ class TeacherConfig(_Strict):
     def _check_dollar_budget_has_price(self) -> "TeacherConfig":
         if self.budget.max_dollars is not None and self.model not in self.prices:
             raise ValueError(f"budget.max_dollars needs a price for model '{self.model}' in teacher.prices")
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s}) is below retry_base_s ({self.retry_base_s})")
         return self
 
     def rate_limit_for(self, base_url: str | None) -> RateLimitConfig:
         return self.endpoint_rate_limits.get((base_url or "").rstrip("/"), self.rate_limit)
 
+    @property
+    def answer_char_limit(self) -> int:
+        """Characters an answer may have: ``max_answer_chars``, else far more than ``max_tokens`` can make."""
+        return self.max_answer_chars if self.max_answer_chars is not None else self.max_tokens * 16 + 1024
 
-class LoraConfig(_Strict):
+
+class LoraConfig(StrictModel):
     """LoRA hyperparameters; defaults are Baize's."""
 
     r: int = Field(default=8, ge=1)
     alpha: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(
+    target_modules: UniqueTexts = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"],
         min_length=1,
     )
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Training hyperparameters; defaults are Baize's 7B recipe."""
 
     learning_rate: float = Field(default=2e-4, gt=0)
@@ -179,7 +220,7 @@ class TrainingConfig(_Strict):
     # Train in a child process (dagster-pipes): the run's process stays small and
     # gets the logs streamed; a killed child resumes from its checkpoint on rerun.
     run_in_subprocess: bool = True
-    eval_prompts: list[str] = Field(
+    eval_prompts: list[Text] = Field(
         default_factory=lambda: [
             "How do I make a good cup of coffee?",
             "What is the difference between a list and a tuple in Python?",
@@ -188,6 +229,14 @@ class TrainingConfig(_Strict):
         ]
     )
 
+    @field_validator("eval_size", mode="before")
+    @classmethod
+    def _count_or_fraction(cls, value: object) -> object:
+        # One message instead of one per member of the int | float union.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError("must be a count of conversations (e.g. 2000) or a fraction below 1 (e.g. 0.05)")
+        return value
+
     @field_validator("eval_size")
     @classmethod
     def _fraction_below_one(cls, value: int | float) -> int | float:
@@ -195,13 +244,22 @@ class TrainingConfig(_Strict):
             raise ValueError("a float eval_size is a fraction and must be below 1")
         return value
 
+    @model_validator(mode="after")
+    def _micro_batch_fits(self) -> "TrainingConfig":
+        if self.micro_batch_size > self.effective_batch_size:
+            raise ValueError(
+                f"micro_batch_size ({self.micro_batch_size}) is larger than "
+                f"effective_batch_size ({self.effective_batch_size})"
+            )
+        return self
 
-class AdapterConfig(_Strict):
+
+class AdapterConfig(StrictModel):
     """One LoRA adapter trained on the corpus of some sources."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    sources: list[str] = Field(min_length=1)
-    base_model: str = TINY_BASE_MODEL
+    sources: UniqueTexts = Field(min_length=1)
+    base_model: Text = TINY_BASE_MODEL
     lora: LoraConfig = LoraConfig()
     training: TrainingConfig = TrainingConfig()
 
@@ -210,7 +268,7 @@ class AdapterConfig(_Strict):
         return self.base_model == TINY_BASE_MODEL
 
 
-class TinyBaseConfig(_Strict):
+class TinyBaseConfig(StrictModel):
     """Shape of the offline tiny Llama base and its locally trained BPE tokenizer."""
 
     vocab_size: int = Field(default=2048, ge=300)
@@ -226,8 +284,18 @@ class TinyBaseConfig(_Strict):
     pretrain_learning_rate: float = Field(default=3e-3, gt=0)
     pretrain_batch_size: int = Field(default=16, ge=1)
 
+    @model_validator(mode="after")
+    def _heads_divide_hidden_size(self) -> "TinyBaseConfig":
+        # Each head gets hidden_size / heads dimensions, rotated in pairs by RoPE.
+        if self.hidden_size % (2 * self.num_attention_heads):
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of twice "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        return self
 
-class AutomationConfig(_Strict):
+
+class AutomationConfig(StrictModel):
     """How a deployment keeps the graph fresh (schedules, sensors, declarative automation)."""
 
     # Retrain training sets and adapters when their corpus changes (AutomationCondition.eager).
@@ -243,95 +311,22 @@ class AutomationConfig(_Strict):
 
     @field_validator("refresh_cron")
     @classmethod
-    def _five_cron_fields(cls, value: str) -> str:
-        # The schedule checks the fields themselves; this catches the common slip early.
-        if len(value.split()) != 5:
-            raise ValueError(f"'{value}' is not a cron expression of five fields (minute hour day month weekday)")
+    def _valid_cron(cls, value: str) -> str:
+        if problem := cron_problem(value):
+            raise ValueError(f"'{value}' is not a cron schedule: {problem}")
+        return value
+
+    @field_validator("refresh_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone (e.g. UTC, Europe/Paris)") from None
         return value
 
 
-class TurnLengthConfig(_Strict):
-    """Bounds on the characters of one turn (after stripping); None means unbounded."""
-
-    min_chars: int | None = Field(default=2, ge=1)
-    max_chars: int | None = Field(default=8000, ge=1)
-
-
-class RepetitionConfig(_Strict):
-    """Degenerate, looping text: repeated word n-grams inside a turn, or a turn said twice."""
-
-    enabled: bool = True
-    ngram: int = Field(default=3, ge=1)
-    # A turn fails when this share of its word n-grams repeat an earlier n-gram of the turn.
-    max_repeated_ngram_fraction: float = Field(default=0.3, gt=0.0, le=1.0)
-    # Turns shorter than this many words are too short to judge.
-    min_words: int = Field(default=20, ge=1)
-    # A conversation fails when one speaker says the same turn twice (case and spaces ignored).
-    repeated_turns: bool = True
-
-
-class LanguageFilterConfig(_Strict):
-    """The offline language identifier (lingua) applied where a source declares a language."""
-
-    enabled: bool = True
-    # Languages the identifier chooses among (ISO 639-1); fewer is faster. Must hold every declared language.
-    candidates: list[str] = Field(
-        default_factory=lambda: ["en", "fr", "de", "es", "pt", "it", "nl", "ru", "zh", "ja", "ko", "ar", "hi", "tr"],
-        min_length=2,
-    )
-    # A conversation fails when the declared language's confidence on its sample is below this.
-    min_confidence: float = Field(default=0.3, ge=0.0, le=1.0)
-    # The sample: the first chars of each turn, up to a total, so every turn is looked at.
-    chars_per_turn: int = Field(default=120, ge=10)
-    max_sample_chars: int = Field(default=480, ge=10)
-    # For English: a sample with at least this share of common English function words is
-    # English without running the identifier (see core/langid.py); null sends every sample to it.
-    english_word_share: float | None = Field(default=0.15, gt=0.0, le=1.0)
-
-
-class ScrubConfig(_Strict):
-    """Replace personal data in kept turns by a placeholder; each replacement is counted."""
-
-    emails: bool = False
-    phones: bool = False
-    urls: bool = False
-
-
-class NearDedupConfig(_Strict):
-    """Near-duplicate removal by MinHash LSH (datasketch) across an adapter's training set.
-
-    Two conversations are near duplicates when the Jaccard similarity of their sets of
-    word ``shingle_words``-grams is at least ``threshold``. ``num_perm`` permutations
-    give a Jaccard estimate with standard error about sqrt(J(1-J)/num_perm) (0.04 at
-    J=0.7 with 128); LSH bands and rows are chosen by datasketch for the threshold.
-    """
-
-    enabled: bool = True
-    threshold: float = Field(default=0.7, gt=0.0, lt=1.0)
-    num_perm: int = Field(default=128, ge=16, le=1024)
-    shingle_words: int = Field(default=3, ge=1, le=16)
-    seed: int = 1
-
-
-class CorpusConfig(_Strict):
-    """Which conversations the corpus keeps. Every filter has a reason code and can be turned off."""
-
-    min_exchanges: int = Field(default=1, ge=1)
-    turn_length: TurnLengthConfig = TurnLengthConfig()
-    refusals: bool = True
-    openai_mentions: bool = True
-    role_confusion: bool = True
-    # finish_reason=length: "keep_complete" drops the cut-off last turn and keeps the rest.
-    truncated: Literal["keep_complete", "drop"] = "keep_complete"
-    repetition: RepetitionConfig = RepetitionConfig()
-    language: LanguageFilterConfig = LanguageFilterConfig()
-    scrub: ScrubConfig = ScrubConfig()
-    near_dedup: NearDedupConfig = NearDedupConfig()
-    # Asset check: warn when a corpus shard keeps less than this share of its transcripts.
-    min_kept_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
-
-
-class PipelineConfig(_Strict):
+class PipelineConfig(StrictModel):
     teacher: TeacherConfig = TeacherConfig()
     corpus: CorpusConfig = CorpusConfig()
     automation: AutomationConfig = AutomationConfig()
@@ -339,14 +334,17 @@ class PipelineConfig(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     adapters: list[AdapterConfig] = Field(default_factory=list)
 
+    @field_validator("sources", "adapters")
+    @classmethod
+    def _names_declared_once(cls, entries: list) -> list:
+        names = [entry.name for entry in entries]
+        for name in dict.fromkeys(n for i, n in enumerate(names) if n in names[:i]):
+            raise ValueError(f"'{name}' is declared twice")
+        return entries
+
     @model_validator(mode="after")
     def _check_references(self) -> "PipelineConfig":
         names = [s.name for s in self.sources]
-        for name in {n for n in names if names.count(n) > 1}:
-            raise ValueError(f"source '{name}' is declared twice")
-        adapter_names = [a.name for a in self.adapters]
-        for name in {n for n in adapter_names if adapter_names.count(n) > 1}:
-            raise ValueError(f"adapter '{name}' is declared twice")
         for adapter in self.adapters:
             for source in adapter.sources:
                 if source not in names:
@@ -354,6 +352,13 @@ class PipelineConfig(_Strict):
                         f"adapter '{adapter.name}' uses source '{source}', which is not declared "
                         f"(declared: {', '.join(names)})"
                     )
+        language = self.corpus.language
+        for source in self.sources:
+            if language.enabled and source.language is not None and source.language not in language.candidates:
+                raise ValueError(
+                    f"source '{source.name}' declares language '{source.language}', which is not among "
+                    f"corpus.language.candidates ({', '.join(language.candidates)})"
+                )
         return self
 
     def source(self, name: str) -> SourceConfig:
@@ -364,12 +369,16 @@ class PipelineConfig(_Strict):
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:
-    lines = [f"invalid configuration in {path}:"]
+    """One line per problem, the first naming the file: ``invalid configuration in F: key.path: message``."""
+    problems = []
     for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        if item["type"] not in ("extra_forbidden", "value_error") and isinstance(item["input"], (str, int, float)):
+            message += f" (got {json.dumps(item['input'], ensure_ascii=False)})"
+        where = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    first, *rest = problems
+    return "\n  ".join([f"invalid configuration in {path}: {first}", *rest])
 
 
 def config_path() -> Path:
@@ -380,9 +389,11 @@ def load_config(path: Path | str | None = None) -> PipelineConfig:
     """Read and validate the pipeline configuration; errors name the file and the key."""
     path = Path(path) if path is not None else config_path()
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_unique_key_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file not found: {path}") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"invalid configuration in {path}: {exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot parse configuration file {path}: {exc}") from None
     if not isinstance(raw, dict):

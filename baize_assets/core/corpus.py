@@ -32,11 +32,12 @@ from .shingles import CHUNK_TEXTS, ngram_hashes, repeated_fraction, word_hashes
 
 # Bump when parsing or filtering changes what is kept: it is the conversations'
 # code_version, so Dagster marks every corpus partition stale.
-CORPUS_LOGIC_VERSION = "2"
+CORPUS_LOGIC_VERSION = "3"
 
 # Reason codes of the rejects table, in the order the checks run.
 TEACHER_FAILURE = "teacher_failure"
 INVALID_ROW = "invalid_row"
+CONTENT_FILTER = "content_filter"  # the provider's filter withheld (part of) the answer
 EMPTY_TRANSCRIPT = "empty_transcript"
 NO_TURNS = "no_parsable_turns"
 TRUNCATED = "truncated"
@@ -51,9 +52,9 @@ OPENAI_MENTION = "openai_mention"
 REPETITION = "repetition"
 WRONG_LANGUAGE = "wrong_language"
 REASONS = (
-    TEACHER_FAILURE, INVALID_ROW, EMPTY_TRANSCRIPT, NO_TURNS, TRUNCATED, EMPTY_TURN, ROLE_CONFUSION,
-    MARKER_IN_TURN, TOO_FEW_EXCHANGES, TURN_TOO_SHORT, TURN_TOO_LONG, REFUSAL, OPENAI_MENTION, REPETITION,
-    WRONG_LANGUAGE,
+    TEACHER_FAILURE, INVALID_ROW, CONTENT_FILTER, EMPTY_TRANSCRIPT, NO_TURNS, TRUNCATED, EMPTY_TURN,
+    ROLE_CONFUSION, MARKER_IN_TURN, TOO_FEW_EXCHANGES, TURN_TOO_SHORT, TURN_TOO_LONG, REFUSAL, OPENAI_MENTION,
+    REPETITION, WRONG_LANGUAGE,
 )  # fmt: skip
 
 # Counted edits of kept conversations (not rejections).
@@ -415,6 +416,9 @@ def build_corpus(transcripts: pd.DataFrame, config: CorpusConfig, language: str 
             continue
         if invalid:
             candidates.reject(base, INVALID_ROW, invalid, transcript)
+            continue
+        if row["finish_reason"] == CONTENT_FILTER:
+            candidates.reject(base, CONTENT_FILTER, "finish_reason=content_filter", transcript)
             continue
         parsed = parse_transcript(
             transcript,

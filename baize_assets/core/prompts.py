@@ -27,6 +27,12 @@ HUMAN = "[|Human|]"
 AI = "[|AI|]"
 STOP_MARKERS = (HUMAN, AI)
 
+# Any chat marker of either format, anywhere in a text: "[Human]" / "[AI]", "[|Human|]" /
+# "[|AI|]", also with full-width brackets, any case, inner spaces and a trailing colon.
+# Text that holds one would be read as a turn boundary, so seeds and turns must not.
+MARKER_PATTERN = r"[\[［]\s*\|?\s*(?P<role>human|ai)\s*\|?\s*[\]］]\s*:?"
+MARKER_ANYWHERE = re.compile(MARKER_PATTERN, re.IGNORECASE)
+
 # Bump when the self-chat prompt text changes: it is part of the transcripts'
 # code_version, so Dagster shows every transcript partition as stale.
 SELF_CHAT_PROMPT_VERSION = "v1-2026.11"

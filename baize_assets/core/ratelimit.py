@@ -11,6 +11,7 @@ it ends. The provider's own signals pause everyone: a ``Retry-After`` on a 429, 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from typing import Callable, Mapping
@@ -19,6 +20,9 @@ from .config import RateLimitConfig
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# The longest pause a provider's reset header can impose: a broken or hostile header
+# ("1e300s", "99999h") must not stall a run for ever.
+MAX_RESET_PAUSE_S = 900.0
 
 
 def parse_reset(value: str | None) -> float | None:
@@ -115,5 +119,5 @@ class RateLimiter:
                 exhausted = remaining is not None and int(float(remaining)) < needed
             except ValueError:
                 continue
-            if exhausted and reset:
-                self.pause(reset)
+            if exhausted and reset and math.isfinite(reset) and reset > 0:
+                self.pause(min(reset, MAX_RESET_PAUSE_S))

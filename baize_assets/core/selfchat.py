@@ -8,9 +8,11 @@ Built to run Baize's ~160,000 teacher calls unattended:
   endpoint's limits and pauses on ``Retry-After`` and exhausted ``x-ratelimit-*`` headers;
 * **retried** — 429, 5xx, timeouts, dropped connections and malformed answers are retried
   with exponential backoff and full jitter, honoring ``Retry-After``; errors no retry can
-  fix stop at once: a bad key, a forbidden or missing model (the whole run), a prompt too
-  long for the context (that seed). The first request goes alone, so a bad key costs one
-  request, not one per worker;
+  fix stop at once: a bad key, a forbidden or missing model, an exhausted quota (the whole
+  run), a prompt too long for the context, an oversized answer (that seed). The first
+  request goes alone, retries included, so a bad key costs one request, not one per
+  worker, and an endpoint that cannot be reached stops the run before any other seed is
+  tried. How each outcome of a request is classified is :mod:`.teacher_client`'s job;
 * **durable** — every finished conversation is committed to the source's cache as it
   arrives, keyed by a hash of the seed and every generation input, so a killed run loses
   only the requests in flight and a rerun asks only for what is missing;
@@ -25,12 +27,10 @@ Every seed ends as exactly one row: a transcript, or a failure kind and message.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import openai
@@ -49,59 +49,24 @@ from .prompts import (
     self_chat_prompt,
     self_chat_turn_prompt,
 )
-from .ratelimit import RateLimiter, parse_retry_after
-from .transcript_cache import TranscriptCache, cache_key
-
-TRANSCRIPT_SCHEMA = pa.schema(
-    [
-        ("seed_id", pa.string()),
-        ("seed", pa.string()),
-        ("source", pa.string()),
-        ("shard", pa.int32()),
-        ("prompt_version", pa.string()),
-        ("model", pa.string()),
-        ("temperature", pa.float64()),
-        ("max_tokens", pa.int64()),
-        ("transcript", pa.string()),
-        ("finish_reason", pa.string()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("total_tokens", pa.int64()),
-        ("failure_kind", pa.string()),
-        ("failure_message", pa.string()),
-        ("generation_mode", pa.string()),
-        ("ended_by", pa.string()),
-        ("api_calls", pa.int64()),
-        ("dollars", pa.float64()),
-        ("cached", pa.bool_()),
-        ("cache_key", pa.string()),
-    ]
+from .ratelimit import RateLimiter
+from .teacher_client import (
+    CONTENT_FILTER,
+    MALFORMED,
+    RATE_LIMITED,
+    Answer,
+    RetryableError,
+    TeacherClient,
+    TeacherFatalError,
+    TerminalError,
+    Usage,
+    estimate_tokens,
 )
+from .transcript_cache import TranscriptCache, cache_key
+from .transcript_format import TRANSCRIPT_SCHEMA, guard_transcript, has_markers, human_statement, same_text
 
-# Terminal failure kinds that are not an HTTP status.
+# The failure kind of a seed the run's budget left unasked (the others: teacher_client).
 BUDGET_EXHAUSTED = "budget_exhausted"
-MALFORMED = "malformed"
-CONTEXT_LENGTH = "context_length"
-
-# OpenAI error codes of a 400 that concern one prompt, not the whole run.
-_PER_SEED_BAD_REQUEST_CODES = {"context_length_exceeded", "string_above_max_length", "invalid_prompt"}
-_RAW_MARKER = re.compile(f"{re.escape(RAW_HUMAN)}|{re.escape(RAW_AI)}", re.IGNORECASE)
-
-
-class TeacherFatalError(RuntimeError):
-    """The teacher refused in a way no retry can fix (bad key, missing model, bad request)."""
-
-
-class _RetryableError(Exception):
-    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.kind, self.retry_after = kind, retry_after
-
-
-class _TerminalError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class _BudgetStop(Exception):
@@ -110,39 +75,6 @@ class _BudgetStop(Exception):
 
 class _Abandoned(Exception):
     """Another worker hit a fatal error; this one leaves without a request."""
-
-
-@dataclass
-class Usage:
-    """Token usage of a collection run, per model (as the teacher reported it)."""
-
-    calls: Counter = field(default_factory=Counter)
-    prompt_tokens: Counter = field(default_factory=Counter)
-    completion_tokens: Counter = field(default_factory=Counter)
-
-    def add(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        self.calls[model] += 1
-        self.prompt_tokens[model] += prompt_tokens
-        self.completion_tokens[model] += completion_tokens
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.prompt_tokens.values()) + sum(self.completion_tokens.values())
-
-    def as_metadata(self) -> dict[str, int]:
-        """Totals and per-model counts, named as dagster-openai names them."""
-        metadata = {
-            "openai.calls": sum(self.calls.values()),
-            "openai.prompt_tokens": sum(self.prompt_tokens.values()),
-            "openai.completion_tokens": sum(self.completion_tokens.values()),
-            "openai.total_tokens": self.total_tokens,
-        }
-        for model in self.calls:
-            metadata[f"openai.{model}.calls"] = self.calls[model]
-            metadata[f"openai.{model}.prompt_tokens"] = self.prompt_tokens[model]
-            metadata[f"openai.{model}.completion_tokens"] = self.completion_tokens[model]
-            metadata[f"openai.{model}.total_tokens"] = self.prompt_tokens[model] + self.completion_tokens[model]
-        return metadata
 
 
 @dataclass
@@ -157,15 +89,6 @@ class CollectionResult:
     spent_tokens: int
     spent_dollars: float | None  # None when the model has no price
     partial: bool  # the budget stopped the run before every seed was asked
-
-
-@dataclass
-class _Answer:
-    text: str
-    finish_reason: str | None
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
 
 
 def prompt_version(teacher: TeacherConfig) -> str:
@@ -188,62 +111,18 @@ def generation_inputs(teacher: TeacherConfig) -> dict[str, Any]:
     return inputs
 
 
-def _estimate_tokens(messages: list[dict[str, str]]) -> int:
-    """A cheap upper-side guess of prompt tokens (about four characters a token)."""
-    return sum(math.ceil(len(m["content"]) / 4) + 4 for m in messages)
-
-
-def _same(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def guard_transcript(text: str, max_rounds: int) -> tuple[str, str | None]:
-    """Cut a v1 transcript before its first repeated turn or its ``max_rounds + 1``-th human turn.
-
-    Returns the (possibly cut) raw text and why it was cut, or None.
-    """
-    seen: set[tuple[str, str]] = set()
-    humans = 0
-    matches = list(_RAW_MARKER.finditer(text))
-    for match, following in zip(matches, matches[1:] + [None]):
-        role = "human" if match.group(0).lower() == RAW_HUMAN.lower() else "ai"
-        body = _same(text[match.end() : following.start() if following else len(text)])
-        if role == "human":
-            humans += 1
-            if humans > max_rounds:
-                return text[: match.start()].rstrip(), "max_turns"
-        if (role, body) in seen:
-            return text[: match.start()].rstrip(), "repeated_turn"
-        seen.add((role, body))
-    return text, None
-
-
-def _has_markers(text: str) -> bool:
-    lowered = text.lower()
-    return RAW_HUMAN.lower() in lowered and RAW_AI.lower() in lowered
-
-
-def _human_statement(text: str) -> str:
-    """The first human statement of a v1.5 human-turn answer, without its marker."""
-    text = text.strip()
-    if text.lower().startswith(RAW_HUMAN.lower()):
-        text = text[len(RAW_HUMAN) :]
-    return _RAW_MARKER.split(text, maxsplit=1)[0].strip()
-
-
 class _Collector:
     def __init__(
         self,
         seeds: pd.DataFrame,
         teacher: TeacherConfig,
-        client: openai.AsyncOpenAI,
+        client: TeacherClient,
         cache: TranscriptCache | None,
         limiter: RateLimiter,
         budget: Budget,
         log: Callable[[str], None],
         progress_every_s: float,
         sync_spend: Callable[[int, float], tuple[int, float]] | None,
-        secrets: tuple[str, ...],
     ) -> None:
         self.seeds = seeds.to_dict("records")
         self.teacher = teacher
@@ -254,7 +133,6 @@ class _Collector:
         self.log = log
         self.progress_every_s = progress_every_s
         self.sync_spend = sync_spend
-        self.secrets = tuple(s for s in secrets if s)
         self.inputs = generation_inputs(teacher)
         self.usage, self.failures, self.retries = Usage(), Counter(), Counter()
         self.rows: list[dict] = []
@@ -262,140 +140,106 @@ class _Collector:
         self.in_flight = 0
         self.cached = 0
         self.fatal: TeacherFatalError | None = None
-        # The first request goes alone: a bad key or model then costs one request.
-        self._probe_taken = False
+        # The first call goes alone until the endpoint answers anything: a bad key or model
+        # then costs one request, and an endpoint nobody listens on stops the run.
+        self._probe_task: asyncio.Task | None = None
         self._probe_done = asyncio.Event()
         self._started = time.monotonic()
 
     # -- one request, with retries
 
-    def _redact(self, message: str) -> str:
-        for secret in self.secrets:
-            message = message.replace(secret, "[redacted]")
-        return message[:500]
-
-    def _fail_run(self, message: str) -> TeacherFatalError:
-        self.fatal = TeacherFatalError(message)
+    def _fail_run(self, error: TeacherFatalError) -> TeacherFatalError:
+        self.fatal = error
         self._probe_done.set()
-        return self.fatal
+        return error
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: workers that failed together do not retry together.
         return random.uniform(0, min(self.teacher.retry_max_s, self.teacher.retry_base_s * 2**attempt))
 
+    async def _wait_for_probe(self) -> bool:
+        """Wait while another worker's probe is out; True when this worker is probing."""
+        if self._probe_done.is_set():
+            return False
+        current = asyncio.current_task()
+        if self._probe_task is None:
+            self._probe_task = current
+        if self._probe_task is not current:
+            await self._probe_done.wait()
+        return not self._probe_done.is_set()
+
     async def _call(self, messages: list[dict[str, str]], stop: list[str] | None,
-                    valid: Callable[[str], bool]) -> _Answer:
+                    valid: Callable[[str], bool]) -> Answer:
         teacher = self.teacher
-        estimate = _estimate_tokens(messages)
-        for attempt in range(teacher.max_retries + 1):
-            if not self._probe_done.is_set():
-                if self._probe_taken:
-                    await self._probe_done.wait()
-                else:
-                    self._probe_taken = True
-            if self.fatal:
-                raise _Abandoned()
-            reservation = self.budget.reserve(estimate, teacher.max_tokens)
-            if reservation is None:
-                raise _BudgetStop()
-            await self.limiter.acquire(estimate + teacher.max_tokens)
-            if self.fatal:
-                self.budget.settle(reservation)
-                raise _Abandoned()
-            self.requests += 1
-            try:
-                self.in_flight += 1
+        estimate = estimate_tokens(messages)
+        try:
+            for attempt in range(teacher.max_retries + 1):
+                probing = await self._wait_for_probe()
+                if self.fatal:
+                    raise _Abandoned()
+                reservation = self.budget.reserve(estimate, teacher.max_tokens)
+                if reservation is None:
+                    raise _BudgetStop()
+                await self.limiter.acquire(estimate + teacher.max_tokens)
+                if self.fatal:
+                    self.budget.settle(reservation)
+                    raise _Abandoned()
+                self.requests += 1
                 try:
                     answer = await self._request(messages, stop, estimate, reservation)
-                finally:
-                    self.in_flight -= 1
-                    self._probe_done.set()
-                if not valid(answer.text):
-                    raise _RetryableError(MALFORMED, f"the answer is not in the expected format: {answer.text[:200]!r}")
-                return answer
-            except _RetryableError as error:
-                self.retries[error.kind] += 1
-                if attempt == teacher.max_retries:
-                    raise _TerminalError(error.kind, f"{error} (after {attempt + 1} attempts)") from None
-                await asyncio.sleep(error.retry_after if error.retry_after is not None else self._backoff(attempt))
-        raise AssertionError("unreachable: the last attempt returns or raises")
+                    # A filtered answer is final as it is: the corpus rejects it by its finish reason.
+                    if answer.finish_reason != CONTENT_FILTER and not valid(answer.text):
+                        raise RetryableError(MALFORMED, "the answer is not in the expected format: "
+                                                        f"{self.client.redact(answer.text[:200])!r}")
+                    return answer
+                except RetryableError as error:
+                    if error.reached:
+                        self._probe_done.set()
+                    self.retries[error.kind] += 1
+                    if attempt == teacher.max_retries:
+                        if probing and not self._probe_done.is_set():
+                            raise self._fail_run(self.client.unreachable(error, attempt + 1)) from None
+                        raise TerminalError(error.kind, f"{error} (after {attempt + 1} attempts)") from None
+                    await asyncio.sleep(error.retry_after if error.retry_after is not None else self._backoff(attempt))
+            raise AssertionError("unreachable: the last attempt returns or raises")
+        finally:
+            if self._probe_task is asyncio.current_task():
+                self._probe_done.set()
 
     async def _request(self, messages: list[dict[str, str]], stop: list[str] | None, estimate: int,
-                       reservation: Reservation) -> _Answer:
+                       reservation: Reservation) -> Answer:
         teacher = self.teacher
-        extra = {"top_p": teacher.top_p} if teacher.top_p is not None else {}
+        self.in_flight += 1
         try:
-            raw = await self.client.chat.completions.with_raw_response.create(
-                model=teacher.model,
-                messages=messages,
-                temperature=teacher.temperature,
-                max_tokens=teacher.max_tokens,
-                stop=stop,
-                **extra,
-            )
-            response = raw.parse()
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            completion = await self.client.request(messages, stop)
+        except TeacherFatalError as error:
             self.budget.settle(reservation)
-            raise self._fail_run(
-                f"the teacher endpoint rejected the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
-            ) from None
-        except openai.NotFoundError:
+            raise self._fail_run(error) from None
+        except RetryableError as error:
             self.budget.settle(reservation)
-            raise self._fail_run(
-                f"the teacher endpoint has no model '{teacher.model}' (HTTP 404); "
-                "check teacher.model in the configuration and OPENAI_BASE_URL"
-            ) from None
-        except openai.BadRequestError as exc:
+            if error.kind == RATE_LIMITED:
+                self.limiter.pause(error.retry_after if error.retry_after is not None else self._backoff(0))
+            raise
+        except TerminalError:
             self.budget.settle(reservation)
-            if exc.code in _PER_SEED_BAD_REQUEST_CODES:
-                raise _TerminalError(CONTEXT_LENGTH if "length" in (exc.code or "") else "bad_request",
-                                     self._redact(str(exc))) from None
-            raise self._fail_run(f"the teacher endpoint rejected the request (HTTP 400): {self._redact(str(exc))}") \
-                from None
-        except openai.RateLimitError as exc:
-            self.budget.settle(reservation)
-            if exc.code == "insufficient_quota":
-                raise self._fail_run("the teacher account has no quota left (HTTP 429 insufficient_quota)") from None
-            retry_after = parse_retry_after(exc.response.headers)
-            self.limiter.pause(retry_after if retry_after is not None else self._backoff(0))
-            raise _RetryableError("rate_limited", self._redact(str(exc)), retry_after) from None
-        except openai.APITimeoutError:
-            self.budget.settle(reservation)
-            raise _RetryableError("timeout", f"no answer within {teacher.timeout_s:g} s") from None
-        except openai.APIConnectionError as exc:
-            self.budget.settle(reservation)
-            raise _RetryableError("connection", self._redact(str(exc) or "connection dropped")) from None
-        except openai.APIStatusError as exc:
-            self.budget.settle(reservation)
-            kind = "server_error" if exc.status_code >= 500 else f"http_{exc.status_code}"
-            if exc.status_code >= 500 or exc.status_code in (408, 409):
-                raise _RetryableError(kind, self._redact(str(exc)),
-                                      parse_retry_after(exc.response.headers)) from None
-            raise _TerminalError(kind, self._redact(str(exc))) from None
-        except openai.APIError as exc:  # a 200 whose body is not a chat completion
-            self.budget.settle(reservation)
-            raise _RetryableError(MALFORMED, self._redact(str(exc))) from None
-
-        usage = response.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
-        model = response.model or teacher.model
-        self.budget.settle(reservation, prompt_tokens, completion_tokens)
-        self.limiter.settle(estimate + teacher.max_tokens, prompt_tokens + completion_tokens)
-        others = self.in_flight - 1  # in flight besides this one, not yet counted by the provider
-        self.limiter.observe(raw.headers, others, (others + 1) * (estimate + teacher.max_tokens))
-        self.usage.add(model, prompt_tokens, completion_tokens)
-        choice = response.choices[0] if response.choices else None
-        if choice is None or choice.message is None or choice.message.content is None:
-            raise _RetryableError(MALFORMED, "the answer has no message content")
-        return _Answer(choice.message.content, choice.finish_reason, model, prompt_tokens, completion_tokens)
+            raise
+        finally:
+            self.in_flight -= 1
+        self.budget.settle(reservation, completion.prompt_tokens, completion.completion_tokens)
+        self.limiter.settle(estimate + teacher.max_tokens, completion.prompt_tokens + completion.completion_tokens)
+        others = self.in_flight  # in flight besides this one, not yet counted by the provider
+        self.limiter.observe(completion.headers, others, (others + 1) * (estimate + teacher.max_tokens))
+        self.usage.add(completion.model, completion.prompt_tokens, completion.completion_tokens)
+        return self.client.answer(completion)
 
     # -- one conversation
 
     async def _v1(self, seed: str) -> dict[str, Any]:
-        answer = await self._call([{"role": "user", "content": self_chat_prompt(seed)}], None, _has_markers)
+        answer = await self._call([{"role": "user", "content": self_chat_prompt(seed)}], None, has_markers)
         text, ended_by = guard_transcript(answer.text, self.teacher.max_rounds)
-        if ended_by is None:
+        if answer.finish_reason == CONTENT_FILTER:
+            ended_by = CONTENT_FILTER
+        elif ended_by is None:
             ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
         return {
             "model": answer.model, "transcript": text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
@@ -411,13 +255,16 @@ class _Collector:
             human = await self._call(
                 [{"role": "user", "content": self_chat_turn_prompt(seed, dialogue)}], [RAW_AI], lambda _: True
             )
-            question = _human_statement(human.text)
+            question = human_statement(human.text)
             calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + human.prompt_tokens,
                                                        completion_tokens + human.completion_tokens)
+            if human.finish_reason == CONTENT_FILTER:
+                ended_by, finish_reason = CONTENT_FILTER, CONTENT_FILTER
+                break
             if not question or RAW_END.lower() in question.lower():
                 ended_by = "human_done"
                 break
-            if any(t.role == "human" and _same(t.text) == _same(question) for t in dialogue):
+            if any(t.role == "human" and same_text(t.text) == same_text(question) for t in dialogue):
                 ended_by = "repeated_turn"
                 break
             messages = [{"role": "user" if t.role == "human" else "assistant", "content": t.text} for t in dialogue]
@@ -426,7 +273,10 @@ class _Collector:
             calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + ai.prompt_tokens,
                                                        completion_tokens + ai.completion_tokens)
             model, finish_reason = ai.model, ai.finish_reason
-            if any(t.role == "ai" and _same(t.text) == _same(ai.text) for t in dialogue):
+            if finish_reason == CONTENT_FILTER:  # the row ends here, and the corpus rejects it
+                ended_by = CONTENT_FILTER
+                break
+            if any(t.role == "ai" and same_text(t.text) == same_text(ai.text) for t in dialogue):
                 ended_by = "repeated_turn"
                 break
             dialogue += [Turn("human", question), Turn("ai", ai.text.strip())]
@@ -459,7 +309,7 @@ class _Collector:
             made = await (self._v1(seed["seed"]) if self.teacher.mode == "v1" else self._v15(seed["seed"]))
         except _BudgetStop:
             return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
-        except _TerminalError as error:
+        except TerminalError as error:
             return self._failure_row(row, error.kind, str(error))
         made["total_tokens"] = made["prompt_tokens"] + made["completion_tokens"]
         made["dollars"] = dollars(self.budget.price, made["prompt_tokens"], made["completion_tokens"])
@@ -534,9 +384,9 @@ class _Collector:
                 task.cancel()
             await asyncio.gather(*workers, reporter, return_exceptions=True)
             self._sync_spend()
+        self.log(self.progress_line())
         if self.fatal:
             raise self.fatal
-        self.log(self.progress_line())
 
 
 def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -569,14 +419,15 @@ def collect_transcripts(
 
     async def run() -> _Collector:
         # Retries are ours (they feed the limiter and the failure counts), so the client's are off.
-        async with openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=teacher.timeout_s, max_retries=0
-        ) as client:
+        # Connecting times out before the request's deadline, so an endpoint that never accepts a
+        # connection is told apart from one that is slow to answer.
+        timeout = openai.Timeout(teacher.timeout_s, connect=teacher.timeout_s * 0.9)
+        async with openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0) as client:
             limits = teacher.rate_limit_for(str(client.base_url))
             budget = Budget(teacher.budget, teacher.prices.get(teacher.model))
             collector = _Collector(
-                seeds, teacher, client, cache, RateLimiter(limits), budget,
-                log, progress_every_s or teacher.progress_every_s, sync_spend, (api_key,),
+                seeds, teacher, TeacherClient(client, teacher, api_key), cache, RateLimiter(limits), budget,
+                log, progress_every_s or teacher.progress_every_s, sync_spend,
             )
             await collector.run()
             return collector

@@ -50,6 +50,10 @@ class Layout:
     def transcripts(self, source: str, shard: str | int) -> Path:
         return self.root / source / "transcripts" / f"shard-{shard}.parquet"
 
+    def transcripts_lease(self, source: str, shard: str | int) -> Path:
+        """Lock file of a transcripts shard: one run at a time collects it (see ``leases``)."""
+        return self.root / source / "transcripts" / f"shard-{shard}.lease"
+
     def transcript_cache(self, source: str) -> Path:
         """Every finished conversation of a source, written as it arrives (survives a crash)."""
         return self.root / source / "transcript_cache.sqlite"

@@ -1,0 +1,87 @@
+"""The OpenAI wire format of the simulated teacher: error bodies, request validation, model objects."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+DEFAULT_MODEL = "baize-simulated-teacher"
+OWNER = "baize-simulation"
+
+# A fixed creation time keeps the model objects identical across runs.
+_MODEL_CREATED = 1767225600  # 2026-01-01T00:00:00Z
+# Advertised in the x-ratelimit-* headers when no request limit is enforced (the default).
+RATE_LIMIT_REQUESTS = 10_000
+RATE_LIMIT_TOKENS = 2_000_000
+
+
+class ApiError(Exception):
+    """A request the server answers with an OpenAI-shaped error body."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str | None, param: str | None = None,
+                 outcome: str = "invalid_request", headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+        self.outcome = outcome
+        self.headers = headers or {}
+
+
+def bad_request(message: str, param: str | None = None) -> ApiError:
+    return ApiError(400, message, "invalid_request_error", None, param)
+
+
+def model_not_found(model: str) -> ApiError:
+    return ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
+                    "invalid_request_error", "model_not_found", "model", outcome="not_found")
+
+
+def parse_chat_request(body: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    """Validate a chat completion request; returns the normalised fields or raises ApiError."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("you must provide a model parameter", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise bad_request("'messages' must be a non-empty array of message objects", "messages")
+    if model not in models:
+        raise model_not_found(model)
+
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise bad_request("The simulated teacher only supports n=1.", "n")
+
+    temperature = body.get("temperature")
+    if temperature is None:
+        temperature = 1.0
+    elif isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+        raise bad_request(f"Invalid 'temperature': {temperature!r}; expected a number from 0 to 2.", "temperature")
+
+    limit_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = body.get(limit_param)
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise bad_request(f"Invalid '{limit_param}': expected an integer of at least 1.", limit_param)
+
+    stop = body.get("stop")
+    if stop is None:
+        stop = []
+    elif isinstance(stop, str):
+        stop = [stop]
+    elif not (isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop)):
+        raise bad_request("'stop' must be a string or an array of at most 4 strings.", "stop")
+
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise bad_request("'stream_options' must be an object.", "stream_options")
+    return {
+        "model": model,
+        "messages": messages,
+        "temperature": float(temperature),
+        "max_tokens": max_tokens,
+        "stop": stop,
+        "stream": bool(body.get("stream")),
+        "include_usage": bool(stream_options.get("include_usage")),
+    }
+
+
+def model_object(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": _MODEL_CREATED, "owned_by": OWNER}
