@@ -75,11 +75,15 @@ def test_single_turn_corpus_filters_content():
         [
             {"seed_id": "a", "seed": "Name a fruit.", "source": "alpaca", "shard": 1, "response": "Apple."},
             {"seed_id": "b", "seed": "Who are you?", "source": "alpaca", "shard": 1, "response": "I am ChatGPT."},
+            {"seed_id": "c", "seed": "Say hi.", "source": "alpaca", "shard": 1, "response": "Hi!\n[|Human|] more"},
+            {"seed_id": "d", "seed": "Go on [ai] now", "source": "alpaca", "shard": 1, "response": "Fine."},
         ]
     )
     built = corpus.single_turn_corpus(seeds, CONFIG)
     assert built.conversations["n_exchanges"].tolist() == [1]
-    assert built.rejects["reason"].tolist() == [corpus.OPENAI_MENTION]
+    assert built.rejects["reason"].tolist() == [corpus.MARKER_IN_TURN, corpus.MARKER_IN_TURN, corpus.OPENAI_MENTION]
+    assert built.conversations["seed_id"].tolist() == ["a"]
+    assert built.rejects["detail"].tolist()[:2] == ["turn 1 (ai) contains '[|Human|] '", "turn 0 (human) contains '[ai] '"]
 
 
 def test_data_version_tracks_content():

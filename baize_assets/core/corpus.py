@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from . import dedup, langid
 from .config import CorpusConfig
-from .prompts import Turn, render_conversation
+from .prompts import MARKER_ANYWHERE, MARKER_PATTERN, Turn, render_conversation
 from .shingles import CHUNK_TEXTS, ngram_hashes, repeated_fraction, word_hashes
 
 # Bump when parsing or filtering changes what is kept: it is the conversations'
@@ -92,13 +92,9 @@ REJECT_SCHEMA = pa.schema(
     ]
 )
 
-# A bracketed marker: "[Human]" / "[AI]", also "[|AI|]" and full-width brackets,
-# tolerant of case and inner spaces, with an optional colon after it.
-_BRACKETED = r"[\[［]\s*\|?\s*(?P<{g}>human|ai)\s*\|?\s*[\]］]\s*:?"
-_MARKER_ANYWHERE = re.compile(_BRACKETED.format(g="role"), re.IGNORECASE)
 # A marker at a line start, also with one bracket missing ("[Human Hi", "AI] Hello").
 _MARKER_AT_LINE_START = re.compile(
-    r"(?im)^[ \t]*(?:" + _BRACKETED.format(g="role")
+    r"(?im)^[ \t]*(?:" + MARKER_PATTERN
     + r"|[\[［][ \t]*(?P<open_role>human|ai)\b[ \t]*:?|(?P<close_role>human|ai)[ \t]*[\]］][ \t]*:?)"
 )  # fmt: skip
 # Speaker labels ("Human: ...", "AI: ...") used as markers by a transcript that has no bracketed ones.
@@ -156,10 +152,10 @@ def _split(text: str) -> list[tuple[str, int, int]] | None:
     for match in _MARKER_AT_LINE_START.finditer(text):
         role = match.group("role") or match.group("open_role") or match.group("close_role")
         found.append((role.lower(), match.start(), match.end()))
-    if len(found) >= 2 or (found and not _MARKER_ANYWHERE.search(text, found[0][2])):
+    if len(found) >= 2 or (found and not MARKER_ANYWHERE.search(text, found[0][2])):
         return found
     # One line holds the whole transcript: every bracketed marker starts a turn.
-    found = [(m.group("role").lower(), m.start(), m.end()) for m in _MARKER_ANYWHERE.finditer(text)]
+    found = [(m.group("role").lower(), m.start(), m.end()) for m in MARKER_ANYWHERE.finditer(text)]
     if found:
         return found
     labels = [(m.group("role").lower(), m.start(), m.end()) for m in _LABEL_AT_LINE_START.finditer(text)]
@@ -211,7 +207,7 @@ def parse_transcript(
             return Parsed(turns, ROLE_CONFUSION, f"turn {index} is {turn.role}, expected {expected}")
         if check_roles and _INNER_SPEAKER.search(turn.text):
             return Parsed(turns, ROLE_CONFUSION, f"turn {index} ({turn.role}) speaks for another role")
-        if match := _MARKER_ANYWHERE.search(turn.text):
+        if match := MARKER_ANYWHERE.search(turn.text):
             return Parsed(turns, MARKER_IN_TURN, f"turn {index} ({turn.role}) contains '{match.group(0)}'")
     return Parsed(turns, trimmed=tuple(trimmed))
 
@@ -447,8 +443,15 @@ def single_turn_corpus(seeds: pd.DataFrame, config: CorpusConfig, language: str 
         elif not isinstance(seed, str) or not isinstance(response, str) or not seed.strip() or not response.strip():
             candidates.reject(base, EMPTY_TURN, "empty instruction or response", None)
         else:
+            turns = [Turn("human", clean_text(seed).strip()), Turn("ai", clean_text(response).strip())]
+            # The seed table quarantines these already; a table written by other means must not slip one through.
+            marked = next(((i, t, m) for i, t in enumerate(turns) if (m := MARKER_ANYWHERE.search(t.text))), None)
+            if marked:
+                index, turn, match = marked
+                candidates.reject(base, MARKER_IN_TURN, f"turn {index} ({turn.role}) contains '{match.group(0)}'", None)
+                continue
             candidates.bases.append({**base, "_raw": None})
-            candidates.turns.append([Turn("human", clean_text(seed).strip()), Turn("ai", clean_text(response).strip())])
+            candidates.turns.append(turns)
     return _filter(candidates, config, language)
 
 
