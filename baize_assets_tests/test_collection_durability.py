@@ -22,9 +22,11 @@ from baize_assets.teacher.server import SimulatedTeacher
 
 from .collection_support import make_seeds
 from .conftest import fast_config
+from .ops_support import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHAT = "/v1/chat/completions"
+FAST_RETRIES = {"retry_base_s": 0.02, "retry_max_s": 0.2}
 
 
 def chat_requests(server: SimulatedTeacher) -> int:
@@ -76,6 +78,7 @@ def _metadata(instance, run_id) -> dict:
 
 def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path, capfd):
     right_key, wrong_key = f"sk-canary-{uuid.uuid4().hex}", f"sk-wrong-canary-{uuid.uuid4().hex}"
+    url_password = f"pw-canary-{uuid.uuid4().hex}"
     config = fast_config()
     output, instance_dir = tmp_path / "output", tmp_path / "instance"
     instance_dir.mkdir()
@@ -120,11 +123,21 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
         assert not refused.success
         (failure,) = [e for e in refused.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         assert "rejected the API key" in failure.step_failure_data.error.to_string()
-        logs = "\n".join(str(entry) for entry in instance.all_logs(refused.run_id) + instance.all_logs(partial.run_id))
+
+        # Credentials in the endpoint's URL are secrets too: a typo'd port must not print them.
+        env.setenv("OPENAI_API_KEY", right_key)
+        env.setenv("OPENAI_BASE_URL", f"http://baize:{url_password}@127.0.0.1:{free_port()}/v1")
+        unreachable = transcripts(config.teacher.model_copy(update={"regenerate": True, **FAST_RETRIES}))
+        assert not unreachable.success
+        (failure,) = [e for e in unreachable.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+        assert "cannot reach the teacher endpoint http://baize:[redacted]@127.0.0.1" in failure.step_failure_data.error.message
+        logs = "\n".join(
+            str(entry) for run in (refused, partial, unreachable) for entry in instance.all_logs(run.run_id)
+        )
 
     assert any(instance_dir.rglob("*.db")), "the instance's storage was not where the test searches"
     captured = capfd.readouterr()
-    for key in (right_key, wrong_key):
+    for key in (right_key, wrong_key, url_password):
         assert key not in captured.out and key not in captured.err and key not in logs
         for directory in (output, instance_dir):
             for path in directory.rglob("*"):
