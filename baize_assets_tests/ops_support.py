@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from dagster import AssetMaterialization, DagsterEventType, DagsterInstance, EnvVar
+import yaml
+from dagster import AssetKey, AssetMaterialization, DagsterEventType, DagsterInstance, EnvVar, materialize
 from dagster_openai import OpenAIResource
 
-from baize_assets.core.config import AdapterConfig, PipelineConfig, SourceConfig, TrainingConfig
+from baize_assets.assets import build_assets
+from baize_assets.core.config import PROJECT_ROOT, AdapterConfig, PipelineConfig, SourceConfig, TrainingConfig
+from baize_assets.core.storage import Layout
 from baize_assets.resources import BaizeStorage
 
 POSTGRES = ("127.0.0.1", 5432)
@@ -49,6 +53,12 @@ def faq_config(csv_path: Path, shards: int = 4, **automation) -> PipelineConfig:
 
 def write_faq_csv(path: Path, questions: list[str]) -> Path:
     path.write_text("question\n" + "".join(f'"{q}"\n' for q in questions), encoding="utf-8")
+    return path
+
+
+def write_config(config: PipelineConfig, path: Path) -> Path:
+    """``config`` as a YAML file for BAIZE_CONFIG (only what differs from the defaults)."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)), encoding="utf-8")
     return path
 
 
@@ -133,3 +143,59 @@ def group_exited(process: subprocess.Popen, timeout_s: float) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
+
+
+class CommandLineDeployment:
+    """The project's definitions run with the ``dagster`` command line on a temporary instance.
+
+    The configuration goes to a YAML file named by BAIZE_CONFIG, outputs under
+    BAIZE_OUTPUT_DIR, runs into a SQLite instance in DAGSTER_HOME: what a user who
+    runs ``dagster asset materialize -m baize_assets.definitions`` has. The same
+    instance and output folder serve runs made in this process with ``materialize``.
+    """
+
+    def __init__(self, root: Path, config: PipelineConfig, teacher_url: str, api_key: str = "sk-test-not-a-real-key",
+                 executor: str = "multiprocess") -> None:
+        self.config = config
+        self.home = root / "dagster_home"
+        self.home.mkdir()
+        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        self.output = root / "output"
+        self.layout = Layout(self.output)
+        self.logs = root / "logs"
+        self.logs.mkdir()
+        self.teacher_url, self.api_key = teacher_url, api_key
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "BAIZE_CONFIG": str(write_config(config, root / "baize.yaml")),
+            "BAIZE_OUTPUT_DIR": str(self.output),
+            "BAIZE_EXECUTOR": executor,
+            "OPENAI_BASE_URL": teacher_url,
+            "OPENAI_API_KEY": api_key,
+            "PYTHONPATH": str(PROJECT_ROOT),
+        }
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_config(str(self.home))
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def materialize_process(self, name: str, selection: AssetKey, partition: str | None = None):
+        """A ``dagster asset materialize`` process of ``selection``, in its own process group."""
+        command = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize",
+                   "-m", "baize_assets.definitions", "--select", selection.to_user_string()]
+        if partition is not None:
+            command += ["--partition", partition]
+        return process_group(command, self.log(name), self.env)
+
+    def materialize_here(self, selection: list[AssetKey], partition: str | None = None):
+        """A run of ``selection`` in this process (in-process executor), on the same instance and outputs."""
+        resources = {
+            "storage": BaizeStorage(output_dir=str(self.output)),
+            "openai": OpenAIResource(api_key=self.api_key, base_url=self.teacher_url),
+        }
+        with self.instance() as instance:
+            return materialize(build_assets(self.config), selection=selection, partition_key=partition,
+                               instance=instance, resources=resources, raise_on_error=False)

@@ -1,20 +1,44 @@
-"""Support for the UI tests: headless Chromium on the Dagster UI, the GraphQL API, polling."""
+"""Support for the UI tests: a webserver and daemon deployment, headless Chromium, the GraphQL API, polling."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import struct
+import sys
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from .ops_support import missing_requirement
+from dagster import DagsterEventType, DagsterInstance
+
+from baize_assets.core.config import PROJECT_ROOT, load_config
+from baize_assets.definitions import build_definitions
+
+from .ops_location import CONFIG_PATH
+from .ops_support import free_port, missing_requirement, process_group, resources_for
 
 T = TypeVar("T")
+
+BIN = Path(sys.executable).parent
+OPS_LOCATION = ["-m", "baize_assets_tests.ops_location"]
+# The project's own code location, which reads its configuration from BAIZE_CONFIG.
+PROJECT_LOCATION = ["-m", "baize_assets.definitions"]
+TEACHER_KEY = "sk-test-not-a-real-key"
+# A SQLite instance whose run queue the daemon drains every second.
+INSTANCE_YAML = """\
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    dequeue_interval_seconds: 1
+telemetry:
+  enabled: false
+"""
 
 # Chromium of the distribution (Debian's ``chromium`` package); playwright drives it as is,
 # without the browser builds it would otherwise download.
@@ -124,3 +148,72 @@ def listening_addresses(port: int) -> set[str]:
 
 def log_tail(*logs: Path, chars: int = 4000) -> str:
     return "\n".join(f"--- {log.name} ---\n{log.read_text(errors='replace')[-chars:]}" for log in logs if log.exists())
+
+
+class Deployment:
+    """A webserver and a daemon on a temporary SQLite instance, serving one code location.
+
+    By default the location is ``ops_location`` (``ops_baize.yaml``); with ``config_path``
+    it is the project's definitions on that file, passed in BAIZE_CONFIG.
+    """
+
+    def __init__(self, root: Path, teacher_url: str, config_path: Path | None = None) -> None:
+        self.home = root / "dagster_home"
+        self.home.mkdir()
+        (self.home / "dagster.yaml").write_text(INSTANCE_YAML)
+        self.output = root / "output"
+        self.logs = root / "logs"
+        self.logs.mkdir()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.location = OPS_LOCATION if config_path is None else PROJECT_LOCATION
+        self.config = load_config(config_path or CONFIG_PATH)
+        self.defs = build_definitions(self.config, resources=resources_for(self.output))
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "BAIZE_OUTPUT_DIR": str(self.output),
+            # Each run's steps in the run's own process: one process start per run, not per step.
+            "BAIZE_EXECUTOR": "in_process",
+            "OPENAI_BASE_URL": teacher_url,
+            "OPENAI_API_KEY": TEACHER_KEY,
+            "PYTHONPATH": str(PROJECT_ROOT),
+        }
+        if config_path is not None:
+            self.env["BAIZE_CONFIG"] = str(config_path)
+
+    def instance(self) -> DagsterInstance:
+        return DagsterInstance.from_config(str(self.home))
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def daemon(self, name: str):
+        return process_group([str(BIN / "dagster-daemon"), "run", *self.location], self.log(name), self.env)
+
+    def webserver(self, name: str):
+        """The webserver on this deployment's port, with its default host (what a user gets unless told)."""
+        args = [str(BIN / "dagster-webserver"), *self.location, "--port", str(self.port)]
+        return process_group(args, self.log(name), self.env)
+
+    def wait_until_serving(self, webserver, name: str, timeout_s: float = 120) -> None:
+        wait_for(
+            f"the webserver ({name}) to answer",
+            lambda: webserver.poll() is None and http_ok(f"{self.base_url}/server_info"),
+            timeout_s=timeout_s,
+            on_timeout=lambda: log_tail(self.log(name)),
+        )
+
+
+def materializations(instance: DagsterInstance, run_id: str) -> list[tuple[str, str | None]]:
+    """Every materialization record of a run, as (asset key, partition), repeats included."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    return [
+        (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
+        for r in records
+    ]
+
+
+def all_materializations(instance: DagsterInstance) -> int:
+    """How many materialization records the instance holds, over all its runs."""
+    return sum(len(materializations(instance, run.run_id)) for run in instance.get_runs())

@@ -9,47 +9,32 @@ restarted in the middle of it.
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from dagster import AssetSelection, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetSelection, DagsterRunStatus, RunsFilter
 
 from baize_assets.assets import adapter_key, transcripts_key
-from baize_assets.core.config import PROJECT_ROOT, load_config
-from baize_assets.definitions import build_definitions
 from baize_assets.demo import materialize_whole_graph
 from baize_assets.teacher.server import SimulatedTeacher
 
-from .ops_location import CONFIG_PATH
-from .ops_support import free_port, process_group, resources_for
 from .ops_ui_support import (
+    TEACHER_KEY,
+    Deployment,
+    all_materializations,
     chromium_page,
     graph_node_names,
     graphql,
-    http_ok,
     listening_addresses,
     log_tail,
+    materializations,
     require_chromium,
     wait_for,
 )
 
-BIN = Path(sys.executable).parent
-LOCATION = ["-m", "baize_assets_tests.ops_location"]
-TEACHER_KEY = "sk-test-not-a-real-key"
 # Set to a path (e.g. docs/lineage.png) to keep the lineage screenshot there.
 SCREENSHOT_ENV = "BAIZE_LINEAGE_SCREENSHOT"
-# A SQLite instance whose run queue the daemon drains every second.
-INSTANCE_YAML = """\
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    dequeue_interval_seconds: 1
-telemetry:
-  enabled: false
-"""
 
 LAUNCH_BACKFILL = """
 mutation Launch($params: LaunchBackfillParams!) {
@@ -71,39 +56,6 @@ query Status($id: String!) {
 """
 
 
-class Deployment:
-    def __init__(self, root: Path, teacher_url: str) -> None:
-        self.home = root / "dagster_home"
-        self.home.mkdir()
-        (self.home / "dagster.yaml").write_text(INSTANCE_YAML)
-        self.output = root / "output"
-        self.logs = root / "logs"
-        self.logs.mkdir()
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.config = load_config(CONFIG_PATH)
-        self.defs = build_definitions(self.config, resources=resources_for(self.output))
-        self.env = {
-            **os.environ,
-            "DAGSTER_HOME": str(self.home),
-            "BAIZE_OUTPUT_DIR": str(self.output),
-            # Each run's steps in the run's own process: one process start per run, not per step.
-            "BAIZE_EXECUTOR": "in_process",
-            "OPENAI_BASE_URL": teacher_url,
-            "OPENAI_API_KEY": TEACHER_KEY,
-            "PYTHONPATH": str(PROJECT_ROOT),
-        }
-
-    def instance(self) -> DagsterInstance:
-        return DagsterInstance.from_config(str(self.home))
-
-    def log(self, name: str) -> Path:
-        return self.logs / f"{name}.log"
-
-    def daemon(self, name: str):
-        return process_group([str(BIN / "dagster-daemon"), "run", *LOCATION], self.log(name), self.env)
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     """The webserver on a free port with its default host, over a fully materialized graph."""
@@ -111,19 +63,13 @@ def deployment(tmp_path_factory):
     with SimulatedTeacher(api_key=TEACHER_KEY) as teacher, pytest.MonkeyPatch.context() as env:
         deployment = Deployment(root, teacher.base_url)
         # No --host: what a user gets when they do not say otherwise.
-        webserver_args = [str(BIN / "dagster-webserver"), *LOCATION, "--port", str(deployment.port)]
-        with process_group(webserver_args, deployment.log("webserver"), deployment.env) as webserver:
+        with deployment.webserver("webserver") as webserver:
             # The graph is built in this process while the webserver starts.
             for name in ("DAGSTER_HOME", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
                 env.setenv(name, deployment.env[name])
             with deployment.instance() as instance:
                 materialize_whole_graph(deployment.defs, deployment.config, instance, log=lambda _: None)
-            wait_for(
-                "the webserver to answer",
-                lambda: webserver.poll() is None and http_ok(f"{deployment.base_url}/server_info"),
-                timeout_s=120,
-                on_timeout=lambda: log_tail(deployment.log("webserver")),
-            )
+            deployment.wait_until_serving(webserver, "webserver")
             yield deployment
 
 
@@ -244,20 +190,6 @@ def test_one_shard_backfill_through_graphql_survives_a_daemon_restart(deployment
 
 
 FINISHED = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
-
-def materializations(instance: DagsterInstance, run_id: str) -> list[tuple[str, str | None]]:
-    """Every materialization record of a run, as (asset key, partition), repeats included."""
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
-    return [
-        (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
-        for r in records
-    ]
-
-
-def all_materializations(instance: DagsterInstance) -> int:
-    """How many materialization records the instance holds, over all its runs."""
-    return sum(len(materializations(instance, run.run_id)) for run in instance.get_runs())
 
 
 def backfill_status(deployment: Deployment, backfill_id: str) -> str:

@@ -1,4 +1,9 @@
-"""``base_models/tiny_llama`` and ``adapters/<name>``: the base model and the LoRA adapters."""
+"""``base_models/tiny_llama`` and ``adapters/<name>``: the base model and the LoRA adapters.
+
+Training must not outlive its run: the adapter step ties itself to the run's process
+(see ``step_process``), and the training child to the step's, so both die with it and
+the rerun is the only process that writes the adapter and its checkpoints.
+"""
 
 import sys
 
@@ -6,11 +11,13 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
+from ..core import trainingset
 from ..core.config import AdapterConfig, PipelineConfig
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
@@ -24,6 +31,7 @@ from .keys import (
     training_set_key,
 )
 from .metadata import config_hash
+from .step_process import die_with_the_run_process
 
 
 def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
@@ -91,21 +99,30 @@ def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> Asset
         code_version=f"2-{config_hash(adapter)}",
     )
     def lora_adapter(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
+        die_with_the_run_process(context)
+        layout = storage.layout
+        name = adapter.name
+        # Before any model is loaded: a set too small to train on is the training set's problem.
+        problem = trainingset.shortfall(
+            training_set_key(name).to_user_string(), trainingset.split_counts(layout.training_set(name))
+        )
+        if problem:
+            raise Failure(description=problem)
+
         from ..core.training import read_summary, train_from_training_set
 
-        layout = storage.layout
         base = str(layout.tiny_base()) if adapter.uses_tiny_base else adapter.base_model
-        name = adapter.name
         paths = (layout.training_set(name), layout.adapter(name), layout.adapter_checkpoints(name))
         if adapter.training.run_in_subprocess:
             from dagster import PipesSubprocessClient
 
-            from ..core.pipes_training import training_request
+            from ..core.pipes_training import training_env, training_request
 
             PipesSubprocessClient().run(
                 command=[sys.executable, "-m", "baize_assets.core.pipes_training"],
                 context=context,
                 extras=training_request(adapter, base, *paths),
+                env=training_env(),
             )
             summary = read_summary(layout.adapter(adapter.name))
         else:

@@ -21,6 +21,7 @@ from ..core.transcript_cache import TranscriptCache, cache_key
 from ..resources import BaizeStorage
 from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata
+from .step_process import die_with_the_run_process
 
 
 def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
@@ -44,6 +45,8 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         code_version=f"{inputs['prompt_version']}-{code_version}",
     )
     def transcripts(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource) -> MaterializeResult:
+        # A killed run must stop spending: its orphaned step would go on calling the teacher.
+        die_with_the_run_process(context)
         layout = storage.layout
         shard = int(context.partition_key)
         shard_seeds = read_parquet(layout.seeds(source.name), shard)

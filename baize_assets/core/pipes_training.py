@@ -6,16 +6,23 @@ log line (step losses, eval losses) streams back into the run's logs, and an err
 is reported with its traceback. Training itself is :func:`train_from_training_set`,
 the same code the asset runs in-process when ``training.run_in_subprocess`` is off.
 Only the small ``dagster_pipes`` protocol package is needed here, not Dagster.
+
+The child dies with the process that launched it (see :mod:`parent_death`): a run
+killed with SIGKILL leaves no orphan writing checkpoints or the adapter directory.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from dagster_pipes import open_dagster_pipes
 
 from .config import AdapterConfig
-from .training import train_from_training_set
+from .parent_death import die_with_parent
+
+# The launching process's id, as it saw itself: the child checks it is still its parent.
+PARENT_PID_ENV = "BAIZE_TRAINING_PARENT_PID"
 
 
 def training_request(
@@ -31,7 +38,16 @@ def training_request(
     }
 
 
+def training_env() -> dict[str, str]:
+    """Environment variables of the training child, set by the process that launches it."""
+    return {PARENT_PID_ENV: str(os.getpid())}
+
+
 def main() -> None:
+    # Before the heavy imports, so an early death of the parent is not missed for seconds.
+    die_with_parent(int(os.environ.get(PARENT_PID_ENV) or os.getppid()))
+    from .training import train_from_training_set
+
     with open_dagster_pipes() as pipes:
         request = pipes.extras
         summary = train_from_training_set(

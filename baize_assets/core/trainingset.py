@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import dedup
 from .config import NearDedupConfig
@@ -25,6 +27,8 @@ from .corpus import CONVERSATION_SCHEMA, REJECT_SCHEMA
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
+# One conversation to train on and one to hold out.
+MIN_TRAINING_CONVERSATIONS = 2
 # Salt of the split hash: the split must not correlate with the shard (also a hash of the id).
 _SPLIT_SALT = "baize-eval-split"
 
@@ -134,3 +138,28 @@ def build_training_set(corpus: pd.DataFrame, eval_size: int | float, near: NearD
     )
     duplicates = pa.concat_tables([pa.Table.from_pydict(t, schema=DUPLICATE_SCHEMA) for t in tables])
     return TrainingSet(conversations, duplicates.to_pandas(), recomputed)
+
+
+def split_counts(path: Path) -> dict[str, int]:
+    """Conversations per split of a training-set file, reading its ``split`` column only."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"expected output {path} does not exist; materialize its asset first")
+    splits = pq.read_table(path, columns=["split"]).column("split").to_pylist()
+    return {name: splits.count(name) for name in ("train", "eval")}
+
+
+def shortfall(name: str, counts: dict[str, int]) -> str | None:
+    """Why the training set ``name`` (split sizes ``counts``) is too small to train on, or None."""
+    total = counts["train"] + counts["eval"]
+    if total < MIN_TRAINING_CONVERSATIONS:
+        return (
+            f"{name} holds {total} conversation{'' if total == 1 else 's'}; training needs at least "
+            f"{MIN_TRAINING_CONVERSATIONS} (1 for training, 1 held out) — add seeds to its sources or loosen the "
+            "corpus filters (each corpus shard's rejects say why conversations were dropped)"
+        )
+    if counts["train"] == 0:
+        return (
+            f"{name} holds {total} conversations, all of them held out; training needs at least 1 in the train "
+            "split — add seeds to its sources or lower the adapter's training.eval_size"
+        )
+    return None
