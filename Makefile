@@ -6,7 +6,7 @@ VENV := .venv
 # The CPU build of torch is plenty for the tiny offline model; set TORCH to change it.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test dev screenshot clean
+.PHONY: demo test test-quick dev screenshot clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(VENV)/.installed
 	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && apt-get install -y -q chromium; fi
 	$(VENV)/bin/python -m pytest
+
+# Everything but the end-to-end tests that start Dagster processes, services or training.
+test-quick: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 dev: $(VENV)/.installed
 	DAGSTER_HOME=$(CURDIR) $(VENV)/bin/dagster dev

@@ -130,7 +130,8 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
         unreachable = transcripts(config.teacher.model_copy(update={"regenerate": True, **FAST_RETRIES}))
         assert not unreachable.success
         (failure,) = [e for e in unreachable.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
-        assert "cannot reach the teacher endpoint http://baize:[redacted]@127.0.0.1" in failure.step_failure_data.error.message
+        message = failure.step_failure_data.error.message
+        assert "cannot reach the teacher endpoint http://baize:[redacted]@127.0.0.1" in message
         logs = "\n".join(
             str(entry) for run in (refused, partial, unreachable) for entry in instance.all_logs(run.run_id)
         )

@@ -26,6 +26,9 @@ from baize_assets.resources import BaizeStorage
 
 from .conftest import fast_config
 
+# End to end through real Dagster runs and services: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 
 def materialized(instance, run_id) -> set[tuple[str, str | None]]:
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records

@@ -8,12 +8,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from baize_assets.core.config import PROJECT_ROOT
 from baize_assets.teacher.server import SimulatedTeacher
 
 from .ops_support import RABBITMQ, fresh_postgres_database, materialized_in_run, process_group, require_service
+
+# End to end through real Dagster runs and services: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 LOCATION = ["-m", "baize_assets_tests.ops_location"]

@@ -13,6 +13,9 @@ from baize_assets.teacher.server import SimulatedTeacher
 
 from .ops_support import fresh_postgres_database, materialized_in_run
 
+# End to end through real Dagster runs and services: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 LOCATION = "baize_assets_tests.ops_location"
 TEACHER_KEY = "sk-the-right-key"
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from dagster import (
     AssetKey,
     AssetRecordsFilter,
@@ -37,6 +38,9 @@ from .ops_location import CONFIG_PATH
 from .ops_support import group_exited, materialized_in_run, process_group, resources_for
 from .ops_ui_support import log_tail
 from .test_ops_postgres import TEACHER_KEY, postgres_instance  # noqa: F401 - the PostgreSQL instance fixture
+
+# End to end through real Dagster runs and services: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 SOURCE = "medquad"

@@ -33,6 +33,9 @@ from .ops_ui_support import (
     wait_for,
 )
 
+# End to end through real Dagster runs and services: deselect with -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 # Set to a path (e.g. docs/lineage.png) to keep the lineage screenshot there.
 SCREENSHOT_ENV = "BAIZE_LINEAGE_SCREENSHOT"
 
