@@ -83,7 +83,9 @@ def test_single_turn_corpus_filters_content():
     assert built.conversations["n_exchanges"].tolist() == [1]
     assert built.rejects["reason"].tolist() == [corpus.MARKER_IN_TURN, corpus.MARKER_IN_TURN, corpus.OPENAI_MENTION]
     assert built.conversations["seed_id"].tolist() == ["a"]
-    assert built.rejects["detail"].tolist()[:2] == ["turn 1 (ai) contains '[|Human|] '", "turn 0 (human) contains '[ai] '"]
+    assert built.rejects["detail"].tolist()[:2] == [
+        "turn 1 (ai) contains '[|Human|] '", "turn 0 (human) contains '[ai] '"
+    ]
 
 
 def test_data_version_tracks_content():

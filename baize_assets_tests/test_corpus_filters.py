@@ -33,7 +33,7 @@ def outcome(built: corpus.Corpus) -> dict[str, str]:
 
 
 def test_each_filter_rejects_with_its_reason_and_every_reason_is_counted():
-    looping = " ".join(["the cat sat on the mat"] * 10)
+    looping = " ".join(["the cat sat on the mat."] * 10)
     built = corpus.build_corpus(
         table(
             f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {ANSWER}",
@@ -45,7 +45,7 @@ def test_each_filter_rejects_with_its_reason_and_every_reason_is_counted():
             f"{RAW_HUMAN} Pourquoi pleut-il?\n{RAW_AI} La pluie se forme lorsque la vapeur d'eau se condense "
             "en gouttelettes assez lourdes pour tomber des nuages.",
             f"{RAW_HUMAN} Q\n{RAW_AI} {ANSWER}",
-            f"{RAW_HUMAN} Why?\n{RAW_AI} {'word ' * 2000}",
+            f"{RAW_HUMAN} Why?\n{RAW_AI} {'word ' * 2000}end.",
         ),
         CONFIG,
         "en",
@@ -189,8 +189,10 @@ def test_vectorized_minhash_equals_datasketch_minhash():
 
 
 def conversation_frame(answers: dict[str, str]) -> pd.DataFrame:
+    # The answers are word soup without sentence ends: only dedup is under test here.
+    config = CorpusConfig.model_validate({"unfinished_turns": {"enabled": False}})
     built = corpus.build_corpus(
-        table(*(f"{RAW_HUMAN} Tell me about rain please.\n{RAW_AI} {a}" for a in answers.values())), CONFIG
+        table(*(f"{RAW_HUMAN} Tell me about rain please.\n{RAW_AI} {a}" for a in answers.values())), config
     )
     frame = built.conversations.sort_values("seed_id")
     frame["seed_id"] = list(answers)
@@ -286,3 +288,90 @@ def test_exact_duplicate_keys_normalize_like_the_seed_normalizer():
     spaces = [f" a{c}{c}B{c}" for c in map(chr, range(0x3001)) if c.isspace()]  # every Unicode space
     assert dedup.normalized_texts(spaces).to_pylist() == ["a b"] * len(spaces)
     assert dedup.exact_groups(texts).tolist() == [0, 0, 1, 1, 2, 2, 3]
+
+
+CUT = "Rain forms when water vapour condenses, and the droplets then merge until they are heavy enough to"
+
+
+def test_an_unfinished_last_turn_is_trimmed_with_its_question_and_counted():
+    frame = table(
+        f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} And then?\n{RAW_AI} {CUT}",
+        f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {CUT}",
+        f"{RAW_HUMAN} Show me.\n{RAW_AI} Like this:\n```python\nprint('rain')\n```\nThat prints it",
+    )
+    built = corpus.build_corpus(frame, CONFIG)
+    assert outcome(built) == {"id0": "kept", "id1": corpus.UNFINISHED_TURN, "id2": "kept"}
+    assert [t["text"] for t in built.conversations.set_index("seed_id").loc["id0", "turns"]] == [
+        "Why does it rain?", ANSWER,
+    ]  # fmt: skip
+    assert built.counts[corpus.TRIMMED_UNFINISHED_TURN] == 1
+    assert built.rejects.iloc[0]["detail"] == (
+        "the AI turn ends unfinished (ends with the word 'to'), no complete exchange before it"
+    )
+    dropped = corpus.build_corpus(frame, CorpusConfig(truncated="drop"))
+    assert outcome(dropped) == {"id0": corpus.UNFINISHED_TURN, "id1": corpus.UNFINISHED_TURN, "id2": "kept"}
+    off = corpus.build_corpus(frame, CorpusConfig.model_validate({"unfinished_turns": {"enabled": False}}))
+    assert outcome(off) == {"id0": "kept", "id1": "kept", "id2": "kept"}
+    assert off.counts[corpus.TRIMMED_UNFINISHED_TURN] == 0
+
+
+def test_earlier_unfinished_turns_are_cut_only_when_every_ai_turn_is_checked():
+    last = "It then falls as rain, or as snow when the air below the cloud is cold enough."
+    text = f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} How?\n{RAW_AI} {CUT}\n{RAW_HUMAN} And?\n{RAW_AI} {last}"
+    assert [len(t) for t in corpus.build_corpus(table(text), CONFIG).conversations["turns"]] == [6]
+    every = CorpusConfig.model_validate({"unfinished_turns": {"turns": "every_ai"}})
+    built = corpus.build_corpus(table(text), every)
+    assert [t["text"] for t in built.conversations.iloc[0]["turns"]] == ["Why?", ANSWER]
+
+
+def test_a_cut_off_turn_and_an_unfinished_one_before_it_are_both_trimmed():
+    text = f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} How?\n{RAW_AI} {CUT}\n{RAW_HUMAN} And"
+    built = corpus.build_corpus(table(text, finish_reason="length"), CONFIG)
+    assert [t["text"] for t in built.conversations.iloc[0]["turns"]] == ["Why?", ANSWER]
+    assert built.counts[corpus.TRIMMED_CUT_OFF_TURN] == built.counts[corpus.TRIMMED_UNFINISHED_TURN] == 1
+
+
+ROLE_VOICE_TRANSCRIPTS = {
+    "assistant speaks as human": (f"{RAW_HUMAN} How can I help you today?\n{RAW_AI} {ANSWER}", corpus.ROLE_VOICE),
+    "human asks in the AI turn": (
+        f"{RAW_HUMAN} Tell me about rain.\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} Why?\n{RAW_AI} What rain do you mean?",
+        corpus.ROLE_VOICE,
+    ),
+    "developer recommends": (
+        f"{RAW_HUMAN} As a developer I would recommend TypeScript. Is it worth it?\n{RAW_AI} {ANSWER}", "kept"
+    ),
+    "rhetorical question": (f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} Why? {ANSWER}", "kept"),
+    "offer at the end": (f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {ANSWER} Would you like an example?", "kept"),
+    "quoting the AI": (f"{RAW_HUMAN} You said 'I hope this helps'. Why?\n{RAW_AI} {ANSWER}", "kept"),
+}
+
+
+@pytest.mark.parametrize("name", list(ROLE_VOICE_TRANSCRIPTS))
+def test_role_voice_rejects_the_other_speakers_voice_and_keeps_look_alikes(name):
+    text, expected = ROLE_VOICE_TRANSCRIPTS[name]
+    built = corpus.build_corpus(table(text), CONFIG, "en")
+    assert outcome(built) == {"id0": expected}
+    assert built.reason_counts()[corpus.ROLE_VOICE] == (expected == corpus.ROLE_VOICE)
+    off = corpus.build_corpus(table(text), CorpusConfig.model_validate({"role_voice": {"enabled": False}}), "en")
+    assert outcome(off) == {"id0": "kept"}
+
+
+def test_role_voice_detail_names_the_turn_and_its_cue():
+    built = corpus.build_corpus(table(ROLE_VOICE_TRANSCRIPTS["assistant speaks as human"][0]), CONFIG)
+    assert built.rejects.iloc[0]["detail"] == "turn 0: speaks in the assistant's voice: 'How can I help you'"
+    asked = corpus.build_corpus(table(ROLE_VOICE_TRANSCRIPTS["human asks in the AI turn"][0]), CONFIG)
+    assert asked.rejects.iloc[0]["detail"] == "turn 3: asks like the human: 1 of 1 sentences are questions"
+
+
+def test_instruction_data_is_not_held_to_the_self_chat_voice():
+    seeds = pd.DataFrame([{"seed_id": "q", "seed": "Write a question about rain.", "source": "alpaca", "shard": 0,
+                           "response": "Why does rain fall?"}])  # fmt: skip
+    assert corpus.single_turn_corpus(seeds, CONFIG).conversations["seed_id"].tolist() == ["q"]
+
+
+def test_every_reason_and_trim_is_counted_even_at_zero():
+    built = corpus.build_corpus(table(f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {ANSWER}"), CONFIG)
+    assert built.reason_counts()[corpus.ROLE_VOICE] == 0 and built.reason_counts()[corpus.UNFINISHED_TURN] == 0
+    assert set(built.adjustment_counts()) >= set(corpus.TRIMS)
+    assert corpus.REASONS.index(corpus.UNFINISHED_TURN) == corpus.REASONS.index(corpus.MARKER_IN_TURN) + 1
+    assert corpus.REASONS[-1] == corpus.ROLE_VOICE

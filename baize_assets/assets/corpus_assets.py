@@ -9,7 +9,7 @@ from dagster import (
     asset,
 )
 
-from ..core import corpus, report
+from ..core import corpus, filter_quality, report
 from ..core.config import PipelineConfig, SourceConfig
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
@@ -59,7 +59,10 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
                 "avg_exchanges": round(float(kept["n_exchanges"].mean()), 2) if len(kept) else 0.0,
                 "rejects_path": MetadataValue.path(str(layout.rejects(source.name, shard))),
                 "report": MetadataValue.md(
-                    report.markdown_report(kept, reasons, plots, f"{source.name} shard {shard}")
+                    report.markdown_report(
+                        kept, reasons, plots, f"{source.name} shard {shard}",
+                        filter_quality=filter_quality.quality_table(settings),
+                    )  # fmt: skip
                 ),
                 **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
             }

@@ -4,8 +4,9 @@ Every transcript ends either as a kept conversation (its turns and its Baize tra
 text) or as a reject with exactly one reason code. Nothing is dropped silently: the
 reason of a reject is the first filter it fails, in the order of ``REASONS``, and the
 parts of a kept transcript that were trimmed (text before the first marker, an echoed
-prompt example, a trailing unanswered question, a turn cut off by the token limit) are
-counted. Filters are configured by ``corpus:`` in ``baize.yaml`` (see ``CorpusConfig``).
+prompt example, a trailing unanswered question, a turn cut off by the token limit, a
+last AI turn that ends unfinished by its text alone) are counted. Filters are
+configured by ``corpus:`` in ``baize.yaml`` (see ``CorpusConfig``).
 
 The filters that look at words run over all turns of a shard at once (Arrow string
 kernels, numpy over word hashes, lingua in parallel); the MinHash signature each kept
@@ -25,14 +26,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import dedup, langid
+from . import dedup, langid, role_voice
 from .config import CorpusConfig
+from .corpus_config import UnfinishedTurnConfig
 from .prompts import MARKER_ANYWHERE, MARKER_PATTERN, Turn, render_conversation
 from .shingles import CHUNK_TEXTS, ngram_hashes, repeated_fraction, word_hashes
+from .unfinished import unfinished_cause
 
 # Bump when parsing or filtering changes what is kept: it is the conversations'
 # code_version, so Dagster marks every corpus partition stale.
-CORPUS_LOGIC_VERSION = "3"
+CORPUS_LOGIC_VERSION = "4"
 
 # Reason codes of the rejects table, in the order the checks run.
 TEACHER_FAILURE = "teacher_failure"
@@ -44,6 +47,7 @@ TRUNCATED = "truncated"
 EMPTY_TURN = "empty_turn"
 ROLE_CONFUSION = "role_confusion"
 MARKER_IN_TURN = "marker_in_turn"
+UNFINISHED_TURN = "unfinished_turn"  # cut off by its text alone, with no complete exchange before it
 TOO_FEW_EXCHANGES = "too_few_exchanges"
 TURN_TOO_SHORT = "turn_too_short"
 TURN_TOO_LONG = "turn_too_long"
@@ -51,10 +55,13 @@ REFUSAL = "refusal"
 OPENAI_MENTION = "openai_mention"
 REPETITION = "repetition"
 WRONG_LANGUAGE = "wrong_language"
+# A turn in the other speaker's voice (core/role_voice.py); after the language check,
+# since it reads English phrasing.
+ROLE_VOICE = "role_voice"
 REASONS = (
     TEACHER_FAILURE, INVALID_ROW, CONTENT_FILTER, EMPTY_TRANSCRIPT, NO_TURNS, TRUNCATED, EMPTY_TURN,
-    ROLE_CONFUSION, MARKER_IN_TURN, TOO_FEW_EXCHANGES, TURN_TOO_SHORT, TURN_TOO_LONG, REFUSAL, OPENAI_MENTION,
-    REPETITION, WRONG_LANGUAGE,
+    ROLE_CONFUSION, MARKER_IN_TURN, UNFINISHED_TURN, TOO_FEW_EXCHANGES, TURN_TOO_SHORT, TURN_TOO_LONG, REFUSAL,
+    OPENAI_MENTION, REPETITION, WRONG_LANGUAGE, ROLE_VOICE,
 )  # fmt: skip
 
 # Counted edits of kept conversations (not rejections).
@@ -62,6 +69,11 @@ TRIMMED_PREAMBLE = "trimmed_preamble"
 TRIMMED_ECHOED_EXAMPLE = "trimmed_echoed_example"
 TRIMMED_UNANSWERED_QUESTION = "trimmed_unanswered_question"
 TRIMMED_CUT_OFF_TURN = "trimmed_cut_off_turn"
+TRIMMED_UNFINISHED_TURN = "trimmed_unfinished_turn"  # cut off by its text although finish_reason was stop
+TRIMS = (
+    TRIMMED_PREAMBLE, TRIMMED_ECHOED_EXAMPLE, TRIMMED_UNANSWERED_QUESTION, TRIMMED_CUT_OFF_TURN,
+    TRIMMED_UNFINISHED_TURN,
+)  # fmt: skip
 SCRUBBED = {"emails": "scrubbed_emails", "phones": "scrubbed_phones", "urls": "scrubbed_urls"}
 
 TURN_TYPE = pa.struct([("role", pa.string()), ("text", pa.string())])
@@ -162,8 +174,23 @@ def _split(text: str) -> list[tuple[str, int, int]] | None:
     return labels or None
 
 
+def _before_unfinished(turns: list[Turn], config: UnfinishedTurnConfig) -> tuple[list[Turn], str | None]:
+    """The exchanges before the first AI turn that ends unfinished, and why it looks cut off."""
+    checked = range(len(turns)) if config.turns == "every_ai" else range(len(turns) - 1, len(turns))
+    for index in checked:
+        if turns[index].role == "ai" and (cause := unfinished_cause(turns[index].text, config)):
+            kept = turns[:index]
+            return (kept[:-1] if kept and kept[-1].role == "human" else kept), cause
+    return turns, None
+
+
 def parse_transcript(
-    transcript: str | None, *, truncated: bool = False, check_roles: bool = True, keep_truncated: bool = True
+    transcript: str | None,
+    *,
+    truncated: bool = False,
+    check_roles: bool = True,
+    keep_truncated: bool = True,
+    unfinished: UnfinishedTurnConfig | None = None,
 ) -> Parsed:
     """Split a raw ``[Human]`` / ``[AI]`` transcript into alternating turns.
 
@@ -171,7 +198,8 @@ def parse_transcript(
     (unlike Baize's parser) the last exchange is kept. A trailing human turn with no
     answer is dropped, since training needs complete exchanges. A transcript cut off by
     the token limit (``truncated``) loses its last, unfinished turn, or is rejected
-    when ``keep_truncated`` is false. Every trim is named in ``Parsed.trimmed``.
+    when ``keep_truncated`` is false; so does one whose AI turn the ``unfinished``
+    check finds cut off (with its question). Every trim is named in ``Parsed.trimmed``.
     """
     if not isinstance(transcript, str) or not transcript.strip():
         return Parsed([], EMPTY_TRANSCRIPT, None if transcript is None else "blank transcript")
@@ -209,6 +237,14 @@ def parse_transcript(
             return Parsed(turns, ROLE_CONFUSION, f"turn {index} ({turn.role}) speaks for another role")
         if match := MARKER_ANYWHERE.search(turn.text):
             return Parsed(turns, MARKER_IN_TURN, f"turn {index} ({turn.role}) contains '{match.group(0)}'")
+    if unfinished is not None and unfinished.enabled:
+        turns, cause = _before_unfinished(turns, unfinished)
+        if cause and not keep_truncated:
+            return Parsed([], UNFINISHED_TURN, f"an AI turn ends unfinished ({cause}); truncated: drop")
+        if cause and not turns:
+            return Parsed([], UNFINISHED_TURN, f"the AI turn ends unfinished ({cause}), no complete exchange before it")
+        if cause:
+            trimmed.append(TRIMMED_UNFINISHED_TURN)
     return Parsed(turns, trimmed=tuple(trimmed))
 
 
@@ -268,7 +304,7 @@ def _sample(turns: list[Turn], chars_per_turn: int, max_chars: int) -> str:
     return " ".join(t.text[:chars_per_turn] for t in turns)[:max_chars]
 
 
-def _filter(candidates: _Candidates, config: CorpusConfig, language: str | None) -> Corpus:
+def _filter(candidates: _Candidates, config: CorpusConfig, language: str | None, self_chat: bool) -> Corpus:
     n = len(candidates.turns)
     lengths = np.fromiter((len(t) for t in candidates.turns), dtype=np.int64, count=n)
     owner = np.repeat(np.arange(n), lengths)
@@ -349,6 +385,10 @@ def _filter(candidates: _Candidates, config: CorpusConfig, language: str | None)
         low[pending[confidence < lang.min_confidence]] = True
         scores = dict(zip(pending.tolist(), confidence.tolist()))
         fail_convs(low, WRONG_LANGUAGE, lambda c: f"'{language}' confidence {scores[c]:.2f} < {lang.min_confidence}")
+    # Self-chat only: an instruction's answer may rightly be a question ("Write a question about ...").
+    if self_chat and config.role_voice.enabled and len(texts):
+        voiced = role_voice.voice_mismatch(array, is_ai, config.role_voice)
+        fail_turns(voiced, ROLE_VOICE, lambda t: role_voice.describe(texts[t], bool(is_ai[t])))
 
     keep = reason == None  # noqa: E711
     kept_turn = keep[owner]
@@ -391,7 +431,7 @@ def _filter(candidates: _Candidates, config: CorpusConfig, language: str | None)
     return Corpus(
         pa.Table.from_pylist(rows, schema=CONVERSATION_SCHEMA).to_pandas(),
         pa.Table.from_pylist(rejects, schema=REJECT_SCHEMA).to_pandas(),
-        {**dict.fromkeys(REASONS, 0), **candidates.counts},
+        {**dict.fromkeys(REASONS + TRIMS, 0), **candidates.counts},
     )
 
 
@@ -421,6 +461,7 @@ def build_corpus(transcripts: pd.DataFrame, config: CorpusConfig, language: str 
             truncated=row["finish_reason"] == "length",
             check_roles=config.role_confusion,
             keep_truncated=config.truncated == "keep_complete",
+            unfinished=config.unfinished_turns,
         )
         if parsed.reason is not None:
             candidates.reject(base, parsed.reason, parsed.detail, transcript)
@@ -429,7 +470,7 @@ def build_corpus(transcripts: pd.DataFrame, config: CorpusConfig, language: str 
             candidates.count(trim)
         candidates.bases.append({**base, "_raw": transcript})
         candidates.turns.append(parsed.turns)
-    return _filter(candidates, config, language)
+    return _filter(candidates, config, language, self_chat=True)
 
 
 def single_turn_corpus(seeds: pd.DataFrame, config: CorpusConfig, language: str | None = None) -> Corpus:
@@ -452,7 +493,7 @@ def single_turn_corpus(seeds: pd.DataFrame, config: CorpusConfig, language: str 
                 continue
             candidates.bases.append({**base, "_raw": None})
             candidates.turns.append(turns)
-    return _filter(candidates, config, language)
+    return _filter(candidates, config, language, self_chat=False)
 
 
 def turns_of(conversations: pd.DataFrame) -> list[list[Turn]]:

@@ -54,6 +54,44 @@ class LanguageFilterConfig(StrictModel):
     english_word_share: float | None = Field(default=0.15, gt=0.0, le=1.0)
 
 
+# Words that do not end an English sentence: a turn whose last word is one of them was cut.
+DANGLING_WORDS = (
+    "a", "an", "the", "and", "or", "but", "nor", "of", "to", "with", "for", "from", "into", "than", "by", "at",
+    "as", "because", "if", "whether", "although", "though", "unless", "your", "my", "our", "their", "its",
+    "such", "very", "is", "are", "was", "were", "be",
+)  # fmt: skip
+
+
+class UnfinishedTurnConfig(StrictModel):
+    """A last AI turn that ends mid-sentence although ``finish_reason`` was ``stop`` (see core/unfinished.py)."""
+
+    enabled: bool = True
+    # The weakest signal, no sentence end: off leaves only the structural ones (an
+    # unclosed code block or bracket, a dangling word, a bare list marker, a trailing comma).
+    require_sentence_end: bool = True
+    # Turns of fewer words are short answers ("Paris", "Yes, exactly") and need no full stop.
+    min_words: int = Field(default=8, ge=1)
+    dangling_words: Annotated[list[str], AfterValidator(no_repeats)] = Field(
+        default_factory=lambda: list(DANGLING_WORDS)
+    )
+    # "last": only the final AI turn, the one no marker followed (Baize v1 transcripts: every
+    # earlier turn ended where the teacher wrote the next marker). "every_ai": also earlier
+    # turns (v1.5, one request per turn); the conversation is kept up to the first unfinished one.
+    turns: Literal["last", "every_ai"] = "last"
+
+
+class RoleVoiceConfig(StrictModel):
+    """A turn in the other speaker's voice, without any marker (see core/role_voice.py)."""
+
+    enabled: bool = True
+    # A human turn with this many advice phrases ("here are some tips", "make sure to"),
+    # no question and no human identity ("as a developer") reads as the assistant.
+    min_advice_cues: int = Field(default=2, ge=1)
+    # An AI turn that ends with a question and whose sentences are at least this share
+    # questions reads as the human (the self-chat prompt asks the AI not to ask questions).
+    min_question_share: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
 class ScrubConfig(StrictModel):
     """Replace personal data in kept turns by a placeholder; each replacement is counted."""
 
@@ -87,7 +125,10 @@ class CorpusConfig(StrictModel):
     openai_mentions: bool = True
     role_confusion: bool = True
     # finish_reason=length: "keep_complete" drops the cut-off last turn and keeps the rest.
+    # Also applies to a turn the unfinished_turns check finds cut off.
     truncated: Literal["keep_complete", "drop"] = "keep_complete"
+    unfinished_turns: UnfinishedTurnConfig = UnfinishedTurnConfig()
+    role_voice: RoleVoiceConfig = RoleVoiceConfig()
     repetition: RepetitionConfig = RepetitionConfig()
     language: LanguageFilterConfig = LanguageFilterConfig()
     scrub: ScrubConfig = ScrubConfig()

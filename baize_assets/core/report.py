@@ -1,7 +1,9 @@
 """A readable report of a corpus or training set: Markdown tables, PNG plots, samples.
 
 The headline numbers are the paper's (Baize, table 1): dialogs, average turns (exchanges
-per dialog) and average response length (words per AI turn), per source.
+per dialog) and average response length (words per AI turn), per source. A corpus
+report also shows how well the text-only filters do on their labelled cases
+(``filter_quality.quality_table``) under the settings that built it.
 """
 
 from __future__ import annotations
@@ -101,15 +103,26 @@ def plot_distributions(conversations: pd.DataFrame, directory: Path) -> dict[str
 
 
 def markdown_report(
-    conversations: pd.DataFrame, reasons: pd.DataFrame, plots: dict[str, Path], title: str, n_samples: int = 3
+    conversations: pd.DataFrame,
+    reasons: pd.DataFrame,
+    plots: dict[str, Path],
+    title: str,
+    n_samples: int = 3,
+    filter_quality: pd.DataFrame | None = None,
 ) -> str:
-    """The whole report as one Markdown document."""
+    """The whole report as one Markdown document; ``filter_quality`` adds its section."""
     exchanges, lengths = distributions(conversations)
 
     def table(frame: pd.DataFrame) -> str:
         return frame.to_markdown(index=False) if len(frame) else "_empty_"
 
     links = "\n".join(f"- [{name}]({path.as_uri()})" for name, path in plots.items())
+    quality = (
+        []
+        if filter_quality is None
+        else ["### Filter quality on the labelled cases (precision, recall, clean look-alikes kept)",
+              table(filter_quality)]
+    )  # fmt: skip
     return "\n\n".join(
         [
             f"## {title}",
@@ -123,6 +136,7 @@ def markdown_report(
             table(lengths),
             "### Plots",
             links or "_none_",
+            *quality,
             "### Samples",
             samples(conversations, n_samples),
         ]

@@ -26,8 +26,7 @@ import peft
 import torch
 import torch.nn.functional as F
 import transformers
-from peft import LoraConfig as PeftLoraConfig
-from peft import get_peft_model
+from peft import LoraConfig as PeftLoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .batching import IGNORE_INDEX, Sample, collate, length_grouped_batches, shuffled_batches
