@@ -5,12 +5,15 @@ with a fixed latency per call. Figures printed:
 
 1. a sequential loop, one call at a time with the synchronous client, as the original
    Baize collector did (without its extra one-second sleep), on a sample of the seeds;
-2. the collector with ``--in-flight`` requests in flight on every seed, without and with
-   the durable SQLite cache; the speedup over (1) and the share of the ideal bound
-   ``in_flight / latency`` it reaches;
-3. the collector under a requests-per-minute limit: the achieved rate over the run and the
+2. a plain asyncio loop, the leanest use of the same client library: one ``AsyncOpenAI``,
+   an ``asyncio.Semaphore(in_flight)`` and ``asyncio.gather``, on the same event loop the
+   collector uses (uvloop where installed), no retries, cache, limiter or budget;
+3. the collector with ``--in-flight`` requests in flight on every seed, without and with
+   the durable SQLite cache; the speedup over (1), its ratio to (2) and the share of the
+   ideal bound ``in_flight / latency`` it reaches;
+4. the collector under a requests-per-minute limit: the achieved rate over the run and the
    busiest window seen by the server, against the limit;
-4. the peak resident memory of this process.
+5. the peak resident memory of this process.
 
     .venv/bin/python benchmarks/bench_selfchat.py            # 2,000 seeds, 200 ms, 64 in flight
 """
@@ -18,6 +21,7 @@ with a fixed latency per call. Figures printed:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import resource
 import subprocess
@@ -118,6 +122,33 @@ def sequential_baseline(base_url: str, seeds, count: int) -> float:
     return count / (time.monotonic() - started)
 
 
+def plain_async_loop(base_url: str, seeds, in_flight: int) -> float:
+    """Calls per second of the plainest concurrent loop on the same client and event loop."""
+
+    async def run() -> None:
+        async with openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0) as client:
+            slots = asyncio.Semaphore(in_flight)
+
+            async def one(seed: str) -> None:
+                async with slots:
+                    await client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": self_chat_prompt(seed)}], max_tokens=1024
+                    )
+
+            await asyncio.gather(*(one(seed) for seed in seeds["seed"]))
+
+    try:
+        import uvloop  # the collector's event loop where installed, so both loops run on the same one
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    started = time.monotonic()
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(run())
+    return len(seeds) / (time.monotonic() - started)
+
+
 def timed_collection(seeds, teacher: TeacherConfig, base_url: str, cache_dir: Path | None) -> tuple[float, int]:
     """Conversations per second of one collection run, and how many failed."""
     started = time.monotonic()
@@ -149,14 +180,20 @@ def main() -> int:
         sequential = sequential_baseline(teacher.base_url, seeds, args.sequential_sample)
         print(f"sequential loop (1 in flight, {args.sequential_sample} calls): {sequential:.2f} calls/s")
 
+        plain = plain_async_loop(teacher.base_url, seeds, args.in_flight)
+        print(f"plain asyncio loop, {args.in_flight} in flight: {plain:.1f} calls/s; {plain / bound:.1%} of the bound "
+              f"{bound:.0f}/s")
+
         concurrent = TeacherConfig(max_concurrency=args.in_flight)
         rate, failed = timed_collection(seeds, concurrent, teacher.base_url, None)
         print(f"collector, {args.in_flight} in flight, no cache: {rate:.1f} conversations/s, failed {failed}; "
-              f"{rate / sequential:.1f}x sequential; {rate / bound:.1%} of the bound {bound:.0f}/s")
+              f"{rate / sequential:.1f}x sequential; {rate / plain:.2f}x the plain loop; "
+              f"{rate / bound:.1%} of the bound")
         with tempfile.TemporaryDirectory() as cache_dir:
             rate, failed = timed_collection(seeds, concurrent, teacher.base_url, Path(cache_dir))
             print(f"collector, {args.in_flight} in flight, SQLite cache: {rate:.1f} conversations/s, failed {failed}; "
-                  f"{rate / sequential:.1f}x sequential; {rate / bound:.1%} of the bound")
+                  f"{rate / sequential:.1f}x sequential; {rate / plain:.2f}x the plain loop; "
+                  f"{rate / bound:.1%} of the bound")
             started = time.monotonic()
             timed_collection(seeds, concurrent, teacher.base_url, Path(cache_dir))
             print(f"rerun of the finished seeds from the cache: {time.monotonic() - started:.2f} s, 0 calls")
