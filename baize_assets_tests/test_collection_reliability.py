@@ -15,6 +15,7 @@ from baize_assets.core.selfchat import (
     collect_transcripts,
     guard_transcript,
 )
+from baize_assets.core.shared_limits import MemoryLimitStore
 from baize_assets.core.transcript_cache import TranscriptCache
 from baize_assets.teacher.server import DEFAULT_FAULT_KINDS, SimulatedTeacher
 
@@ -151,7 +152,7 @@ def test_rate_limit_headers_and_retry_after_are_read():
 
 def test_limiter_spaces_requests_at_the_configured_rate():
     async def run() -> list[float]:
-        limiter = RateLimiter(RateLimitConfig(requests_per_minute=1200))  # one every 50 ms
+        limiter = RateLimiter(RateLimitConfig(requests_per_minute=1200), MemoryLimitStore(), "k")  # one every 50 ms
         starts: list[float] = []
 
         async def one() -> None:
@@ -178,10 +179,10 @@ def test_endpoint_limit_from_headers_keeps_429s_rare():
 
 
 def test_a_hostile_reset_header_pauses_at_most_the_cap():
-    now = [0.0]
-    limiter = RateLimiter(RateLimitConfig(), clock=lambda: now[0])
+    store = MemoryLimitStore(clock=lambda: 0.0)
+    limiter = RateLimiter(RateLimitConfig(), store, "k")
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "99999h"})
-    assert limiter._paused_until == MAX_RESET_PAUSE_S
+    assert store.pause_left("k") == MAX_RESET_PAUSE_S
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "inf"})
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "-5"})
-    assert limiter._paused_until == MAX_RESET_PAUSE_S
+    assert store.pause_left("k") == MAX_RESET_PAUSE_S

@@ -498,3 +498,119 @@ def test_enforced_request_limit_is_advertised_and_refused_beyond():
             self_chat(client)
         assert 0 < float(refused.value.response.headers["retry-after"]) <= 30
         assert server.stats()["requests_by_outcome"]["rate_limited_by_limit"] == 1
+
+
+# --------------------------------------------------------------------------- batch API
+
+
+def batch_input(seeds: list[str], **body) -> bytes:
+    return "".join(json.dumps({"custom_id": f"seed-{n}", "method": "POST", "url": "/v1/chat/completions",
+                               "body": {"model": DEFAULT_MODEL, "temperature": 0.7,
+                                        "messages": [{"role": "user", "content": self_chat_prompt(seed)}], **body}})
+                   + "\n" for n, seed in enumerate(seeds)).encode()
+
+
+def finished(client: openai.OpenAI, batch_id: str):
+    deadline = time.monotonic() + 10
+    while (batch := client.batches.retrieve(batch_id)).status not in ("completed", "failed", "expired", "cancelled"):
+        assert batch.status in ("validating", "in_progress", "finalizing", "cancelling")
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    return batch
+
+
+def test_files_upload_as_multipart_and_download_byte_for_byte(client):
+    data = batch_input([SEED, "Why is the sky blue?"])
+    uploaded = client.files.create(file=("requests.jsonl", data), purpose="batch")
+    assert (uploaded.object, uploaded.purpose, uploaded.status, uploaded.bytes) == ("file", "batch", "processed",
+                                                                                     len(data))
+    assert uploaded.id.startswith("file-") and uploaded.filename == "requests.jsonl"
+    assert client.files.retrieve(uploaded.id) == uploaded
+    assert client.files.content(uploaded.id).content == data
+    with pytest.raises(openai.NotFoundError):
+        client.files.content("file-missing")
+
+
+def test_a_batch_answers_each_line_like_the_chat_endpoint(teacher, client):
+    uploaded = client.files.create(file=("requests.jsonl", batch_input([SEED, "Why is the sky blue?"])),
+                                   purpose="batch")
+    with SimulatedTeacher(api_key=API_KEY, batch_completion_delay_s=0.2) as slow, make_client(slow) as slow_client:
+        created = slow_client.batches.create(
+            input_file_id=slow_client.files.create(file=("r.jsonl", batch_input([SEED])), purpose="batch").id,
+            endpoint="/v1/chat/completions", completion_window="24h", metadata={"purpose": "test"})
+        assert created.status in ("validating", "in_progress") and created.request_counts.total == 1
+        assert created.metadata == {"purpose": "test"} and created.expires_at - created.created_at == 86400
+        assert finished(slow_client, created.id).status == "completed"
+    batch = finished(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                   completion_window="24h").id)
+    assert batch.status == "completed" and batch.error_file_id is None and batch.completed_at is not None
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (2, 2, 0)
+    lines = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    assert [line["custom_id"] for line in lines] == ["seed-0", "seed-1"]
+    first = lines[0]
+    assert set(first) == {"id", "custom_id", "response", "error"} and first["error"] is None
+    assert first["id"].startswith("batch_req_") and first["response"]["status_code"] == 200
+    assert first["response"]["request_id"].startswith("req_")
+    body = openai.types.chat.ChatCompletion.model_validate(first["response"]["body"])
+    direct = self_chat(client)  # the same request, asked directly
+    assert body.choices[0].message.content == direct.choices[0].message.content
+    assert body.choices[0].finish_reason == direct.choices[0].finish_reason and body.usage == direct.usage
+    assert teacher.stats()["batches_created"] == 1
+
+
+def test_failed_lines_go_to_the_error_file_and_a_bad_request_line_keeps_its_status():
+    with SimulatedTeacher(batch_completion_delay_s=0.05, batch_failure_rate=1.0) as server, \
+            make_client(server) as client:
+        uploaded = client.files.create(file=("r.jsonl", batch_input([SEED, SEED + " again"])), purpose="batch")
+        batch = finished(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                       completion_window="24h").id)
+        assert batch.status == "completed" and batch.output_file_id is None
+        assert (batch.request_counts.completed, batch.request_counts.failed) == (0, 2)
+        errors = [json.loads(line) for line in client.files.content(batch.error_file_id).text.splitlines()]
+        assert {e["custom_id"] for e in errors} == {"seed-0", "seed-1"}
+        assert all(e["response"] is None and e["error"]["code"] == "server_error" for e in errors)
+    with SimulatedTeacher(batch_completion_delay_s=0.05) as server, make_client(server) as client:
+        uploaded = client.files.create(file=("r.jsonl", batch_input([SEED], n=3)), purpose="batch")
+        batch = finished(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                       completion_window="24h").id)
+        (line,) = [json.loads(text) for text in client.files.content(batch.error_file_id).text.splitlines()]
+        assert line["response"]["status_code"] == 400 and "n=1" in line["response"]["body"]["error"]["message"]
+
+
+def test_an_expiring_batch_ends_half_done_and_a_cancelled_one_stops():
+    seeds = [f"{SEED} ({n})" for n in range(6)]
+    with SimulatedTeacher(batch_completion_delay_s=0.1, batch_expire=1) as server, make_client(server) as client:
+        uploaded = client.files.create(file=("r.jsonl", batch_input(seeds)), purpose="batch")
+        expired = finished(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                         completion_window="24h").id)
+        assert expired.status == "expired" and expired.expired_at is not None
+        assert len(client.files.content(expired.output_file_id).text.splitlines()) == 3
+        late = [json.loads(line) for line in client.files.content(expired.error_file_id).text.splitlines()]
+        assert [line["error"]["code"] for line in late] == ["batch_expired"] * 3
+        again = finished(client, client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                                       completion_window="24h").id)
+        assert again.status == "completed"  # only the first batch expires
+    with SimulatedTeacher(batch_completion_delay_s=2.0) as server, make_client(server) as client:
+        uploaded = client.files.create(file=("r.jsonl", batch_input(seeds)), purpose="batch")
+        created = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                        completion_window="24h")
+        cancelling = client.batches.cancel(created.id)
+        assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+        cancelled = finished(client, created.id)
+        assert cancelled.status == "cancelled" and cancelled.request_counts.completed < 6
+        with pytest.raises(openai.ConflictError):
+            client.batches.cancel(created.id)
+
+
+def test_bad_batch_requests_get_openai_errors_and_a_bad_input_file_fails_the_batch(client):
+    uploaded = client.files.create(file=("r.jsonl", batch_input([SEED])), purpose="batch")
+    with pytest.raises(openai.BadRequestError, match="batches only"):
+        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-missing", endpoint="/v1/chat/completions", completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_missing")
+    broken = client.files.create(file=("r.jsonl", batch_input([SEED]) * 2 + b"not json\n"), purpose="batch")
+    failed = client.batches.create(input_file_id=broken.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert failed.status == "failed" and failed.failed_at is not None
+    assert [(e.code, e.line) for e in failed.errors.data] == [("duplicate_custom_id", 2), ("invalid_json_line", 3)]

@@ -12,10 +12,10 @@ from dagster import (
 )
 from dagster_openai import OpenAIResource
 
-from ..core import selfchat
+from ..core import batch_collect, selfchat
 from ..core.config import PipelineConfig, SourceConfig
 from ..core.leases import exclusive_lease
-from ..core.pricing import SpendLedger
+from ..core.shared_limits import open_limit_store
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..core.transcript_cache import TranscriptCache, cache_key
 from ..resources import BaizeStorage
@@ -55,29 +55,29 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             f"self-chat ({teacher.mode}) for {len(shard_seeds)} seeds of {step} with {teacher.model}, "
             f"{teacher.max_concurrency} in flight"
         )
-        ledger = SpendLedger(layout.collection_spend())
-
-        def sync_spend(tokens: int, dollars: float) -> tuple[int, float]:
-            ledger.record(context.run.run_id, step, tokens, dollars)
-            return ledger.run_total(context.run.run_id, excluding_step=step)
-
+        limit_store = None
         try:
+            # Every process with this endpoint and key shares one rate limit, and every step of the run its budget.
+            limit_store = open_limit_store(teacher.rate_limit_store, layout.rate_limit_store())
             # One run at a time collects a shard: a second run of it waits, then finds it all in the cache.
             with (
                 exclusive_lease(layout.transcripts_lease(source.name, shard), f"run {context.run.run_id}",
                                 log=context.log.info, log_every_s=teacher.progress_every_s),
                 TranscriptCache(layout.transcript_cache(source.name)) as cache,
             ):
-                result = selfchat.collect_transcripts(
+                collect = batch_collect.collect_transcripts_batch if teacher.api == "batch" \
+                    else selfchat.collect_transcripts
+                result = collect(
                     shard_seeds, teacher, api_key=openai.api_key, base_url=openai.base_url,
-                    log=context.log.info, cache=cache, sync_spend=sync_spend,
+                    log=context.log.info, cache=cache, limit_store=limit_store, ledger=context.run.run_id,
                 )
-            run_tokens, run_dollars = ledger.run_total(context.run.run_id)
+            run_tokens, run_dollars = limit_store.spent(context.run.run_id)
         except selfchat.TeacherFatalError as error:
             # The message says what to fix; a traceback through the collector would bury it.
             raise Failure(description=str(error)) from None
         finally:
-            ledger.close()
+            if limit_store is not None:
+                limit_store.close()
         path = write_parquet_atomic(
             result.transcripts, layout.transcripts(source.name, shard), selfchat.TRANSCRIPT_SCHEMA
         )
@@ -105,7 +105,11 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             "model": teacher.model,
             "generation_mode": teacher.mode,
             "prompt_version": inputs["prompt_version"],
+            "teacher_api": teacher.api,
         }
+        if isinstance(result, batch_collect.BatchCollectionResult):
+            metadata.update({k: MetadataValue.json(v) if isinstance(v, dict) else v
+                             for k, v in result.batch_metadata().items()})
         if result.spent_dollars is not None:
             metadata["partition_dollars"] = round(result.spent_dollars, 6)
             metadata["run_dollars"] = round(run_dollars, 6)

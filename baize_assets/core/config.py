@@ -115,6 +115,23 @@ class RateLimitConfig(StrictModel):
     headroom: float = Field(default=0.02, ge=0.0, lt=0.5)
 
 
+class RateLimitStoreConfig(StrictModel):
+    """Where the rate limit and the budget that every process shares live."""
+
+    # sqlite: one file, shared by the processes of one machine; redis: by any number of machines.
+    kind: Literal["sqlite", "redis"] = "sqlite"
+    # The SQLite file; None means rate_limits.sqlite in the output folder.
+    path: Text | None = None
+    # The environment variable holding the Redis URL, which may carry a password.
+    url_env: str = Field(default="BAIZE_REDIS_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _check_path_is_sqlite(self) -> "RateLimitStoreConfig":
+        if self.path is not None and self.kind != "sqlite":
+            raise ValueError(f"path is for the sqlite store; the {self.kind} store's URL comes from {self.url_env}")
+        return self
+
+
 class ModelPrice(StrictModel):
     """Dollars per million tokens of one model."""
 
@@ -127,6 +144,16 @@ class BudgetConfig(StrictModel):
 
     max_tokens: int | None = Field(default=None, ge=1)
     max_dollars: float | None = Field(default=None, gt=0)
+
+
+class BatchConfig(StrictModel):
+    """How ``api: batch`` collects: OpenAI's Batch API, at batch prices, results within the window."""
+
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    completion_window: Literal["24h"] = "24h"
+    # Batch prices are this share of teacher.prices, unless the model has its own under prices.
+    price_factor: float = Field(default=0.5, gt=0, le=1)
+    prices: dict[Text, ModelPrice] = Field(default_factory=dict)
 
 
 class TeacherConfig(StrictModel):
@@ -155,11 +182,23 @@ class TeacherConfig(StrictModel):
     # Limits of the teacher's endpoint; ``endpoint_rate_limits`` overrides them per base URL.
     rate_limit: RateLimitConfig = RateLimitConfig()
     endpoint_rate_limits: dict[Text, RateLimitConfig] = Field(default_factory=dict)
+    # Shared by every process that uses the same endpoint and key, as is the budget.
+    rate_limit_store: RateLimitStoreConfig = RateLimitStoreConfig()
     prices: dict[Text, ModelPrice] = Field(default_factory=dict)
     budget: BudgetConfig = BudgetConfig()
     # Ignore cached conversations and ask the teacher again for every seed.
     regenerate: bool = False
     progress_every_s: float = Field(default=10.0, gt=0)
+    # chat: one request per call; batch: the shard's requests as one Batch API job (v1 only).
+    api: Literal["chat", "batch"] = "chat"
+    batch: BatchConfig = BatchConfig()
+
+    @model_validator(mode="after")
+    def _check_batch_mode(self) -> "TeacherConfig":
+        if self.api == "batch" and self.mode == "v1.5":
+            raise ValueError("api 'batch' supports mode 'v1' only: v1.5 asks turn by turn and would need one batch "
+                             "per round")
+        return self
 
     @model_validator(mode="after")
     def _check_dollar_budget_has_price(self) -> "TeacherConfig":

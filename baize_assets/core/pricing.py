@@ -1,18 +1,17 @@
-"""Tokens into dollars, the per-run budget, and the ledger that shares it between steps.
+"""Tokens into dollars, and the per-run budget, kept in a ledger that every step shares.
 
 A run's transcript steps may run in separate processes (Dagster's multiprocess
-executor), so what each step has spent goes to a small SQLite ledger keyed by run id;
-every step counts the others' spending against the run's cap.
+executor, Celery workers on other machines), so the run's spending lives in one
+ledger of the shared limit store (:mod:`.shared_limits`), keyed by run id: each request
+reserves its worst case there against the run's cap, atomically, before it is sent.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from .config import BudgetConfig, ModelPrice
+from .shared_limits import LimitStore
 
 
 def dollars(price: ModelPrice | None, prompt_tokens: int, completion_tokens: int) -> float | None:
@@ -32,16 +31,21 @@ class Budget:
     """Admits a request only if, even at its largest, the run stays within its cap.
 
     Each request reserves its worst case (estimated prompt plus ``max_tokens`` of
-    completion) while in flight and settles its real usage when it ends, so the cap
-    holds even with many requests in flight.
+    completion) in the ledger while in flight and settles its real usage when it ends,
+    so across every process of the run the cap is passed by at most what the requests
+    in flight use beyond their estimate. Without a cap the ledger is written once, at
+    the end, for the run's totals.
     """
 
-    def __init__(self, config: BudgetConfig, price: ModelPrice | None) -> None:
+    def __init__(self, config: BudgetConfig, price: ModelPrice | None, store: LimitStore, ledger: str) -> None:
         self.config = config
         self.price = price
-        self.spent_tokens = 0
+        self.store = store
+        self.ledger = ledger
+        self.capped = config.max_tokens is not None or config.max_dollars is not None
+        self.spent_tokens = 0  # by this collection
         self.spent_dollars = 0.0
-        self.elsewhere_tokens = 0  # other steps of the same run, from the ledger
+        self.elsewhere_tokens = 0  # by the rest of the run, as of the last reservation
         self.elsewhere_dollars = 0.0
         self._reserved_tokens = 0
         self._reserved_dollars = 0.0
@@ -49,56 +53,39 @@ class Budget:
 
     def reserve(self, prompt_tokens: int, completion_tokens: int) -> Reservation | None:
         """Reserve a request's worst case; None (and exhausted from now on) when it does not fit."""
-        tokens = prompt_tokens + completion_tokens
-        cost = dollars(self.price, prompt_tokens, completion_tokens) or 0.0
         if self.exhausted:
             return None
-        over_tokens = self.config.max_tokens is not None and (
-            self.elsewhere_tokens + self.spent_tokens + self._reserved_tokens + tokens > self.config.max_tokens
-        )
-        over_dollars = self.config.max_dollars is not None and (
-            self.elsewhere_dollars + self.spent_dollars + self._reserved_dollars + cost > self.config.max_dollars
-        )
-        if over_tokens or over_dollars:
-            self.exhausted = True
-            return None
-        self._reserved_tokens += tokens
-        self._reserved_dollars += cost
-        return Reservation(tokens, cost)
+        reservation = Reservation(prompt_tokens + completion_tokens,
+                                  dollars(self.price, prompt_tokens, completion_tokens) or 0.0)
+        if self.capped:
+            fits, run_tokens, run_dollars = self.store.reserve(
+                self.ledger, reservation.tokens, reservation.dollars, self.config.max_tokens, self.config.max_dollars
+            )
+            self.elsewhere_tokens = run_tokens - self.spent_tokens
+            self.elsewhere_dollars = run_dollars - self.spent_dollars
+            if not fits:
+                self.exhausted = True
+                return None
+        self._reserved_tokens += reservation.tokens
+        self._reserved_dollars += reservation.dollars
+        return reservation
 
     def settle(self, reservation: Reservation, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """End a reservation, charging what the request really used (nothing if it failed)."""
+        used_tokens = prompt_tokens + completion_tokens
+        used_dollars = dollars(self.price, prompt_tokens, completion_tokens) or 0.0
         self._reserved_tokens -= reservation.tokens
         self._reserved_dollars -= reservation.dollars
-        self.spent_tokens += prompt_tokens + completion_tokens
-        self.spent_dollars += dollars(self.price, prompt_tokens, completion_tokens) or 0.0
-
-
-class SpendLedger:
-    """Tokens and dollars spent per (run, step), shared by processes through SQLite."""
-
-    def __init__(self, path: Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS spend (run_id TEXT NOT NULL, step TEXT NOT NULL, tokens INTEGER NOT NULL, "
-            "dollars REAL NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (run_id, step))"
-        )
-
-    def record(self, run_id: str, step: str, tokens: int, spent_dollars: float) -> None:
-        self._db.execute(
-            "INSERT INTO spend VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, step) DO UPDATE SET "
-            "tokens = excluded.tokens, dollars = excluded.dollars, updated_at = excluded.updated_at",
-            (run_id, step, tokens, spent_dollars, time.time()),
-        )
-
-    def run_total(self, run_id: str, excluding_step: str | None = None) -> tuple[int, float]:
-        tokens, spent = self._db.execute(
-            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(dollars), 0.0) FROM spend WHERE run_id = ? AND step != ?",
-            (run_id, excluding_step or ""),
-        ).fetchone()
-        return int(tokens), float(spent)
+        self.spent_tokens += used_tokens
+        self.spent_dollars += used_dollars
+        if self.capped:
+            self.store.settle(self.ledger, reservation.tokens, reservation.dollars, used_tokens, used_dollars)
 
     def close(self) -> None:
-        self._db.close()
+        """Release what requests cut short still hold; record the spending of an uncapped collection."""
+        if self.capped:
+            if self._reserved_tokens or self._reserved_dollars:
+                self.store.settle(self.ledger, self._reserved_tokens, self._reserved_dollars, 0, 0.0)
+        elif self.spent_tokens or self.spent_dollars:
+            self.store.settle(self.ledger, 0, 0.0, self.spent_tokens, self.spent_dollars)
+        self._reserved_tokens, self._reserved_dollars = 0, 0.0

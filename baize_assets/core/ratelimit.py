@@ -6,6 +6,7 @@ window, and the provider never has a reason to answer 429. Tokens are paced the 
 way: each request reserves an estimate before it starts and settles the real count when
 it ends. The provider's own signals pause everyone: a ``Retry-After`` on a 429, or
 ``x-ratelimit-remaining-*`` headers that reach zero before their ``x-ratelimit-reset-*``.
+With a shared store, "everyone" is every process using the same endpoint and key.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import time
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from .config import RateLimitConfig
+
+if TYPE_CHECKING:  # shared_limits builds on teacher_client, which reads this module's headers
+    from .shared_limits import LimitStore
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -53,57 +56,51 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 class RateLimiter:
-    """Paces requests and tokens of one endpoint; shared by every concurrent caller."""
+    """Paces the requests and tokens of one endpoint and key; shared by every concurrent caller.
 
-    def __init__(self, limits: RateLimitConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    The pacing state lives in ``store`` under ``key``: an in-process store paces the
+    callers of one process, a shared one (:mod:`.shared_limits`) every process that
+    uses the same endpoint and key.
+    """
+
+    def __init__(self, limits: RateLimitConfig, store: LimitStore, key: str) -> None:
         self.limits = limits
-        self._clock = clock
-        self._origin = 0.0  # start time of ticket 0 of the request queue
-        self._tickets = 0
-        self._tokens_free_at = 0.0  # when every reserved token has been paid off at the allowed rate
-        self._paused_until = 0.0
+        self.store = store
+        self.key = key
+        self._pace = 1.0 - limits.headroom
+
+    def _token_seconds(self, tokens: int) -> float:
+        return tokens * 60.0 / (self.limits.tokens_per_minute * self._pace) if self.limits.tokens_per_minute else 0.0
 
     async def acquire(self, estimated_tokens: int) -> None:
         """Wait until one more request of about ``estimated_tokens`` tokens may start.
 
-        Each request takes a ticket; ticket ``n`` starts at ``origin + n * interval``, so
-        waiters queue in order and small wake-up delays do not add up. A waiter that
-        wakes much later than its slot (a stalled loop, a pause) moves the origin forward,
-        so the queue behind it keeps the limit's spacing instead of catching up in a burst.
+        Each request takes the next slot in the store, one interval after the last one
+        taken by anyone, so waiters queue in order and small wake-up delays do not add up.
+        A pause written while it slept (by any process) sends it to take a new slot after it.
         """
-        now = self._clock()
-        pace = 1.0 - self.limits.headroom
-        interval = 60.0 / (self.limits.requests_per_minute * pace) if self.limits.requests_per_minute else 0.0
-        ticket = self._tickets
-        self._tickets += 1
-        if self._origin + ticket * interval < now:
-            self._origin = now - ticket * interval  # idle: the queue starts again from now
-        token_start = 0.0
-        if self.limits.tokens_per_minute:
-            token_start = max(now, self._tokens_free_at)
-            self._tokens_free_at = token_start + estimated_tokens * 60.0 / (self.limits.tokens_per_minute * pace)
+        rpm = self.limits.requests_per_minute
+        interval = 60.0 / (rpm * self._pace) if rpm else 0.0
+        token_cost = self._token_seconds(estimated_tokens)
         while True:
-            slot = self._origin + ticket * interval
-            start = max(slot, token_start, self._paused_until)
-            if start <= now:
-                break
-            await asyncio.sleep(start - now)
-            now = self._clock()
-        if interval and now - slot > interval / 2:
-            self._origin += now - slot
+            wait = self.store.take_slot(self.key, interval, token_cost)
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+            paused = self.store.pause_left(self.key)
+            if paused <= 0:
+                return
+            await asyncio.sleep(paused)
+            token_cost = 0.0  # the tokens were reserved with the first slot
 
     def settle(self, estimated_tokens: int, used_tokens: int) -> None:
         """Correct a reservation by what the request really used."""
         if self.limits.tokens_per_minute:
-            pace = 1.0 - self.limits.headroom
-            self._tokens_free_at += (used_tokens - estimated_tokens) * 60.0 / (self.limits.tokens_per_minute * pace)
+            self.store.shift_tokens(self.key, self._token_seconds(used_tokens - estimated_tokens))
 
     def pause(self, seconds: float) -> None:
         """No request starts for ``seconds`` (a 429's ``Retry-After``, an exhausted quota)."""
-        until = self._clock() + seconds
-        if until > self._paused_until:
-            self._paused_until = until
-
+        self.store.pause(self.key, seconds)
     def observe(self, headers: Mapping[str, str] | None, in_flight: int = 0, in_flight_tokens: int = 0) -> None:
         """Slow down on the provider's ``x-ratelimit-*`` headers before its quota runs out.
 

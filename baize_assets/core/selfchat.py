@@ -5,7 +5,8 @@ Built to run Baize's ~160,000 teacher calls unattended:
 * **concurrent** — a fixed pool of workers on the ``openai`` async client keeps
   ``max_concurrency`` conversations in flight;
 * **paced** — a client-side limiter keeps requests and tokens per minute under the
-  endpoint's limits and pauses on ``Retry-After`` and exhausted ``x-ratelimit-*`` headers;
+  endpoint's limits and pauses on ``Retry-After`` and exhausted ``x-ratelimit-*`` headers,
+  one limit per endpoint and key shared by every process (:mod:`.shared_limits`);
 * **retried** — 429, 5xx, timeouts, dropped connections and malformed answers are retried
   with exponential backoff and full jitter, honoring ``Retry-After``; errors no retry can
   fix stop at once: a bad key, a forbidden or missing model, an exhausted quota (the whole
@@ -16,8 +17,9 @@ Built to run Baize's ~160,000 teacher calls unattended:
 * **durable** — every finished conversation is committed to the source's cache as it
   arrives, keyed by a hash of the seed and every generation input, so a killed run loses
   only the requests in flight and a rerun asks only for what is missing;
-* **budgeted** — tokens and dollars are counted per call; a per-run cap stops new
-  requests cleanly and the seeds left over become ``budget_exhausted`` rows;
+* **budgeted** — tokens and dollars are counted per call; a per-run cap, reserved in a
+  ledger every process of the run shares, stops new requests cleanly and the seeds left
+  over become ``budget_exhausted`` rows;
 * **two modes** — Baize v1 (one call writes the transcript) and v1.5 (turn by turn),
   both guarded against loops (rounds, tokens, repeated turns).
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -50,6 +53,7 @@ from .prompts import (
     self_chat_turn_prompt,
 )
 from .ratelimit import RateLimiter
+from .shared_limits import LimitStore, LimitStoreError, MemoryLimitStore, limit_key
 from .teacher_client import (
     CONTENT_FILTER,
     MALFORMED,
@@ -122,7 +126,6 @@ class _Collector:
         budget: Budget,
         log: Callable[[str], None],
         progress_every_s: float,
-        sync_spend: Callable[[int, float], tuple[int, float]] | None,
     ) -> None:
         self.seeds = seeds.to_dict("records")
         self.teacher = teacher
@@ -132,7 +135,6 @@ class _Collector:
         self.budget = budget
         self.log = log
         self.progress_every_s = progress_every_s
-        self.sync_spend = sync_spend
         self.inputs = generation_inputs(teacher)
         self.usage, self.failures, self.retries = Usage(), Counter(), Counter()
         self.rows: list[dict] = []
@@ -202,6 +204,8 @@ class _Collector:
                         raise TerminalError(error.kind, f"{error} (after {attempt + 1} attempts)") from None
                     await asyncio.sleep(error.retry_after if error.retry_after is not None else self._backoff(attempt))
             raise AssertionError("unreachable: the last attempt returns or raises")
+        except LimitStoreError as error:  # without its shared limits, no process may go on sending
+            raise self._fail_run(error) from None
         finally:
             if self._probe_task is asyncio.current_task():
                 self._probe_done.set()
@@ -326,11 +330,6 @@ class _Collector:
 
     # -- the run
 
-    def _sync_spend(self) -> None:
-        if self.sync_spend is not None:
-            elsewhere = self.sync_spend(self.budget.spent_tokens, self.budget.spent_dollars)
-            self.budget.elsewhere_tokens, self.budget.elsewhere_dollars = elsewhere
-
     def progress_line(self) -> str:
         done, total = len(self.rows), len(self.seeds)
         elapsed = time.monotonic() - self._started
@@ -350,7 +349,6 @@ class _Collector:
         last_log = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.progress_every_s))
-            self._sync_spend()
             if time.monotonic() - last_log >= self.progress_every_s:
                 last_log = time.monotonic()
                 self.log(self.progress_line())
@@ -366,7 +364,6 @@ class _Collector:
                                   "prompt_version": stored[key]["prompt_version"], "model": stored[key]["model"]})
             else:
                 queue.put_nowait((seed, key))
-        self._sync_spend()
 
         async def worker() -> None:
             while not queue.empty():
@@ -383,7 +380,6 @@ class _Collector:
             for task in [*workers, reporter]:
                 task.cancel()
             await asyncio.gather(*workers, reporter, return_exceptions=True)
-            self._sync_spend()
         self.log(self.progress_line())
         if self.fatal:
             raise self.fatal
@@ -407,14 +403,17 @@ def collect_transcripts(
     log: Callable[[str], None] = print,
     progress_every_s: float | None = None,
     cache: TranscriptCache | None = None,
-    sync_spend: Callable[[int, float], tuple[int, float]] | None = None,
+    limit_store: LimitStore | None = None,
+    ledger: str | None = None,
 ) -> CollectionResult:
     """Ask the teacher for one self-chat conversation per seed row.
 
     ``base_url`` None means the ``openai`` client's own default (``OPENAI_BASE_URL``
     or OpenAI itself). With a ``cache``, conversations it holds are reused and new ones
-    are stored as they arrive. ``sync_spend(tokens, dollars)`` records this step's
-    spending and returns what the rest of the run has spent (for the per-run budget).
+    are stored as they arrive. ``limit_store`` holds the rate limit of the endpoint and
+    key and the budget's ``ledger`` (a Dagster run's id), shared with every other process
+    that uses it; None keeps both within this call. Either is used only when a limit or a
+    cap is configured, or, for the ledger, to record the spending once at the end.
     """
 
     async def run() -> _Collector:
@@ -424,13 +423,22 @@ def collect_transcripts(
         timeout = openai.Timeout(teacher.timeout_s, connect=teacher.timeout_s * 0.9)
         async with openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0) as client:
             limits = teacher.rate_limit_for(str(client.base_url))
-            budget = Budget(teacher.budget, teacher.prices.get(teacher.model))
+            limited = limits.requests_per_minute is not None or limits.tokens_per_minute is not None
+            # Without a limit nothing needs sharing: pauses stay in this process, at no I/O per request.
+            limiter = RateLimiter(limits, shared if limited else MemoryLimitStore(),
+                                  limit_key(str(client.base_url), api_key))
             collector = _Collector(
-                seeds, teacher, TeacherClient(client, teacher, api_key), cache, RateLimiter(limits), budget,
-                log, progress_every_s or teacher.progress_every_s, sync_spend,
+                seeds, teacher, TeacherClient(client, teacher, api_key), cache, limiter, budget,
+                log, progress_every_s or teacher.progress_every_s,
             )
-            await collector.run()
+            try:
+                await collector.run()
+            finally:
+                budget.close()
             return collector
+
+    shared = limit_store if limit_store is not None else MemoryLimitStore()
+    budget = Budget(teacher.budget, teacher.prices.get(teacher.model), shared, ledger or f"collection-{uuid.uuid4()}")
 
     started = time.monotonic()
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:

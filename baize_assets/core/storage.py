@@ -58,9 +58,9 @@ class Layout:
         """Every finished conversation of a source, written as it arrives (survives a crash)."""
         return self.root / source / "transcript_cache.sqlite"
 
-    def collection_spend(self) -> Path:
-        """Tokens and dollars spent by each run's self-chat steps, for the per-run budget."""
-        return self.root / "collection_spend.sqlite"
+    def rate_limit_store(self) -> Path:
+        """The default shared limit store: request slots per endpoint and key, and each run's budget ledger."""
+        return self.root / "rate_limits.sqlite"
 
     def conversations(self, source: str, shard: str | int) -> Path:
         return self.root / source / "conversations" / f"shard-{shard}.parquet"

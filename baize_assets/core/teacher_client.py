@@ -169,7 +169,7 @@ def _token_count(usage: Any, name: str) -> int:
 class TeacherClient:
     """The collector's view of the teacher: classified outcomes of chat completions."""
 
-    def __init__(self, client: openai.AsyncOpenAI, teacher: TeacherConfig, api_key: str) -> None:
+    def __init__(self, client: openai.AsyncOpenAI | openai.OpenAI, teacher: TeacherConfig, api_key: str) -> None:
         self.client = client
         self.teacher = teacher
         base_url = str(client.base_url)
@@ -258,6 +258,10 @@ class TeacherClient:
             raise RetryableError(MALFORMED, self.redact(
                 f"the answer is not valid JSON ({len(body)} bytes): {type(exc).__name__}: {exc}"
             )) from None
+        return self.completion(data, headers)
+
+    def completion(self, data: Any, headers: Mapping[str, str]) -> Completion:
+        """A parsed answer body (a chat answer's, or a batch output line's) as a Completion, not yet checked."""
         if not isinstance(data, dict):
             raise RetryableError(MALFORMED, f"the answer is a JSON {type(data).__name__}, not a chat completion")
         usage = data.get("usage")

@@ -41,6 +41,39 @@ _STREAM_WORDS_PER_CHUNK = 4
 _DRIP_BYTES = 16
 
 
+def build_completion(teacher: SimulatedTeacher, request: dict[str, Any],
+                     fault: str | None) -> tuple[dict[str, Any], bytes | None]:
+    """The chat completion answering ``request`` (a chat answer or a batch line), and scripted raw bytes if any."""
+    scripted = teacher.scripted_reply(prompt_subject(request["messages"])) if teacher.scripted_reply else None
+    raw_content = scripted if isinstance(scripted, bytes) else None
+    if fault == "malformed":
+        text = malformed_reply(teacher.faults.seed, request["messages"])
+    elif isinstance(scripted, str):
+        text = scripted
+    elif raw_content is not None:
+        text = raw_content.decode("utf-8", "replace")  # for the token count only
+    else:
+        text = completion_text(request["messages"], request["model"], request["temperature"])
+    if raw_content is None:
+        text, finish_reason = apply_limits(text, request["stop"], request["max_tokens"])
+    else:
+        finish_reason = "stop"
+    text, finish_reason = faulty_text(fault, text, finish_reason, teacher.oversized_chars)
+
+    prompt_tokens = sum(approx_tokens(content_text(m.get("content"))) for m in request["messages"])
+    completion_tokens = approx_tokens(text)
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
+    completion = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": request["model"],
+        "system_fingerprint": None, "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": None, "finish_reason": finish_reason}],
+        "usage": usage,
+    }
+    return completion, raw_content
+
+
 class TeacherHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging request must not keep the process alive
     request_queue_size = 1024  # many clients connect at once; the default backlog of 5 drops SYNs
@@ -126,6 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, model_object(model), outcome="ok")
             elif method == "POST" and path == "/v1/chat/completions":
                 self._chat_completion(body)
+            elif path.startswith(("/v1/files", "/v1/batches")):
+                self._batch_api(method, path, body)
             else:
                 raise ApiError(404, f"Invalid URL ({method} {path})", "invalid_request_error", None,
                                outcome="not_found")
@@ -179,42 +214,31 @@ class _Handler(BaseHTTPRequestHandler):
             teacher.count_outcome("hang")
             teacher.sleep(teacher.hang_s)
 
-        scripted = teacher.scripted_reply(prompt_subject(request["messages"])) if teacher.scripted_reply else None
-        raw_content = scripted if isinstance(scripted, bytes) else None
-        if fault == "malformed":
-            text = malformed_reply(teacher.faults.seed, request["messages"])
-        elif isinstance(scripted, str):
-            text = scripted
-        elif raw_content is not None:
-            text = raw_content.decode("utf-8", "replace")  # for the token count only
-        else:
-            text = completion_text(request["messages"], request["model"], request["temperature"])
-        if raw_content is None:
-            text, finish_reason = apply_limits(text, request["stop"], request["max_tokens"])
-        else:
-            finish_reason = "stop"
-        text, finish_reason = faulty_text(fault, text, finish_reason, teacher.oversized_chars)
-
-        prompt_tokens = sum(approx_tokens(content_text(m.get("content"))) for m in request["messages"])
-        completion_tokens = approx_tokens(text)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        completion, raw_content = build_completion(teacher, request, fault)
         if fault != "hang":  # a hang was counted when it started
             teacher.count_outcome(fault or "ok")
-        envelope = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
-                    "model": request["model"], "system_fingerprint": None}
+        usage = completion["usage"]
         if request["stream"]:
-            self._stream(envelope, text, finish_reason, usage, request["include_usage"])
+            choice = completion["choices"][0]
+            envelope = {name: completion[name] for name in ("id", "created", "model", "system_fingerprint")}
+            self._stream(envelope, choice["message"]["content"], choice["finish_reason"], usage,
+                         request["include_usage"])
             return
-        completion = {
-            **envelope,
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                         "logprobs": None, "finish_reason": finish_reason}],
-            "usage": usage,
-        }
         self._send_completion(completion_body(fault, completion, raw_content, teacher.faults.seed), fault,
                               usage["total_tokens"])
+
+    def _batch_api(self, method: str, path: str, body: bytes) -> None:
+        answer = self.server.teacher.batches.route(method, path, body, self.headers.get("Content-Type", ""))
+        if isinstance(answer, dict):
+            self._send_json(200, answer, outcome="ok", rate_limit_headers=False)
+            return
+        self.server.teacher.count_outcome("ok")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+        self.wfile.flush()
 
     def _send_completion(self, data: bytes, fault: str | None, tokens: int) -> None:
         """A 200 answer; ``short_body`` and ``slow_drip`` change how its bytes go out."""

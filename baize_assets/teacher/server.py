@@ -8,7 +8,8 @@ transcripts are deterministic placeholder text built from the seed's words
 (:mod:`~baize_assets.teacher.text`).
 
 Endpoints: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/chat/completions``
-(plain or ``stream: true`` Server-Sent Events) and ``GET /stats`` (request counters).
+(plain or ``stream: true`` Server-Sent Events), the Batch API (``/v1/files`` and
+``/v1/batches``, :mod:`~baize_assets.teacher.batches`) and ``GET /stats`` (request counters).
 A self-chat prompt (see :mod:`baize_assets.core.prompts`) gets a ``[Human]``/``[AI]``
 transcript about its seed; any other message gets a short placeholder reply; a test can
 script the replies instead (``scripted_reply``).
@@ -32,14 +33,16 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable, Iterable, Sequence
 
+from .batches import BatchService
 from .faults import ALL_FAULT_KINDS, DEFAULT_FAULT_KINDS, FaultSchedule
-from .handler import TeacherHTTPServer
+from .handler import TeacherHTTPServer, build_completion
 from .protocol import DEFAULT_MODEL, OWNER, RATE_LIMIT_REQUESTS, ApiError
 
 __all__ = ["ALL_FAULT_KINDS", "API_KEY_ENV", "DEFAULT_FAULT_KINDS", "DEFAULT_MODEL", "OWNER", "SimulatedTeacher",
            "main"]
 
 API_KEY_ENV = "BAIZE_TEACHER_API_KEY"
+ADMISSION_TIMES_KEPT = 100_000
 
 
 class SimulatedTeacher:
@@ -51,6 +54,9 @@ class SimulatedTeacher:
     (also while serving), maps a request's seed (or, for a prompt that is not a
     self-chat, its last user message) to the reply's content: text, which the stop
     sequences and the token limit still cut, or raw bytes sent verbatim as the content.
+    The ``batch_*`` options shape the Batch API (:class:`~baize_assets.teacher.batches.BatchService`):
+    how long a batch takes, the share of its lines that fail, how many batches expire, and
+    the ``custom_id`` faults of the first batch's output.
     """
 
     def __init__(
@@ -71,8 +77,21 @@ class SimulatedTeacher:
         requests_per_window: int | None = None,
         rate_window_s: float = 60.0,
         scripted_reply: Callable[[str], str | bytes] | None = None,
+        batch_completion_delay_s: float = 0.5,
+        batch_failure_rate: float = 0.0,
+        batch_expire: int = 0,
+        batch_duplicate_ids: int = 0,
+        batch_unknown_ids: int = 0,
+        batch_missing_ids: int = 0,
     ) -> None:
         self.faults = FaultSchedule(fault_rate, fault_kinds, fault_seed)
+        # Batch lines are answered by the chat endpoint's own code, without its fault schedule.
+        self.batches = BatchService(
+            self, lambda request: build_completion(self, request, None)[0],
+            completion_delay_s=batch_completion_delay_s, failure_rate=batch_failure_rate,
+            expire_batches=batch_expire, duplicate_ids=batch_duplicate_ids, unknown_ids=batch_unknown_ids,
+            missing_ids=batch_missing_ids,
+        )
         if not models:
             raise ValueError("the server needs at least one model name")
         self.host = host
@@ -90,6 +109,9 @@ class SimulatedTeacher:
         self.requests_per_window = requests_per_window
         self.rate_window_s = rate_window_s
         self._admitted: deque[float] = deque()
+        # When each chat completion was admitted (seconds since start), so a test can find the busiest window.
+        self._admission_times: deque[float] = deque(maxlen=ADMISSION_TIMES_KEPT)
+        self._started = time.monotonic()
 
         self._lock = threading.Lock()
         self._requests_total = 0
@@ -164,6 +186,8 @@ class SimulatedTeacher:
                 "requests_by_path": dict(self._by_path),
                 "requests_by_outcome": dict(self._by_outcome),
                 "connections_total": self._connections_total,
+                "admitted_at_s": [round(t, 4) for t in self._admission_times],
+                **self.batches.stats(),
             }
 
     def count_request(self, path: str) -> None:
@@ -195,6 +219,8 @@ class SimulatedTeacher:
         time until its oldest request leaves it.
         """
         if self.requests_per_window is None:
+            with self._lock:
+                self._admission_times.append(time.monotonic() - self._started)
             return RATE_LIMIT_REQUESTS, RATE_LIMIT_REQUESTS - 1, 0.0
         with self._lock:
             now = time.monotonic()
@@ -210,6 +236,7 @@ class SimulatedTeacher:
                                         "x-ratelimit-remaining-requests": "0",
                                         "x-ratelimit-reset-requests": f"{reset_s:.3f}s"})
             self._admitted.append(now)
+            self._admission_times.append(now - self._started)
             return self.requests_per_window, self.requests_per_window - len(self._admitted), self.rate_window_s
 
     def sleep(self, seconds: float) -> None:
@@ -246,6 +273,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="characters of text in an oversized answer")
     parser.add_argument("--rpm", type=int, default=None,
                         help="enforce at most this many chat completions per minute (429 beyond; default off)")
+    parser.add_argument("--batch-delay-s", type=float, default=0.5,
+                        help="how long a batch takes from creation to completion (default 0.5)")
+    parser.add_argument("--batch-failure-rate", type=float, default=0.0,
+                        help="share of batch lines that fail with an error (0..1)")
+    parser.add_argument("--batch-expire", type=int, default=0,
+                        help="the first N batches expire with half of their lines done")
     return parser.parse_args(argv)
 
 
@@ -266,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             drip_interval_s=args.drip_interval_s,
             oversized_chars=args.oversized_chars,
             requests_per_window=args.rpm,
+            batch_completion_delay_s=args.batch_delay_s,
+            batch_failure_rate=args.batch_failure_rate,
+            batch_expire=args.batch_expire,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,0 +1,387 @@
+"""One rate limit and one budget per endpoint and key, shared by real processes.
+
+The stores are tested across processes that start together; the Dagster tests run
+the project's definitions as ``dagster`` processes (several runs at once under the
+multiprocess executor, then two dagster-celery workers over RabbitMQ) against a
+simulated teacher that enforces a per-key request limit.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dagster import DagsterEventType, DagsterInstance
+
+from baize_assets.assets import seed_key, transcripts_key
+from baize_assets.core.config import (
+    PROJECT_ROOT,
+    BudgetConfig,
+    PipelineConfig,
+    RateLimitConfig,
+    RateLimitStoreConfig,
+    SourceConfig,
+    TeacherConfig,
+)
+from baize_assets.core.selfchat import collect_transcripts
+from baize_assets.core.shared_limits import LimitStoreError, SqliteLimitStore, limit_key, open_limit_store
+from baize_assets.teacher.server import SimulatedTeacher
+
+from .collection_support import make_seeds
+from .ops_support import (
+    RABBITMQ,
+    CommandLineDeployment,
+    free_port,
+    fresh_postgres_database,
+    process_group,
+    require_service,
+    write_config,
+    write_faq_csv,
+)
+from .test_ops_celery import wait_for_line
+
+REDIS = ("127.0.0.1", 6379)
+REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
+CHAT = "/v1/chat/completions"
+BIN = Path(sys.executable).parent
+STORE_KINDS = ["sqlite", "redis"]
+
+
+def store_env(kind: str) -> dict:
+    if kind == "redis":
+        require_service("Redis", REDIS)
+    return {**os.environ, "BAIZE_REDIS_URL": REDIS_URL, "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+def run_together(script: str, args_per_process: list[list[str]], env: dict) -> list:
+    """``script`` in one process per argument list, all started at once; their JSON outputs."""
+    start_at = str(time.time() + 2.0)  # every process has imported by then, and begins together
+    processes = [subprocess.Popen([sys.executable, "-c", script, start_at, *args], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for args in args_per_process]
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert all(p.returncode == 0 for p in processes), "\n".join(err for _, err in outputs)
+    return [json.loads(out) for out, _ in outputs]
+
+
+def busiest_window(times: list[float], window_s: float) -> int:
+    """The most admissions within any ``window_s`` (the server's own sliding window)."""
+    times, first, best = sorted(times), 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - window_s:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+# Three asyncio tasks in this process take slots of one key through the shared store.
+ACQUIRE = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from pathlib import Path
+    from baize_assets.core.config import RateLimitConfig, RateLimitStoreConfig
+    from baize_assets.core.ratelimit import RateLimiter
+    from baize_assets.core.shared_limits import open_limit_store
+
+    start_at, kind, path, key, rpm, count = sys.argv[1:]
+    store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
+    limiter = RateLimiter(RateLimitConfig(requests_per_minute=float(rpm), headroom=0.0), store, key)
+    starts = []
+
+    async def take(n):
+        for _ in range(n):
+            await limiter.acquire(10)
+            starts.append(time.time())
+
+    async def main():
+        await asyncio.wait_for(asyncio.gather(*(take(int(count) // 3) for _ in range(3))), 30)
+
+    time.sleep(max(float(start_at) - time.time(), 0))
+    asyncio.run(main())
+    print(json.dumps(starts))
+    """
+)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_processes_sharing_a_store_take_evenly_spaced_slots(tmp_path, kind):
+    env, key, interval = store_env(kind), uuid.uuid4().hex, 0.05
+    per_process = 15
+    starts = run_together(ACQUIRE, [[kind, str(tmp_path / "limits.sqlite"), key, str(60 / interval),
+                                     str(per_process)]] * 3, env)
+    every = sorted(t for process in starts for t in process)
+    assert len(every) == 3 * per_process
+    # The processes took turns (each began before another ended), yet together kept one pace.
+    assert max(p[0] for p in map(sorted, starts)) < min(p[-1] for p in map(sorted, starts))
+    assert every[-1] - every[0] >= (len(every) - 1) * interval * 0.97
+    assert busiest_window(every, 0.5) <= 0.5 / interval + 1
+
+
+# A process reserves 100 tokens, uses 90, and so on until the run's cap says no.
+SPEND = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from baize_assets.core.config import RateLimitStoreConfig
+    from baize_assets.core.shared_limits import open_limit_store
+
+    start_at, kind, path, ledger = sys.argv[1:]
+    store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
+    time.sleep(max(float(start_at) - time.time(), 0))
+    admitted = 0
+    while store.reserve(ledger, 100, 0.25, 3000, None)[0]:
+        admitted += 1
+        time.sleep(0.02)  # the request in flight
+        store.settle(ledger, 100, 0.25, 90, 0.2)
+    print(json.dumps(admitted))
+    """
+)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_budget_ledger_shared_by_processes_never_passes_its_cap(tmp_path, kind, monkeypatch):
+    env, ledger, path = store_env(kind), f"run-{uuid.uuid4().hex}", tmp_path / "limits.sqlite"
+    admitted = run_together(SPEND, [[kind, str(path), ledger]] * 3, env)
+    monkeypatch.setenv("BAIZE_REDIS_URL", REDIS_URL)
+    store = open_limit_store(RateLimitStoreConfig(kind=kind), path)
+    tokens, dollars = store.spent(ledger)
+    store.close()
+    assert all(n > 0 for n in admitted)
+    # Every settlement counted once; the cap held, and was used up to what the other
+    # processes' reservations in flight (100 each) kept back when the last one was refused.
+    assert tokens == 90 * sum(admitted) and dollars == pytest.approx(0.2 * sum(admitted))
+    assert 3000 - 100 - 2 * 100 < tokens <= 3000
+
+
+PAUSE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from baize_assets.core.config import RateLimitStoreConfig
+    from baize_assets.core.shared_limits import open_limit_store
+
+    start_at, kind, path, key = sys.argv[1:]
+    open_limit_store(RateLimitStoreConfig(kind=kind), Path(path)).pause(key, 1.5)
+    print("null")
+    """
+)
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_pause_written_by_one_process_holds_back_another(tmp_path, kind, monkeypatch):
+    import asyncio
+
+    from baize_assets.core.ratelimit import RateLimiter
+
+    env, key, path = store_env(kind), uuid.uuid4().hex, tmp_path / "limits.sqlite"
+    monkeypatch.setenv("BAIZE_REDIS_URL", REDIS_URL)
+    store = open_limit_store(RateLimitStoreConfig(kind=kind), path)
+    limiter = RateLimiter(RateLimitConfig(requests_per_minute=6000), store, key)
+    run_together(PAUSE, [[kind, str(path), key]], env)
+    started = time.monotonic()
+    asyncio.run(limiter.acquire(10))
+    store.close()
+    assert 0.5 < time.monotonic() - started < 2.0  # the rest of the 1.5 s pause, after the 2 s start
+
+
+def test_the_limit_key_is_a_hash_without_the_key_or_the_urls_password():
+    key = limit_key("https://user:hunter2@api.example.com/v1/", "sk-secret")
+    assert "sk-secret" not in key and "hunter2" not in key
+    assert key == limit_key("https://other:pw@api.example.com/v1", "sk-secret")  # credentials of the URL aside
+    assert key != limit_key("https://api.example.com/v1", "sk-other")
+
+
+def test_a_limit_store_that_is_down_stops_the_run_before_any_request(tmp_path, teacher, monkeypatch):
+    closed = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+    monkeypatch.setenv("BAIZE_REDIS_URL", closed)
+    with pytest.raises(LimitStoreError, match=r"Redis limit store redis://:\[redacted\]@127\.0\.0\.1") as error:
+        open_limit_store(RateLimitStoreConfig(kind="redis"), tmp_path / "unused.sqlite")
+    assert "s3cret" not in str(error.value)
+    monkeypatch.delenv("BAIZE_REDIS_URL")
+    with pytest.raises(LimitStoreError, match="BAIZE_REDIS_URL .* is not set"):
+        open_limit_store(RateLimitStoreConfig(kind="redis"), tmp_path / "unused.sqlite")
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(LimitStoreError, match="SQLite limit store .*a_file/limits.sqlite cannot be used"):
+        SqliteLimitStore(tmp_path / "a_file" / "limits.sqlite")
+    with pytest.raises(ValueError, match="path is for the sqlite store"):
+        RateLimitStoreConfig(kind="redis", path="limits.sqlite")
+
+    # Through a Dagster run: the step fails with the store's name, and the teacher saw nothing.
+    monkeypatch.setenv("BAIZE_REDIS_URL", closed)
+    csv = write_faq_csv(tmp_path / "faq.csv", [f"How do I water plant {n}?" for n in range(4)])
+    teacher_config = TeacherConfig(rate_limit=RateLimitConfig(requests_per_minute=600),
+                                   rate_limit_store=RateLimitStoreConfig(kind="redis"))
+    config = PipelineConfig(teacher=teacher_config, sources=[
+        SourceConfig(name="faq", format="csv", text_field="question", paths=[str(csv)], shards=1)])
+    (tmp_path / "run").mkdir()
+    deployment = CommandLineDeployment(tmp_path / "run", config, teacher.base_url)
+    assert deployment.materialize_here([seed_key("faq")]).success
+    before = teacher.stats()["requests_by_path"].get(CHAT, 0)
+    result = deployment.materialize_here([transcripts_key("faq")], "0")
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "Redis limit store" in str(failure.event_specific_data)
+    assert teacher.stats()["requests_by_path"].get(CHAT, 0) == before
+
+
+def test_a_collection_budget_is_kept_in_the_store_it_is_given(tmp_path, teacher):
+    store = SqliteLimitStore(tmp_path / "limits.sqlite")
+    capped = TeacherConfig(max_concurrency=4, max_tokens=400, budget=BudgetConfig(max_tokens=6000))
+    first = collect_transcripts(make_seeds(20), capped, "k", teacher.base_url, lambda _: None,
+                                limit_store=store, ledger="run-1")
+    # A second collection on the same ledger finds the cap already spent by the first.
+    second = collect_transcripts(make_seeds(40).tail(20), capped, "k", teacher.base_url, lambda _: None,
+                                 limit_store=store, ledger="run-1")
+    tokens, _ = store.spent("run-1")
+    store.close()
+    assert first.partial and second.partial
+    assert tokens == first.spent_tokens + second.spent_tokens <= 6000
+
+
+# -- real Dagster processes against a teacher with a per-key limit
+
+# The limit is LIMIT requests per WINDOW_S: a requests-per-minute limit expressed over a
+# shorter window, so the test does not last minutes; the client's requests_per_minute is
+# the same rate. With 8% headroom the busiest window should hold about 92% of the limit.
+LIMIT, WINDOW_S = 60, 5.0
+PAIRED_SOURCES = ["extra_a", "extra_b"]
+
+
+def limited_config(tmp_path: Path, shards: int, seeds_per_source: dict[str, int], store: str) -> PipelineConfig:
+    teacher = TeacherConfig(
+        max_concurrency=4, progress_every_s=2, retry_base_s=0.05, retry_max_s=1.0,
+        rate_limit=RateLimitConfig(requests_per_minute=LIMIT * 60 / WINDOW_S, headroom=0.08),
+        rate_limit_store=RateLimitStoreConfig(kind=store),
+    )
+    sources = []
+    for name, count in seeds_per_source.items():
+        csv = write_faq_csv(tmp_path / f"{name}.csv", [f"How does {name} topic {n} work in practice?"
+                                                      for n in range(count)])
+        sources.append(SourceConfig(name=name, format="csv", text_field="question", paths=[str(csv)],
+                                    shards=shards if name == "faq" else 1))
+    return PipelineConfig(teacher=teacher, sources=sources)
+
+
+def assert_the_limit_held(server: SimulatedTeacher, seeds: int) -> None:
+    stats = server.stats()
+    busiest = busiest_window(stats["admitted_at_s"], WINDOW_S)
+    assert stats["requests_by_outcome"].get("rate_limited_by_limit", 0) == 0, stats["requests_by_outcome"]
+    assert stats["requests_by_path"][CHAT] == seeds  # no request was refused or retried
+    assert 0.85 * LIMIT <= busiest <= LIMIT, busiest
+
+
+def transcripts_steps_at_once(instance, run_ids: list[str]) -> int:
+    """The most transcripts steps that were running at the same moment."""
+    edges = []
+    for run_id in run_ids:
+        for event in instance.all_logs(run_id):
+            step = event.step_key or ""
+            if "transcripts" in step and event.dagster_event_type == DagsterEventType.STEP_START:
+                edges.append((event.timestamp, 1))
+            elif "transcripts" in step and event.dagster_event_type == DagsterEventType.STEP_SUCCESS:
+                edges.append((event.timestamp, -1))
+    running = most = 0
+    for _, change in sorted(edges):
+        running += change
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.slow
+def test_concurrent_runs_and_parallel_steps_share_one_limit(tmp_path):
+    """Four shard runs of one source (multiprocess executor, a step process each) and a fifth
+    run with two parallel steps, all started at once: six processes, one endpoint and key."""
+    seeds = {"faq": 120, "extra_a": 30, "extra_b": 30}
+    config = limited_config(tmp_path, 4, seeds, "sqlite")
+    with SimulatedTeacher(requests_per_window=LIMIT, rate_window_s=WINDOW_S, latency_s=0.05) as server:
+        (tmp_path / "run").mkdir()
+        deployment = CommandLineDeployment(tmp_path / "run", config, server.base_url)
+        assert deployment.materialize_here([seed_key(name) for name in seeds]).success
+        materialize = [str(BIN / "dagster"), "asset", "materialize", "-m", "baize_assets.definitions"]
+        commands = [[*materialize, "--select", "faq/transcripts", "--partition", str(shard)] for shard in range(4)]
+        commands.append([*materialize, "--select", ",".join(f"{s}/transcripts" for s in PAIRED_SOURCES),
+                         "--partition", "0"])
+        logs = [deployment.log(f"run-{n}") for n in range(len(commands))]
+        groups = [process_group(command, log, deployment.env) for command, log in zip(commands, logs)]
+        runs = [group.__enter__() for group in groups]
+        try:
+            codes = [run.wait(timeout=240) for run in runs]
+        finally:
+            for group in groups:
+                group.__exit__(None, None, None)
+        assert codes == [0] * len(commands), "\n".join(log.read_text()[-3000:] for log in logs)
+        assert_the_limit_held(server, sum(seeds.values()))
+    with deployment.instance() as instance:
+        run_ids = [run.run_id for run in instance.get_runs() if "transcripts" in str(run.asset_selection)]
+        assert transcripts_steps_at_once(instance, run_ids) >= 4
+    for name in seeds:
+        for shard in range(4 if name == "faq" else 1):
+            frame = pd.read_parquet(deployment.layout.transcripts(name, shard))
+            assert frame["failure_kind"].isna().all()
+
+
+@pytest.mark.slow
+def test_two_celery_workers_share_one_limit_through_redis(tmp_path, monkeypatch):
+    """Shard steps on two dagster-celery workers over RabbitMQ, their limit in Redis (the
+    store for workers on several machines), the instance in PostgreSQL."""
+    require_service("RabbitMQ", RABBITMQ)
+    require_service("Redis", REDIS)
+    seeds = {"faq": 140}
+    config = limited_config(tmp_path, 4, seeds, "redis")
+    with fresh_postgres_database() as url, \
+            SimulatedTeacher(requests_per_window=LIMIT, rate_window_s=WINDOW_S, latency_s=0.05) as server:
+        home = tmp_path / "dagster_home"
+        home.mkdir()
+        shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "DAGSTER_POSTGRES_URL": url,
+            "BAIZE_CONFIG": str(write_config(config, tmp_path / "baize.yaml")),
+            "BAIZE_OUTPUT_DIR": str(tmp_path / "output"),
+            "BAIZE_EXECUTOR": "celery",
+            "BAIZE_REDIS_URL": REDIS_URL,
+            "OPENAI_BASE_URL": server.base_url,
+            "OPENAI_API_KEY": f"sk-test-{uuid.uuid4().hex}",  # a limit key of this test's own
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        worker = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+                  "-y", str(PROJECT_ROOT / "deploy" / "celery.yaml")]
+        one_step_each = ["--", "--concurrency", "1", "--without-mingle", "--without-gossip"]
+        logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
+        with (
+            process_group([*worker, "-n", "limit-a", *one_step_each], logs[0], env) as worker_a,
+            process_group([*worker, "-n", "limit-b", *one_step_each], logs[1], env) as worker_b,
+        ):
+            for process, log in zip((worker_a, worker_b), logs):
+                wait_for_line(process, log, "ready.")
+            dagster = [str(BIN / "dagster")]
+            subprocess.run([*dagster, "instance", "concurrency", "set", "teacher_api", "4"], env=env, check=True,
+                           capture_output=True, timeout=120)
+            materialize = [*dagster, "asset", "materialize", "-m", "baize_assets.definitions"]
+            subprocess.run([*materialize, "--select", "faq/seed_questions"], env=env, check=True,
+                           capture_output=True, timeout=300)
+            runs = [subprocess.Popen([*materialize, "--select", "faq/transcripts", "--partition", str(shard)],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    for shard in range(4)]
+            outputs = [run.communicate(timeout=300)[0] for run in runs]
+            assert all(run.returncode == 0 for run in runs), "\n".join(outputs)
+        assert_the_limit_held(server, seeds["faq"])
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
+        with DagsterInstance.from_config(str(home)) as instance:
+            run_ids = [run.run_id for run in instance.get_runs() if "transcripts" in str(run.asset_selection)]
+            hosts = set()
+            for run_id in run_ids:
+                for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ENGINE_EVENT).records:
+                    metadata = record.event_log_entry.dagster_event.engine_event_data.metadata
+                    if "Celery worker" in metadata:
+                        hosts.add(metadata["Celery worker"].value.split("@")[0])
+            steps_at_once = transcripts_steps_at_once(instance, run_ids)
+    assert hosts == {"limit-a", "limit-b"} and steps_at_once == 2
