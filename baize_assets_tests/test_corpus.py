@@ -3,7 +3,7 @@ import pandas as pd
 from baize_assets.core import corpus
 from baize_assets.core.config import CorpusConfig
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn
-from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
+from baize_assets.core.transcript_format import TRANSCRIPT_SCHEMA
 
 CONFIG = CorpusConfig()
 

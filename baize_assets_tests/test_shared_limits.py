@@ -8,7 +8,6 @@ simulated teacher that enforces a per-key request limit.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,8 +31,9 @@ from baize_assets.core.config import (
 )
 from baize_assets.core.selfchat import collect_transcripts
 from baize_assets.core.shared_limits import LimitStoreError, SqliteLimitStore, limit_key, open_limit_store
-from baize_assets.teacher.server import SimulatedTeacher
+from baize_assets.teacher.server import SimulatedTeacher, busiest_window
 
+from .celery_support import BIN, celery_worker_hosts, celery_workers
 from .collection_support import make_seeds
 from .ops_support import (
     RABBITMQ,
@@ -45,12 +45,10 @@ from .ops_support import (
     write_config,
     write_faq_csv,
 )
-from .test_ops_celery import wait_for_line
 
 REDIS = ("127.0.0.1", 6379)
 REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
 CHAT = "/v1/chat/completions"
-BIN = Path(sys.executable).parent
 STORE_KINDS = ["sqlite", "redis"]
 
 
@@ -68,16 +66,6 @@ def run_together(script: str, args_per_process: list[list[str]], env: dict) -> l
     outputs = [process.communicate(timeout=60) for process in processes]
     assert all(p.returncode == 0 for p in processes), "\n".join(err for _, err in outputs)
     return [json.loads(out) for out, _ in outputs]
-
-
-def busiest_window(times: list[float], window_s: float) -> int:
-    """The most admissions within any ``window_s`` (the server's own sliding window)."""
-    times, first, best = sorted(times), 0, 0
-    for last, at in enumerate(times):
-        while times[first] <= at - window_s:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 # Three asyncio tasks in this process take slots of one key through the shared store.
@@ -336,32 +324,13 @@ def test_two_celery_workers_share_one_limit_through_redis(tmp_path, monkeypatch)
     config = limited_config(tmp_path, 4, seeds, "redis")
     with fresh_postgres_database() as url, \
             SimulatedTeacher(requests_per_window=LIMIT, rate_window_s=WINDOW_S, latency_s=0.05) as server:
-        home = tmp_path / "dagster_home"
-        home.mkdir()
-        shutil.copy(PROJECT_ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            "DAGSTER_POSTGRES_URL": url,
+        limit_env = {
             "BAIZE_CONFIG": str(write_config(config, tmp_path / "baize.yaml")),
-            "BAIZE_OUTPUT_DIR": str(tmp_path / "output"),
-            "BAIZE_EXECUTOR": "celery",
             "BAIZE_REDIS_URL": REDIS_URL,
             "OPENAI_BASE_URL": server.base_url,
             "OPENAI_API_KEY": f"sk-test-{uuid.uuid4().hex}",  # a limit key of this test's own
-            "PYTHONPATH": str(PROJECT_ROOT),
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         }
-        worker = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
-                  "-y", str(PROJECT_ROOT / "deploy" / "celery.yaml")]
-        one_step_each = ["--", "--concurrency", "1", "--without-mingle", "--without-gossip"]
-        logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
-        with (
-            process_group([*worker, "-n", "limit-a", *one_step_each], logs[0], env) as worker_a,
-            process_group([*worker, "-n", "limit-b", *one_step_each], logs[1], env) as worker_b,
-        ):
-            for process, log in zip((worker_a, worker_b), logs):
-                wait_for_line(process, log, "ready.")
+        with celery_workers(tmp_path, url, ("limit-a", "limit-b"), limit_env) as env:
             dagster = [str(BIN / "dagster")]
             subprocess.run([*dagster, "instance", "concurrency", "set", "teacher_api", "4"], env=env, check=True,
                            capture_output=True, timeout=120)
@@ -375,13 +344,8 @@ def test_two_celery_workers_share_one_limit_through_redis(tmp_path, monkeypatch)
             assert all(run.returncode == 0 for run in runs), "\n".join(outputs)
         assert_the_limit_held(server, seeds["faq"])
         monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
-        with DagsterInstance.from_config(str(home)) as instance:
+        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             run_ids = [run.run_id for run in instance.get_runs() if "transcripts" in str(run.asset_selection)]
-            hosts = set()
-            for run_id in run_ids:
-                for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ENGINE_EVENT).records:
-                    metadata = record.event_log_entry.dagster_event.engine_event_data.metadata
-                    if "Celery worker" in metadata:
-                        hosts.add(metadata["Celery worker"].value.split("@")[0])
+            hosts = celery_worker_hosts(instance, run_ids)
             steps_at_once = transcripts_steps_at_once(instance, run_ids)
     assert hosts == {"limit-a", "limit-b"} and steps_at_once == 2

@@ -42,7 +42,6 @@ from baize_assets.core import corpus, dedup, filter_quality, role_voice
 from baize_assets.core.config import PROJECT_ROOT, CorpusConfig, load_config
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN
 from baize_assets.core.seeds import load_seed_table
-from baize_assets.core.selfchat import TRANSCRIPT_SCHEMA
 from baize_assets.core.storage import read_parquet, write_parquet_atomic
 from baize_assets.core.trainingset import (
     DUPLICATE_SCHEMA,
@@ -51,6 +50,7 @@ from baize_assets.core.trainingset import (
     TRAINING_SET_SCHEMA,
     build_training_set,
 )
+from baize_assets.core.transcript_format import TRANSCRIPT_SCHEMA
 from baize_assets.core.unfinished import unfinished_cause
 from baize_assets.teacher.text import self_chat_transcript
 

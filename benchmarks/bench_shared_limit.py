@@ -26,6 +26,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from baize_assets.teacher.server import busiest_window
+
 TEACHER = textwrap.dedent(
     """
     import sys
@@ -59,15 +61,6 @@ COLLECTOR = textwrap.dedent(
     print(json.dumps({"failures": dict(result.failures), "retries": dict(result.retries)}))
     """
 )
-
-
-def busiest_window(times: list[float], window_s: float) -> int:
-    times, first, best = sorted(times), 0, 0
-    for last, at in enumerate(times):
-        while times[first] <= at - window_s:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 def measure(processes: int, args: argparse.Namespace, folder: Path) -> dict:

@@ -18,6 +18,7 @@ from ..core.leases import exclusive_lease
 from ..core.shared_limits import open_limit_store
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..core.transcript_cache import TranscriptCache, cache_key
+from ..core.transcript_format import TRANSCRIPT_SCHEMA
 from ..resources import BaizeStorage
 from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata
@@ -79,7 +80,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             if limit_store is not None:
                 limit_store.close()
         path = write_parquet_atomic(
-            result.transcripts, layout.transcripts(source.name, shard), selfchat.TRANSCRIPT_SCHEMA
+            result.transcripts, layout.transcripts(source.name, shard), TRANSCRIPT_SCHEMA
         )
         if result.partial:
             context.log.warning(
@@ -89,7 +90,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         frame = result.transcripts
         ended_by = frame["ended_by"].dropna().value_counts().to_dict()
         metadata = {
-            **table_metadata(frame, path, selfchat.TRANSCRIPT_SCHEMA),
+            **table_metadata(frame, path, TRANSCRIPT_SCHEMA),
             **result.usage.as_metadata(),
             "partial": result.partial,
             "conversations": int(frame["failure_kind"].isna().sum()),

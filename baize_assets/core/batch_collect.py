@@ -32,7 +32,6 @@ from typing import Any, Callable
 
 import openai
 import pandas as pd
-import pyarrow as pa
 
 from .config import ModelPrice, TeacherConfig
 from .pricing import Budget, Reservation, dollars
@@ -53,7 +52,7 @@ from .teacher_client import (
     estimate_tokens,
 )
 from .transcript_cache import TranscriptCache, cache_key
-from .transcript_format import TRANSCRIPT_SCHEMA, guard_transcript, has_markers
+from .transcript_format import guard_transcript, has_markers, transcripts_frame
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 FINISHED_STATUSES = {"completed", "failed", "expired", "cancelled"}
@@ -395,7 +394,6 @@ def collect_transcripts_batch(
     api_key: str,
     base_url: str | None = None,
     log: Callable[[str], None] = print,
-    progress_every_s: float | None = None,
     cache: TranscriptCache | None = None,
     limit_store: LimitStore | None = None,
     ledger: str | None = None,
@@ -405,8 +403,7 @@ def collect_transcripts_batch(
     Returns what :func:`.selfchat.collect_transcripts` returns, with the batches' ids and
     the problems of their output lines. The budget is the ledger ``ledger`` (a Dagster
     run's id) of ``limit_store`` (one in memory when None), shared with the run's other steps.
-    Progress is logged at every poll (``teacher.batch.poll_interval_s``), so
-    ``progress_every_s`` is unused.
+    Progress is logged at every poll (``teacher.batch.poll_interval_s``).
     """
     started = time.monotonic()
     # The client's own retries cover 429, 5xx and dropped connections of these few requests.
@@ -422,10 +419,9 @@ def collect_transcripts_batch(
         finally:
             budget.close()
             jobs.close()
-    frame = pa.Table.from_pylist(rows, schema=TRANSCRIPT_SCHEMA).to_pandas()
-    frame = frame.sort_values("seed_id", kind="stable").reset_index(drop=True)
     return BatchCollectionResult(
-        transcripts=frame, usage=collector.usage, failures=collector.failures, retries=collector.retries,
+        transcripts=transcripts_frame(rows), usage=collector.usage, failures=collector.failures,
+        retries=collector.retries,
         seconds=time.monotonic() - started, requests=collector.requests, cached=collector.cached,
         spent_tokens=budget.spent_tokens, spent_dollars=budget.spent_dollars if budget.price is not None else None,
         partial=collector.failures[BUDGET_EXHAUSTED] > 0, batch_ids=collector.batch_ids,

@@ -436,7 +436,7 @@ def _filter(candidates: _Candidates, config: CorpusConfig, language: str | None,
 
 
 def build_corpus(transcripts: pd.DataFrame, config: CorpusConfig, language: str | None = None) -> Corpus:
-    """Parse and filter a transcripts table (see ``selfchat.TRANSCRIPT_SCHEMA``)."""
+    """Parse and filter a transcripts table (see ``transcript_format.TRANSCRIPT_SCHEMA``)."""
     candidates = _Candidates()
     columns = {c: transcripts[c].tolist() if c in transcripts else [None] * len(transcripts) for c in (
         "seed_id", "seed", "source", "shard", "transcript", "finish_reason", "failure_kind", "failure_message"

@@ -101,6 +101,7 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """No request starts for ``seconds`` (a 429's ``Retry-After``, an exhausted quota)."""
         self.store.pause(self.key, seconds)
+
     def observe(self, headers: Mapping[str, str] | None, in_flight: int = 0, in_flight_tokens: int = 0) -> None:
         """Slow down on the provider's ``x-ratelimit-*`` headers before its quota runs out.
 

@@ -38,7 +38,6 @@ from typing import Any, Callable
 
 import openai
 import pandas as pd
-import pyarrow as pa
 
 from .config import TeacherConfig
 from .pricing import Budget, Reservation, dollars
@@ -67,7 +66,13 @@ from .teacher_client import (
     estimate_tokens,
 )
 from .transcript_cache import TranscriptCache, cache_key
-from .transcript_format import TRANSCRIPT_SCHEMA, guard_transcript, has_markers, human_statement, same_text
+from .transcript_format import (
+    guard_transcript,
+    has_markers,
+    human_statement,
+    same_text,
+    transcripts_frame,
+)
 
 # The failure kind of a seed the run's budget left unasked (the others: teacher_client).
 BUDGET_EXHAUSTED = "budget_exhausted"
@@ -443,10 +448,8 @@ def collect_transcripts(
     started = time.monotonic()
     with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
         collector = runner.run(run())
-    frame = pa.Table.from_pylist(collector.rows, schema=TRANSCRIPT_SCHEMA).to_pandas()
-    frame = frame.sort_values("seed_id", kind="stable").reset_index(drop=True)
     return CollectionResult(
-        transcripts=frame,
+        transcripts=transcripts_frame(collector.rows),
         usage=collector.usage,
         failures=collector.failures,
         retries=collector.retries,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pyarrow as pa
 
 from .prompts import RAW_AI, RAW_HUMAN
@@ -39,6 +40,12 @@ TRANSCRIPT_SCHEMA = pa.schema(
 )
 
 _RAW_MARKER = re.compile(f"{re.escape(RAW_HUMAN)}|{re.escape(RAW_AI)}", re.IGNORECASE)
+
+
+def transcripts_frame(rows: list[dict]) -> pd.DataFrame:
+    """A collection's rows as the transcripts table, in seed-id order (the order does not depend on timing)."""
+    frame = pa.Table.from_pylist(rows, schema=TRANSCRIPT_SCHEMA).to_pandas()
+    return frame.sort_values("seed_id", kind="stable").reset_index(drop=True)
 
 
 def same_text(text: str) -> str:

@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
-from .protocol import ApiError, bad_request, parse_chat_request
+from .protocol import ApiError, bad_request, json_object_body, parse_chat_request
 from .text import stable_rng
 
 if TYPE_CHECKING:
@@ -127,12 +127,7 @@ class BatchService:
     # -- batches
 
     def _create(self, raw_body: bytes) -> dict[str, Any]:
-        try:
-            body = json.loads(raw_body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            raise bad_request("We could not parse the JSON body of your request. The body must be a JSON object.")
+        body = json_object_body(raw_body)
         if body.get("endpoint") != CHAT_ENDPOINT:
             raise bad_request(f"The simulated teacher batches only {CHAT_ENDPOINT}.", "endpoint")
         if body.get("completion_window") != "24h":

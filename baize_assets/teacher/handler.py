@@ -25,6 +25,7 @@ from .protocol import (
     RATE_LIMIT_TOKENS,
     ApiError,
     bad_request,
+    json_object_body,
     model_not_found,
     model_object,
     parse_chat_request,
@@ -196,12 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat_completion(self, raw_body: bytes) -> None:
         teacher = self.server.teacher
-        try:
-            body = json.loads(raw_body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            body = None
-        if not isinstance(body, dict):
-            raise bad_request("We could not parse the JSON body of your request. The body must be a JSON object.")
+        body = json_object_body(raw_body)
         request = parse_chat_request(body, teacher.models)
 
         self._request_limit = teacher.admit()

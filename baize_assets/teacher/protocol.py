@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Sequence
 
 DEFAULT_MODEL = "baize-simulated-teacher"
@@ -33,6 +34,17 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
 def model_not_found(model: str) -> ApiError:
     return ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
                     "invalid_request_error", "model_not_found", "model", outcome="not_found")
+
+
+def json_object_body(raw_body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object, or the 400 OpenAI answers when it is not."""
+    try:
+        body = json.loads(raw_body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise bad_request("We could not parse the JSON body of your request. The body must be a JSON object.")
+    return body
 
 
 def parse_chat_request(body: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:

@@ -45,6 +45,16 @@ API_KEY_ENV = "BAIZE_TEACHER_API_KEY"
 ADMISSION_TIMES_KEPT = 100_000
 
 
+def busiest_window(admitted_at_s: list[float], window_s: float) -> int:
+    """The most admissions within any ``window_s`` of ``stats()["admitted_at_s"]`` (a sliding window)."""
+    times, first, best = sorted(admitted_at_s), 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - window_s:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
 class SimulatedTeacher:
     """An OpenAI-compatible chat server with deterministic placeholder answers.
 
