@@ -1,0 +1,94 @@
+"""Reading judgments: every hostile shape of a judge's answer becomes a score or a reason."""
+
+import pytest
+
+from baize_assets.core.judging import (
+    EMPTY_JUDGMENT,
+    JUDGE_REFUSED,
+    NO_SCORE,
+    OUT_OF_RANGE,
+    SEVERAL_SCORES,
+    best_of,
+    pair_verdict,
+    read_pair_scores,
+    read_single_score,
+    summarize,
+)
+
+
+@pytest.mark.parametrize(
+    "text, score",
+    [
+        ("85", 85),
+        ("Score: 72\nThe answer is relevant but short.", 72),
+        ("**Score:** 90/100\nDetailed.", 90),
+        ("I would rate it 64 out of 100.", 64),
+        ("\n\n  100\n", 100),
+        ("Rating = 7.5", 7.5),
+    ],
+)
+def test_a_single_score_is_read_from_common_shapes(text, score):
+    judgment = read_single_score(text)
+    assert judgment.ok, judgment
+    assert judgment.scores == (score,)
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", EMPTY_JUDGMENT),
+        (None, EMPTY_JUDGMENT),
+        ("A thorough, well organised answer.", NO_SCORE),
+        ("I'm sorry, but I cannot rate this answer.", JUDGE_REFUSED),
+        ("Score: 150", OUT_OF_RANGE),
+        ("Score: 0", OUT_OF_RANGE),
+        ("Score: -5", OUT_OF_RANGE),
+        ("Either 60 or 70, hard to say.", SEVERAL_SCORES),
+    ],
+)
+def test_an_unreadable_single_judgment_is_a_reason_not_a_zero(text, reason):
+    judgment = read_single_score(text)
+    assert not judgment.ok
+    assert judgment.reason == reason
+    assert judgment.scores == ()
+    assert judgment.detail
+
+
+def test_pair_scores_come_from_the_first_line_with_numbers():
+    assert read_pair_scores("8 6\nAssistant 1 is more detailed.").scores == (8, 6)
+    assert read_pair_scores("Scores: 7/10 9/10").scores == (7, 9)
+    assert read_pair_scores("Both answers are fine.\n5 5").scores == (5, 5)
+    assert read_pair_scores("8").reason == NO_SCORE
+    assert read_pair_scores("8 6 4").reason == SEVERAL_SCORES
+    assert read_pair_scores("8 60").reason == OUT_OF_RANGE
+
+
+def test_both_orders_cancel_a_judge_that_prefers_the_first_position():
+    # The judge adds 2 to whichever answer comes first; the answers are equally good (6).
+    verdict = pair_verdict("q1", read_pair_scores("8 6"), read_pair_scores("8 6"))
+    assert verdict.candidate_scores == (8, 6) and verdict.reference_scores == (6, 8)
+    assert verdict.outcome == "tie"
+
+
+def test_summary_gives_the_relative_score_and_win_tie_loss():
+    verdicts = [
+        pair_verdict("better", read_pair_scores("9 5"), read_pair_scores("5 9")),
+        pair_verdict("worse", read_pair_scores("4 8"), read_pair_scores("8 4")),
+        pair_verdict("same", read_pair_scores("6 6"), read_pair_scores("6 6")),
+        pair_verdict("unreadable", read_pair_scores("no idea"), read_pair_scores("6 6")),
+    ]
+    summary = summarize(verdicts)
+    assert (summary.wins, summary.ties, summary.losses, summary.unreadable) == (1, 1, 1, 1)
+    assert summary.relative_score_pct == pytest.approx(100 * (18 + 8 + 12) / (10 + 16 + 12), abs=0.01)
+    assert summarize([]).relative_score_pct is None
+
+
+def test_best_of_prefers_the_highest_score_then_the_first():
+    assert best_of([40, 90, None, 90]) == 1
+    assert best_of([None, None]) is None
+    assert best_of([55]) == 0
+
+
+def test_a_line_that_starts_with_its_score_may_hold_other_numbers():
+    assert read_single_score("85. It covers 3 points and 2 caveats.").scores == (85,)
+    assert read_pair_scores("7 9 - assistant 2 lists 4 steps").scores == (7, 9)

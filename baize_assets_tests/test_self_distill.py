@@ -1,0 +1,58 @@
+"""Self-distillation data: stable contexts from a shard, the best answer per seed, nothing trained at random."""
+
+import pandas as pd
+
+from baize_assets.core.prompts import Turn
+from baize_assets.core.self_distill import best_answer_conversations, context_turns, feedback_contexts
+
+
+def _conversations(n):
+    return pd.DataFrame(
+        {
+            "seed_id": [f"s{i}" for i in range(n)],
+            "source": ["quora"] * n,
+            "turns": [
+                [
+                    {"role": "human", "text": f"question {i}"},
+                    {"role": "ai", "text": f"answer {i}"},
+                    {"role": "human", "text": f"follow-up {i}"},
+                    {"role": "ai", "text": f"second answer {i}"},
+                ]
+                for i in range(n)
+            ],
+        }
+    )
+
+
+def test_contexts_end_with_the_last_human_turn_and_are_a_stable_choice():
+    conversations = _conversations(20)
+    contexts = feedback_contexts(conversations, limit=5)
+    assert len(contexts) == 5
+    for context in contexts:
+        i = context.seed_id[1:]
+        assert [t.text for t in context.context] == [f"question {i}", f"answer {i}", f"follow-up {i}"]
+    # Same choice on a rerun and from a shuffled table; a larger limit only adds seeds.
+    assert [c.seed_id for c in feedback_contexts(conversations.sample(frac=1, random_state=3), 5)] == [
+        c.seed_id for c in contexts
+    ]
+    assert {c.seed_id for c in contexts} < {c.seed_id for c in feedback_contexts(conversations, 10)}
+    assert len(feedback_contexts(conversations, None)) == 20
+
+
+def test_v2_trains_on_the_best_answer_per_seed_and_leaves_unscored_seeds_out():
+    context = [{"role": "human", "text": "q"}]
+    samples = pd.DataFrame(
+        {
+            "seed_id": ["a", "a", "a", "b", "b"],
+            "sample_index": [0, 1, 2, 0, 1],
+            "context": [context] * 5,
+            "answer": ["weak", "best", "good", "x", "y"],
+        }
+    )
+    scores = pd.DataFrame(
+        {"seed_id": ["a", "a", "a", "b", "b"], "sample_index": [0, 1, 2, 0, 1], "score": [20, 95, 80, None, None]}
+    )
+    conversations, counts = best_answer_conversations(samples, scores)
+    assert conversations == [[Turn("human", "q"), Turn("ai", "best")]]
+    assert counts == {"seeds": 2, "trained": 1, "no_score": 1}
+    assert context_turns(conversations) == [1]
