@@ -13,10 +13,10 @@ from baize_assets.core.selfchat import (
     SELF_CHAT_TURN_PROMPT_VERSION,
     TeacherFatalError,
     collect_transcripts,
-    guard_transcript,
 )
 from baize_assets.core.shared_limits import MemoryLimitStore
 from baize_assets.core.transcript_cache import TranscriptCache
+from baize_assets.core.transcript_format import guard_transcript
 from baize_assets.teacher.server import DEFAULT_FAULT_KINDS, SimulatedTeacher
 
 from .collection_support import make_seeds
@@ -186,3 +186,15 @@ def test_a_hostile_reset_header_pauses_at_most_the_cap():
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "inf"})
     limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "-5"})
     assert store.pause_left("k") == MAX_RESET_PAUSE_S
+
+
+def test_a_low_remaining_quota_pauses_for_the_shortfall_when_paced_and_the_whole_reset_when_not():
+    headers = {"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "1",
+               "x-ratelimit-reset-requests": "10s"}
+    paced, unpaced, enough = (MemoryLimitStore(clock=lambda: 0.0) for _ in range(3))
+    RateLimiter(RateLimitConfig(requests_per_minute=720), paced, "k").observe(headers, in_flight=2)
+    assert paced.pause_left("k") == pytest.approx(10 * 2 / 119)  # 2 short: 2 of the 119 used come back
+    RateLimiter(RateLimitConfig(), unpaced, "k").observe(headers, in_flight=2)
+    assert unpaced.pause_left("k") == 10  # unpaced requests may have used the quota in one burst
+    RateLimiter(RateLimitConfig(requests_per_minute=720), enough, "k").observe(headers, in_flight=0)
+    assert enough.pause_left("k") == 0

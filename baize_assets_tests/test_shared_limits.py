@@ -178,6 +178,69 @@ def test_a_pause_written_by_one_process_holds_back_another(tmp_path, kind, monke
     assert 0.5 < time.monotonic() - started < 2.0  # the rest of the 1.5 s pause, after the 2 s start
 
 
+# A collector with a tokens-per-minute limit, its pacing shared through the store.
+COLLECT_TOKENS = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from baize_assets.core.config import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
+    from baize_assets.core.selfchat import collect_transcripts
+    from baize_assets.core.shared_limits import open_limit_store
+    from baize_assets_tests.collection_support import make_seeds
+
+    start_at, kind, path, base_url, tpm, worker, count = sys.argv[1:]
+    teacher = TeacherConfig(max_concurrency=4, rate_limit=RateLimitConfig(tokens_per_minute=float(tpm), headroom=0.15))
+    store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
+    seeds = make_seeds(int(count), start=int(worker) * int(count))
+    time.sleep(max(float(start_at) - time.time(), 0))
+    result = collect_transcripts(seeds, teacher, "sk-shared-tokens", base_url, lambda _: None, limit_store=store)
+    print(json.dumps({"failures": dict(result.failures), "retries": dict(result.retries)}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_processes_sharing_a_token_limit_stay_under_it(tmp_path, kind):
+    """Three processes share one tokens-per-minute limit the teacher enforces for their key,
+    over a 5 s window instead of a minute so the test takes seconds.
+
+    The teacher counts the tokens an answer uses, which the client learns only from the
+    answer: it paces by the mean answer so far, so a run of long answers can fill a window
+    beyond the pace; the 12% headroom covers that over ~35 requests a window (over a real
+    minute's hundreds of requests a window, the share it must cover is far smaller).
+    """
+    env, window_s, tokens = store_env(kind), 5.0, 15_000
+    with SimulatedTeacher(tokens_per_window=tokens, rate_window_s=window_s, latency_s=0.05) as server:
+        outcomes = run_together(COLLECT_TOKENS, [[kind, str(tmp_path / "limits.sqlite"), server.base_url,
+                                                  str(tokens * 60 / window_s), str(worker), "30"]
+                                                 for worker in range(3)], env)
+        stats = server.stats()
+    assert all(not o["failures"] and not o["retries"] for o in outcomes), outcomes
+    assert stats["requests_by_outcome"].get("rate_limited_by_limit", 0) == 0, stats["requests_by_outcome"]
+    times, used = zip(*stats["admitted_tokens_at_s"])
+    assert len(times) == 90
+    busiest = busiest_window(list(times), window_s, list(used))
+    assert 0.85 * tokens <= busiest <= tokens, busiest
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_requests_in_flight_are_counted_for_every_process_and_a_dead_ones_expire(tmp_path, kind, monkeypatch):
+    store_env(kind)
+    monkeypatch.setenv("BAIZE_REDIS_URL", REDIS_URL)
+    key = uuid.uuid4().hex
+    first, second = (open_limit_store(RateLimitStoreConfig(kind=kind), tmp_path / "limits.sqlite") for _ in range(2))
+    first.begin_request(key, "a")
+    second.begin_request(key, "b")
+    second.begin_request(key, "c")
+    assert first.end_request(key, "a", 60) == 2
+    time.sleep(0.3)
+    second.begin_request(key, "d")
+    assert second.end_request(key, "b", 0.2) == 1  # "c" began too long ago: its process died without ending it
+    first.close()
+    second.close()
+
+
 def test_the_limit_key_is_a_hash_without_the_key_or_the_urls_password():
     key = limit_key("https://user:hunter2@api.example.com/v1/", "sk-secret")
     assert "sk-secret" not in key and "hunter2" not in key

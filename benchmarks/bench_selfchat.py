@@ -10,7 +10,11 @@ with a fixed latency per call. Figures printed:
    collector uses (uvloop where installed), no retries, cache, limiter or budget;
 3. the collector with ``--in-flight`` requests in flight on every seed, without and with
    the durable SQLite cache; the speedup over (1), its ratio to (2) and the share of the
-   ideal bound ``in_flight / latency`` it reaches;
+   ideal bound ``in_flight / latency`` it reaches; then the same seeds collected by
+   ``--processes`` processes (``teacher.processes``), each with ``--in-flight`` in flight,
+   and its ratio to the one-process run with the cache; with the collectors' CPU time
+   per conversation in each, the rate each would reach with a core per process to itself
+   (on a machine with few cores the teacher's process takes one of them);
 4. the collector under a requests-per-minute limit: the achieved rate over the run and the
    busiest window seen by the server, against the limit;
 5. the peak resident memory of this process.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -34,11 +39,11 @@ from pathlib import Path
 
 import openai
 
-from baize_assets.core.config import RateLimitConfig, TeacherConfig
+from baize_assets.core.config import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
+from baize_assets.core.parallel_collect import SharedStores, collect_transcripts_in_processes
 from baize_assets.core.prompts import self_chat_prompt
 from baize_assets.core.selfchat import collect_transcripts
 from baize_assets.core.storage import seed_id
-from baize_assets.core.transcript_cache import TranscriptCache
 
 MODEL = "baize-simulated-teacher"
 
@@ -149,14 +154,24 @@ def plain_async_loop(base_url: str, seeds, in_flight: int) -> float:
     return len(seeds) / (time.monotonic() - started)
 
 
+def collector_cpu_s() -> float:
+    """CPU seconds of this process and of its collector processes that have ended (the teacher ends last)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed_collection(seeds, teacher: TeacherConfig, base_url: str, cache_dir: Path | None) -> tuple[float, int]:
-    """Conversations per second of one collection run, and how many failed."""
+    """Conversations per second of one collection run, and how many failed.
+
+    With a ``cache_dir`` the run is the transcripts step's: the SQLite cache and limit store
+    there, in ``teacher.processes`` processes.
+    """
     started = time.monotonic()
     if cache_dir is None:
         result = collect_transcripts(seeds, teacher, "bench", base_url, log=lambda _: None)
     else:
-        with TranscriptCache(cache_dir / "cache.sqlite") as cache:
-            result = collect_transcripts(seeds, teacher, "bench", base_url, log=lambda _: None, cache=cache)
+        stores = SharedStores(RateLimitStoreConfig(), cache_dir / "limits.sqlite", cache_dir / "cache.sqlite")
+        result = collect_transcripts_in_processes(seeds, teacher, "bench", stores, base_url, log=lambda _: None)
     return len(seeds) / (time.monotonic() - started), int(result.transcripts["failure_kind"].notna().sum())
 
 
@@ -167,6 +182,7 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--sequential-sample", type=int, default=50,
                         help="calls of the sequential baseline (its rate does not depend on the count)")
+    parser.add_argument("--processes", type=int, default=2, help="collecting processes of the multi-process run")
     parser.add_argument("--rpm", type=float, default=6000.0, help="limit of the rate-limited run")
     parser.add_argument("--rpm-seeds", type=int, default=2000)
     args = parser.parse_args()
@@ -190,13 +206,29 @@ def main() -> int:
               f"{rate / sequential:.1f}x sequential; {rate / plain:.2f}x the plain loop; "
               f"{rate / bound:.1%} of the bound")
         with tempfile.TemporaryDirectory() as cache_dir:
+            cpu_before = collector_cpu_s()
             rate, failed = timed_collection(seeds, concurrent, teacher.base_url, Path(cache_dir))
+            one_cpu_ms = (collector_cpu_s() - cpu_before) / len(seeds) * 1000
             print(f"collector, {args.in_flight} in flight, SQLite cache: {rate:.1f} conversations/s, failed {failed}; "
                   f"{rate / sequential:.1f}x sequential; {rate / plain:.2f}x the plain loop; "
                   f"{rate / bound:.1%} of the bound")
             started = time.monotonic()
             timed_collection(seeds, concurrent, teacher.base_url, Path(cache_dir))
             print(f"rerun of the finished seeds from the cache: {time.monotonic() - started:.2f} s, 0 calls")
+        with tempfile.TemporaryDirectory() as cache_dir:
+            several = concurrent.model_copy(update={"processes": args.processes})
+            cpu_before = collector_cpu_s()
+            spread, failed = timed_collection(seeds, several, teacher.base_url, Path(cache_dir))
+            several_cpu_ms = (collector_cpu_s() - cpu_before) / len(seeds) * 1000
+            print(f"collector, {args.processes} processes x {args.in_flight} in flight, SQLite cache: {spread:.1f} "
+                  f"conversations/s, failed {failed}; {spread / rate:.2f}x the 1-process run; "
+                  f"{spread / plain:.2f}x the plain loop; {spread / (bound * args.processes):.1%} of the bound "
+                  f"{bound * args.processes:.0f}/s")
+            # What the rate would be with a core per process free for the collectors alone.
+            one_core, on_cores = 1000 / one_cpu_ms, 1000 / several_cpu_ms * args.processes
+            print(f"collector CPU per conversation: {one_cpu_ms:.2f} ms in 1 process ({one_core:.0f}/s a core), "
+                  f"{several_cpu_ms:.2f} ms in {args.processes} ({on_cores:.0f}/s on {args.processes} cores, "
+                  f"{on_cores / one_core:.2f}x the 1-process run); {os.cpu_count()} cores here, teacher included")
 
         limited = concurrent.model_copy(update={"rate_limit": RateLimitConfig(requests_per_minute=args.rpm)})
         rpm_seeds = seeds.head(args.rpm_seeds)

@@ -10,8 +10,13 @@ the aggregate achieved rate against the limit, the busiest window against the li
 the 429s the server sent. With a shared limit the rate does not grow with the process
 count; without one it would be the count times the limit, less what the 429s refuse.
 
-    .venv/bin/python benchmarks/bench_shared_limit.py                 # sqlite, 120 per 10 s
-    .venv/bin/python benchmarks/bench_shared_limit.py --store redis
+``--headroom`` is how far under the limit the clients pace: at 2% the windows run close to
+full, and the requests every process has in flight (counted in the store) decide when the
+provider's ``x-ratelimit-remaining-requests`` is too low to go on.
+
+    .venv/bin/python benchmarks/bench_shared_limit.py                 # sqlite, 120 per 10 s, 5% headroom
+    .venv/bin/python benchmarks/bench_shared_limit.py --headroom 0.02
+    BAIZE_REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python benchmarks/bench_shared_limit.py --store redis
 """
 
 from __future__ import annotations

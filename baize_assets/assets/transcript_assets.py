@@ -15,6 +15,7 @@ from dagster_openai import OpenAIResource
 from ..core import batch_collect, selfchat
 from ..core.config import PipelineConfig, SourceConfig
 from ..core.leases import exclusive_lease
+from ..core.parallel_collect import CollectionProcessError, SharedStores, collect_transcripts_in_processes
 from ..core.shared_limits import open_limit_store
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..core.transcript_cache import TranscriptCache, cache_key
@@ -54,7 +55,8 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         step = f"{source.name}/{shard}"
         context.log.info(
             f"self-chat ({teacher.mode}) for {len(shard_seeds)} seeds of {step} with {teacher.model}, "
-            f"{teacher.max_concurrency} in flight"
+            f"{teacher.max_concurrency} in flight" + (f" in each of {teacher.processes} processes"
+                                                      if teacher.processes > 1 else "")
         )
         limit_store = None
         try:
@@ -66,14 +68,21 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
                                 log=context.log.info, log_every_s=teacher.progress_every_s),
                 TranscriptCache(layout.transcript_cache(source.name)) as cache,
             ):
-                collect = batch_collect.collect_transcripts_batch if teacher.api == "batch" \
-                    else selfchat.collect_transcripts
-                result = collect(
-                    shard_seeds, teacher, api_key=openai.api_key, base_url=openai.base_url,
-                    log=context.log.info, cache=cache, limit_store=limit_store, ledger=context.run.run_id,
-                )
+                if teacher.processes > 1:
+                    stores = SharedStores(teacher.rate_limit_store, layout.rate_limit_store(), cache.path)
+                    result = collect_transcripts_in_processes(
+                        shard_seeds, teacher, openai.api_key, stores, base_url=openai.base_url,
+                        log=context.log.info, ledger=context.run.run_id,
+                    )
+                else:
+                    collect = batch_collect.collect_transcripts_batch if teacher.api == "batch" \
+                        else selfchat.collect_transcripts
+                    result = collect(
+                        shard_seeds, teacher, api_key=openai.api_key, base_url=openai.base_url,
+                        log=context.log.info, cache=cache, limit_store=limit_store, ledger=context.run.run_id,
+                    )
             run_tokens, run_dollars = limit_store.spent(context.run.run_id)
-        except selfchat.TeacherFatalError as error:
+        except (selfchat.TeacherFatalError, CollectionProcessError) as error:
             # The message says what to fix; a traceback through the collector would bury it.
             raise Failure(description=str(error)) from None
         finally:

@@ -5,15 +5,19 @@ let through in bursts, so the achieved rate approaches the limit from below over
 window, and the provider never has a reason to answer 429. Tokens are paced the same
 way: each request reserves an estimate before it starts and settles the real count when
 it ends. The provider's own signals pause everyone: a ``Retry-After`` on a 429, or
-``x-ratelimit-remaining-*`` headers that reach zero before their ``x-ratelimit-reset-*``.
-With a shared store, "everyone" is every process using the same endpoint and key.
+``x-ratelimit-remaining-*`` headers too low for the requests in flight, for the share of
+their ``x-ratelimit-reset-*`` that gives back the shortfall. With a shared store,
+"everyone" is every process using the same endpoint and key, and "in flight" counts
+the requests of all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
+import uuid
 from typing import TYPE_CHECKING, Mapping
 
 from .config import RateLimitConfig
@@ -63,11 +67,15 @@ class RateLimiter:
     uses the same endpoint and key.
     """
 
-    def __init__(self, limits: RateLimitConfig, store: LimitStore, key: str) -> None:
+    def __init__(self, limits: RateLimitConfig, store: LimitStore, key: str, stale_after_s: float = 600.0) -> None:
         self.limits = limits
         self.store = store
         self.key = key
         self._pace = 1.0 - limits.headroom
+        # A request begun longer ago than this is over (its process gave up on it or died).
+        self.stale_after_s = stale_after_s
+        self._request_prefix = f"{uuid.uuid4().hex[:12]}-"  # request ids unique across processes and machines
+        self._requests = itertools.count()
 
     def _token_seconds(self, tokens: int) -> float:
         return tokens * 60.0 / (self.limits.tokens_per_minute * self._pace) if self.limits.tokens_per_minute else 0.0
@@ -91,12 +99,25 @@ class RateLimiter:
             if paused <= 0:
                 return
             await asyncio.sleep(paused)
-            token_cost = 0.0  # the tokens were reserved with the first slot
+            # Its slot fell in the pause: it gives the slot's tokens back and queues again with them,
+            # so the waiters a pause held back start one after another, not all at once when it ends.
+            if token_cost:
+                self.store.shift_tokens(self.key, -token_cost)
 
     def settle(self, estimated_tokens: int, used_tokens: int) -> None:
         """Correct a reservation by what the request really used."""
         if self.limits.tokens_per_minute:
             self.store.shift_tokens(self.key, self._token_seconds(used_tokens - estimated_tokens))
+
+    def begin_request(self) -> str:
+        """Count one more request in flight, for every process that shares the store; its id."""
+        request = f"{self._request_prefix}{next(self._requests)}"
+        self.store.begin_request(self.key, request)
+        return request
+
+    def end_request(self, request: str) -> int:
+        """The request is over; how many others are still in flight, in every process."""
+        return self.store.end_request(self.key, request, self.stale_after_s)
 
     def pause(self, seconds: float) -> None:
         """No request starts for ``seconds`` (a 429's ``Retry-After``, an exhausted quota)."""
@@ -105,17 +126,28 @@ class RateLimiter:
     def observe(self, headers: Mapping[str, str] | None, in_flight: int = 0, in_flight_tokens: int = 0) -> None:
         """Slow down on the provider's ``x-ratelimit-*`` headers before its quota runs out.
 
-        The quota left must cover the requests (and tokens) already in flight, which the
-        provider has not counted yet when it sent these headers, plus one more.
+        The quota left must cover the requests (and tokens) in flight in every process
+        sharing the limit, which the provider had not counted when it sent these headers,
+        plus one more. When it does not, everyone pauses until the provider gives back the
+        shortfall. ``x-ratelimit-reset-*`` is the time until the whole used quota
+        (``limit - remaining``) is back; where this limiter paces that kind evenly, the
+        quota was used evenly and comes back evenly, so the shortfall's share of the reset
+        is enough. Unpaced requests may have used it in one burst that comes back only at
+        the end, so then (or without a ``x-ratelimit-limit-*`` header) the pause is the whole reset.
         """
         if not headers:
             return
+        paced = {"requests": self.limits.requests_per_minute, "tokens": self.limits.tokens_per_minute}
         for kind, needed in (("requests", in_flight + 1), ("tokens", max(in_flight_tokens, 1))):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
             reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
             try:
-                exhausted = remaining is not None and int(float(remaining)) < needed
-            except ValueError:
+                remaining = int(float(headers[f"x-ratelimit-remaining-{kind}"]))
+                limit = float(headers.get(f"x-ratelimit-limit-{kind}") or "nan")
+            except (KeyError, ValueError):
                 continue
-            if exhausted and reset and math.isfinite(reset) and reset > 0:
-                self.pause(min(reset, MAX_RESET_PAUSE_S))
+            if remaining >= needed or not reset or not math.isfinite(reset) or reset <= 0:
+                continue
+            pause = reset
+            if paced[kind] and math.isfinite(limit) and limit > remaining:
+                pause = min(reset * (needed - remaining) / (limit - max(remaining, 0)), reset)
+            self.pause(min(pause, MAX_RESET_PAUSE_S))

@@ -21,7 +21,8 @@ Built to run Baize's ~160,000 teacher calls unattended:
   ledger every process of the run shares, stops new requests cleanly and the seeds left
   over become ``budget_exhausted`` rows;
 * **two modes** — Baize v1 (one call writes the transcript) and v1.5 (turn by turn),
-  both guarded against loops (rounds, tokens, repeated turns).
+  both guarded against loops (rounds, tokens, repeated turns) (:mod:`.selfchat_modes`);
+* **one process** — :mod:`.parallel_collect` runs several when one core is the limit.
 
 Every seed ends as exactly one row: a transcript, or a failure kind and message.
 """
@@ -41,17 +42,9 @@ import pandas as pd
 
 from .config import TeacherConfig
 from .pricing import Budget, Reservation, dollars
-from .prompts import (
-    RAW_AI,
-    RAW_END,
-    RAW_HUMAN,
-    SELF_CHAT_PROMPT_VERSION,
-    SELF_CHAT_TURN_PROMPT_VERSION,
-    Turn,
-    self_chat_prompt,
-    self_chat_turn_prompt,
-)
+from .prompts import SELF_CHAT_PROMPT_VERSION, SELF_CHAT_TURN_PROMPT_VERSION
 from .ratelimit import RateLimiter
+from .selfchat_modes import v1_conversation, v15_conversation
 from .shared_limits import LimitStore, LimitStoreError, MemoryLimitStore, limit_key
 from .teacher_client import (
     CONTENT_FILTER,
@@ -66,13 +59,7 @@ from .teacher_client import (
     estimate_tokens,
 )
 from .transcript_cache import TranscriptCache, cache_key
-from .transcript_format import (
-    guard_transcript,
-    has_markers,
-    human_statement,
-    same_text,
-    transcripts_frame,
-)
+from .transcript_format import transcripts_frame
 
 # The failure kind of a seed the run's budget left unasked (the others: teacher_client).
 BUDGET_EXHAUSTED = "budget_exhausted"
@@ -144,7 +131,6 @@ class _Collector:
         self.usage, self.failures, self.retries = Usage(), Counter(), Counter()
         self.rows: list[dict] = []
         self.requests = 0
-        self.in_flight = 0
         self.cached = 0
         self.fatal: TeacherFatalError | None = None
         # The first call goes alone until the endpoint answers anything: a bad key or model
@@ -187,13 +173,15 @@ class _Collector:
                 reservation = self.budget.reserve(estimate, teacher.max_tokens)
                 if reservation is None:
                     raise _BudgetStop()
-                await self.limiter.acquire(estimate + teacher.max_tokens)
+                # Paced by what the answer will likely use, so corrections stay small and the pace even.
+                paced = estimate + self._expected_completion_tokens()
+                await self.limiter.acquire(paced)
                 if self.fatal:
                     self.budget.settle(reservation)
                     raise _Abandoned()
                 self.requests += 1
                 try:
-                    answer = await self._request(messages, stop, estimate, reservation)
+                    answer = await self._request(messages, stop, paced, reservation)
                     # A filtered answer is final as it is: the corpus rejects it by its finish reason.
                     if answer.finish_reason != CONTENT_FILTER and not valid(answer.text):
                         raise RetryableError(MALFORMED, "the answer is not in the expected format: "
@@ -215,10 +203,14 @@ class _Collector:
             if self._probe_task is asyncio.current_task():
                 self._probe_done.set()
 
-    async def _request(self, messages: list[dict[str, str]], stop: list[str] | None, estimate: int,
+    def _expected_completion_tokens(self) -> int:
+        """The mean completion of the answers so far; ``max_tokens`` before the first."""
+        calls = sum(self.usage.calls.values())
+        return round(sum(self.usage.completion_tokens.values()) / calls) if calls else self.teacher.max_tokens
+
+    async def _request(self, messages: list[dict[str, str]], stop: list[str] | None, paced: int,
                        reservation: Reservation) -> Answer:
-        teacher = self.teacher
-        self.in_flight += 1
+        request = self.limiter.begin_request()
         try:
             completion = await self.client.request(messages, stop)
         except TeacherFatalError as error:
@@ -233,70 +225,15 @@ class _Collector:
             self.budget.settle(reservation)
             raise
         finally:
-            self.in_flight -= 1
+            # In flight besides this one, in every process: requests the provider may not have counted yet.
+            others = self.limiter.end_request(request)
         self.budget.settle(reservation, completion.prompt_tokens, completion.completion_tokens)
-        self.limiter.settle(estimate + teacher.max_tokens, completion.prompt_tokens + completion.completion_tokens)
-        others = self.in_flight  # in flight besides this one, not yet counted by the provider
-        self.limiter.observe(completion.headers, others, (others + 1) * (estimate + teacher.max_tokens))
+        self.limiter.settle(paced, completion.prompt_tokens + completion.completion_tokens)
+        self.limiter.observe(completion.headers, others, (others + 1) * paced)
         self.usage.add(completion.model, completion.prompt_tokens, completion.completion_tokens)
         return self.client.answer(completion)
 
     # -- one conversation
-
-    async def _v1(self, seed: str) -> dict[str, Any]:
-        answer = await self._call([{"role": "user", "content": self_chat_prompt(seed)}], None, has_markers)
-        text, ended_by = guard_transcript(answer.text, self.teacher.max_rounds)
-        if answer.finish_reason == CONTENT_FILTER:
-            ended_by = CONTENT_FILTER
-        elif ended_by is None:
-            ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
-        return {
-            "model": answer.model, "transcript": text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
-            "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
-        }
-
-    async def _v15(self, seed: str) -> dict[str, Any]:
-        teacher = self.teacher
-        dialogue: list[Turn] = []
-        calls = prompt_tokens = completion_tokens = 0
-        ended_by, finish_reason, model = "max_turns", None, teacher.model
-        for _ in range(teacher.max_rounds):
-            human = await self._call(
-                [{"role": "user", "content": self_chat_turn_prompt(seed, dialogue)}], [RAW_AI], lambda _: True
-            )
-            question = human_statement(human.text)
-            calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + human.prompt_tokens,
-                                                       completion_tokens + human.completion_tokens)
-            if human.finish_reason == CONTENT_FILTER:
-                ended_by, finish_reason = CONTENT_FILTER, CONTENT_FILTER
-                break
-            if not question or RAW_END.lower() in question.lower():
-                ended_by = "human_done"
-                break
-            if any(t.role == "human" and same_text(t.text) == same_text(question) for t in dialogue):
-                ended_by = "repeated_turn"
-                break
-            messages = [{"role": "user" if t.role == "human" else "assistant", "content": t.text} for t in dialogue]
-            ai = await self._call(messages + [{"role": "user", "content": question}], None,
-                                  lambda text: bool(text.strip()))
-            calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + ai.prompt_tokens,
-                                                       completion_tokens + ai.completion_tokens)
-            model, finish_reason = ai.model, ai.finish_reason
-            if finish_reason == CONTENT_FILTER:  # the row ends here, and the corpus rejects it
-                ended_by = CONTENT_FILTER
-                break
-            if any(t.role == "ai" and same_text(t.text) == same_text(ai.text) for t in dialogue):
-                ended_by = "repeated_turn"
-                break
-            dialogue += [Turn("human", question), Turn("ai", ai.text.strip())]
-            if completion_tokens >= teacher.max_conversation_tokens:
-                ended_by = "max_tokens"
-                break
-        transcript = "\n".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}" for t in dialogue)
-        return {
-            "model": model, "transcript": transcript, "finish_reason": finish_reason, "ended_by": ended_by,
-            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "api_calls": calls,
-        }
 
     def _base_row(self, seed: dict, key: str) -> dict[str, Any]:
         return {
@@ -315,7 +252,8 @@ class _Collector:
         if self.budget.exhausted:
             return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
         try:
-            made = await (self._v1(seed["seed"]) if self.teacher.mode == "v1" else self._v15(seed["seed"]))
+            write = v1_conversation if self.teacher.mode == "v1" else v15_conversation
+            made = await write(self._call, seed["seed"], self.teacher)
         except _BudgetStop:
             return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
         except TerminalError as error:
@@ -431,7 +369,7 @@ def collect_transcripts(
             limited = limits.requests_per_minute is not None or limits.tokens_per_minute is not None
             # Without a limit nothing needs sharing: pauses stay in this process, at no I/O per request.
             limiter = RateLimiter(limits, shared if limited else MemoryLimitStore(),
-                                  limit_key(str(client.base_url), api_key))
+                                  limit_key(str(client.base_url), api_key), stale_after_s=2 * teacher.timeout_s)
             collector = _Collector(
                 seeds, teacher, TeacherClient(client, teacher, api_key), cache, limiter, budget,
                 log, progress_every_s or teacher.progress_every_s,

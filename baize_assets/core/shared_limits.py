@@ -9,11 +9,13 @@ limit. Tokens are paced the same way, and a provider's pause (``Retry-After``, a
 exhausted ``x-ratelimit-*``) is written once for everyone. The per-run budget is a
 ledger in the same store: a request reserves its worst case against the cap in one
 atomic step and settles its real usage after, so the overshoot is bounded by the
-requests in flight.
+requests in flight. The requests in flight are counted in the store too: the provider's
+``x-ratelimit-remaining-*`` headers do not count requests sent after the one they answer,
+by any process, so each process reads them against everyone's requests in flight.
 
 Stores: ``MemoryLimitStore`` (one process), ``SqliteLimitStore`` (the processes of one
 machine, through one file; no service to run) and ``RedisLimitStore`` (processes on any
-number of machines; the server's clock is the only clock).
+number of machines; the server's clock is the only clock; :mod:`.redis_limits`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,7 @@ from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from .config import RateLimitStoreConfig
-from .teacher_client import TeacherFatalError, redact_url
-
-# A limit key idle this long is dropped from Redis; a ledger lives as long as a run may.
-_LIMIT_TTL_S = 86_400
-_LEDGER_TTL_S = 30 * 86_400
+from .teacher_client import TeacherFatalError
 
 
 class LimitStoreError(TeacherFatalError):
@@ -72,6 +70,18 @@ class LimitStore:
     def pause_left(self, key: str) -> float:
         raise NotImplementedError
 
+    def begin_request(self, key: str, request: str) -> None:
+        """Count ``request`` (an id unique across processes) as in flight to the endpoint of ``key``."""
+        raise NotImplementedError
+
+    def end_request(self, key: str, request: str, stale_after_s: float) -> int:
+        """Stop counting ``request``; the requests of ``key`` still in flight, in every process.
+
+        A request begun more than ``stale_after_s`` ago is no longer counted: its process
+        died without ending it, since a live one gives up on a request by then.
+        """
+        raise NotImplementedError
+
     def reserve(self, ledger: str, tokens: int, dollars: float, max_tokens: int | None,
                 max_dollars: float | None) -> tuple[bool, int, float]:
         """Reserve a request's worst case if the ledger stays within the caps.
@@ -100,6 +110,7 @@ class MemoryLimitStore(LimitStore):
         self._clock = clock
         self._limits: dict[str, list[float]] = {}  # key: [next request, next token, paused until]
         self._ledgers: dict[str, list[float]] = {}  # ledger: [spent tokens, spent dollars, reserved ...]
+        self._in_flight: dict[str, set[str]] = {}  # key: requests (this process's own cannot go stale)
 
     def _limit(self, key: str) -> list[float]:
         return self._limits.setdefault(key, [0.0, 0.0, 0.0])
@@ -123,6 +134,14 @@ class MemoryLimitStore(LimitStore):
 
     def pause_left(self, key: str) -> float:
         return max(self._limit(key)[2] - self._clock(), 0.0)
+
+    def begin_request(self, key: str, request: str) -> None:
+        self._in_flight.setdefault(key, set()).add(request)
+
+    def end_request(self, key: str, request: str, stale_after_s: float) -> int:
+        requests = self._in_flight.setdefault(key, set())
+        requests.discard(request)
+        return len(requests)
 
     def reserve(self, ledger, tokens, dollars, max_tokens, max_dollars):
         state = self._ledger(ledger)
@@ -170,6 +189,8 @@ class SqliteLimitStore(LimitStore):
                    "next_token REAL NOT NULL, paused_until REAL NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS ledgers (ledger TEXT PRIMARY KEY, spent_tokens INTEGER NOT NULL, "
                    "spent_dollars REAL NOT NULL, reserved_tokens INTEGER NOT NULL, reserved_dollars REAL NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS in_flight (key TEXT NOT NULL, request TEXT NOT NULL, "
+                   "started_at REAL NOT NULL, PRIMARY KEY (key, request))")
 
     def _write(self, change: Callable[[sqlite3.Connection], object]):
         """``change`` in one write transaction; a failing store stops the run, it never lets requests through."""
@@ -226,6 +247,18 @@ class SqliteLimitStore(LimitStore):
             raise LimitStoreError(f"{self.name} failed: {error}") from None
         return max(paused_until - time.time(), 0.0)
 
+    def begin_request(self, key: str, request: str) -> None:
+        self._write(lambda db: db.execute("INSERT OR REPLACE INTO in_flight VALUES (?, ?, ?)",
+                                          (key, request, time.time())))
+
+    def end_request(self, key: str, request: str, stale_after_s: float) -> int:
+        def end(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM in_flight WHERE key = ? AND (request = ? OR started_at < ?)",
+                       (key, request, time.time() - stale_after_s))
+            return db.execute("SELECT COUNT(*) FROM in_flight WHERE key = ?", (key,)).fetchone()[0]
+
+        return self._write(end)
+
     def _ledger(self, db: sqlite3.Connection, ledger: str) -> tuple[int, float, int, float]:
         row = db.execute("SELECT spent_tokens, spent_dollars, reserved_tokens, reserved_dollars FROM ledgers "
                          "WHERE ledger = ?", (ledger,)).fetchone()
@@ -268,117 +301,6 @@ class SqliteLimitStore(LimitStore):
         self._db.close()
 
 
-# Each script is one atomic step on the server, timed by the server's clock (TIME), so
-# processes on machines whose clocks differ still agree on every slot.
-_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
-_TAKE_SLOT = _NOW + """
-local s = redis.call('HMGET', KEYS[1], 'next_request', 'next_token', 'paused_until')
-local next_request, next_token, paused = tonumber(s[1]) or 0, tonumber(s[2]) or 0, tonumber(s[3]) or 0
-local token_start = math.max(next_token, now)
-local start = math.max(next_request, now, paused, token_start)
-redis.call('HSET', KEYS[1], 'next_request', string.format('%.6f', start + tonumber(ARGV[1])),
-           'next_token', string.format('%.6f', token_start + tonumber(ARGV[2])))
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return string.format('%.6f', start - now)
-"""
-_PAUSE = _NOW + """
-local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until')) or 0
-redis.call('HSET', KEYS[1], 'paused_until', string.format('%.6f', math.max(paused, now + tonumber(ARGV[1]))))
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-"""
-_PAUSE_LEFT = _NOW + """
-local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until')) or 0
-return string.format('%.6f', math.max(paused - now, 0))
-"""
-_RESERVE = """
-local s = redis.call('HMGET', KEYS[1], 'spent_tokens', 'spent_dollars', 'reserved_tokens', 'reserved_dollars')
-local spent_tokens, spent_dollars = tonumber(s[1]) or 0, tonumber(s[2]) or 0
-local reserved_tokens, reserved_dollars = tonumber(s[3]) or 0, tonumber(s[4]) or 0
-local tokens, dollars = tonumber(ARGV[1]), tonumber(ARGV[2])
-local max_tokens, max_dollars = tonumber(ARGV[3]), tonumber(ARGV[4])
-local fits = (max_tokens == nil or spent_tokens + reserved_tokens + tokens <= max_tokens)
-    and (max_dollars == nil or spent_dollars + reserved_dollars + dollars <= max_dollars)
-if fits then
-  redis.call('HINCRBY', KEYS[1], 'reserved_tokens', tokens)
-  redis.call('HINCRBYFLOAT', KEYS[1], 'reserved_dollars', string.format('%.12f', dollars))
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-end
-return {fits and 1 or 0, tostring(spent_tokens), string.format('%.12f', spent_dollars)}
-"""
-
-
-class RedisLimitStore(LimitStore):
-    """A store in Redis: shared by processes on any number of machines."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self._errors = redis.RedisError
-        self.name = f"the Redis limit store {redact_url(url)}"
-        try:
-            self._redis = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
-            self._redis.ping()
-        except (redis.RedisError, ValueError) as error:
-            raise LimitStoreError(f"{self.name} cannot be used: {error}; no request was sent") from None
-        self._take_slot = self._redis.register_script(_TAKE_SLOT)
-        self._pause = self._redis.register_script(_PAUSE)
-        self._pause_left = self._redis.register_script(_PAUSE_LEFT)
-        self._reserve = self._redis.register_script(_RESERVE)
-
-    def _call(self, operation: Callable[[], object]):
-        try:
-            return operation()
-        except self._errors as error:
-            raise LimitStoreError(f"{self.name} failed: {error}") from None
-
-    @staticmethod
-    def _limit(key: str) -> str:
-        return f"baize:limit:{key}"
-
-    @staticmethod
-    def _ledger(ledger: str) -> str:
-        return f"baize:ledger:{ledger}"
-
-    def take_slot(self, key, interval_s, token_cost_s):
-        return float(self._call(lambda: self._take_slot([self._limit(key)], [interval_s, token_cost_s, _LIMIT_TTL_S])))
-
-    def shift_tokens(self, key, seconds):
-        self._call(lambda: self._redis.hincrbyfloat(self._limit(key), "next_token", seconds))
-
-    def pause(self, key, seconds):
-        self._call(lambda: self._pause([self._limit(key)], [seconds, _LIMIT_TTL_S]))
-
-    def pause_left(self, key):
-        return float(self._call(lambda: self._pause_left([self._limit(key)])))
-
-    def reserve(self, ledger, tokens, dollars, max_tokens, max_dollars):
-        caps = ["" if max_tokens is None else max_tokens, "" if max_dollars is None else max_dollars]
-        fits, spent_tokens, spent_dollars = self._call(
-            lambda: self._reserve([self._ledger(ledger)], [tokens, f"{dollars:.12f}", *caps, _LEDGER_TTL_S]))
-        return bool(fits), int(float(spent_tokens)), float(spent_dollars)
-
-    def settle(self, ledger, reserved_tokens, reserved_dollars, tokens, dollars):
-        def settle() -> None:
-            with self._redis.pipeline(transaction=True) as pipe:
-                name = self._ledger(ledger)
-                pipe.hincrby(name, "reserved_tokens", -reserved_tokens)
-                pipe.hincrbyfloat(name, "reserved_dollars", -reserved_dollars)
-                pipe.hincrby(name, "spent_tokens", tokens)
-                pipe.hincrbyfloat(name, "spent_dollars", dollars)
-                pipe.expire(name, _LEDGER_TTL_S)
-                pipe.execute()
-
-        self._call(settle)
-
-    def spent(self, ledger):
-        tokens, spent_dollars = self._call(lambda: self._redis.hmget(self._ledger(ledger), "spent_tokens",
-                                                                     "spent_dollars"))
-        return int(tokens or 0), float(spent_dollars or 0.0)
-
-    def close(self) -> None:
-        self._redis.close()
-
-
 def open_limit_store(config: RateLimitStoreConfig, default_path: Path) -> LimitStore:
     """The store named by ``teacher.rate_limit_store``; raises LimitStoreError before any request if it is down."""
     if config.kind == "redis":
@@ -386,5 +308,7 @@ def open_limit_store(config: RateLimitStoreConfig, default_path: Path) -> LimitS
         if not url:
             raise LimitStoreError(f"teacher.rate_limit_store is redis, but {config.url_env} (its URL) is not set; "
                                   "no request was sent")
+        from .redis_limits import RedisLimitStore  # redis is imported only where it is used
+
         return RedisLimitStore(url)
     return SqliteLimitStore(Path(config.path) if config.path else default_path)

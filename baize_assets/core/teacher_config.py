@@ -82,7 +82,11 @@ class TeacherConfig(StrictModel):
     # Loop guards: exchanges kept per conversation, completion tokens per v1.5 conversation.
     max_rounds: int = Field(default=8, ge=1)
     max_conversation_tokens: int = Field(default=4096, ge=1)
+    # Conversations in flight per collecting process.
     max_concurrency: int = Field(default=8, ge=1, le=1024)
+    # Processes that collect one shard's pending seeds together (api chat): one process is bound
+    # by one core of client work, so a machine with N cores collects up to N times as fast.
+    processes: int = Field(default=1, ge=1, le=64)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
     retry_base_s: float = Field(default=0.5, gt=0)
@@ -106,6 +110,8 @@ class TeacherConfig(StrictModel):
         if self.api == "batch" and self.mode == "v1.5":
             raise ValueError("api 'batch' supports mode 'v1' only: v1.5 asks turn by turn and would need one batch "
                              "per round")
+        if self.api == "batch" and self.processes > 1:
+            raise ValueError(f"processes ({self.processes}) is for api 'chat': a batch is one job the provider runs")
         return self
 
     @model_validator(mode="after")

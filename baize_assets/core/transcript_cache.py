@@ -7,8 +7,11 @@ model, sampling parameters and loop guards), so a rerun asks only for what it la
 and a prompt or model change asks again only for what it affects.
 
 SQLite in WAL mode: appends are atomic, a reader never sees half a row, and a process
-killed mid-commit leaves the file consistent. The table is append-only; a regenerated
-conversation is a newer row under the same key and the newest one wins.
+killed mid-commit leaves the file consistent. Several processes may write at once (the
+collector processes of one shard, the steps of other runs): each insert is one short
+transaction, and a writer waits for another's (the busy timeout) instead of failing. The
+table is append-only; a regenerated conversation is a newer row under the same key and the
+newest one wins.
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ class TranscriptCache:
                 chunk,
             )
             found.update((key, json.loads(row)) for key, row in cursor)
+        return found
+
+    def stored_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have a stored row (without reading the rows)."""
+        found: set[str] = set()
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            cursor = self._db.execute(f"SELECT DISTINCT cache_key FROM conversations WHERE cache_key IN ({marks})",
+                                      chunk)
+            found.update(key for (key,) in cursor)
         return found
 
     def put(self, key: str, seed_id: str, row: dict[str, Any]) -> None:

@@ -139,6 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path.rstrip("/") or "/"
         teacher.count_request(path)
         self._request_limit: tuple[int, int, float] | None = None
+        self._token_limit: tuple[int, int, float] | None = None
         try:
             # Read the body before anything can fail: unread bytes would corrupt the
             # next request on this keep-alive connection.
@@ -200,7 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = json_object_body(raw_body)
         request = parse_chat_request(body, teacher.models)
 
-        self._request_limit = teacher.admit()
+        # Tokens are counted at admission as the answer will use them (the fault-free answer).
+        tokens = build_completion(teacher, request, None)[0]["usage"]["total_tokens"] if teacher.tokens_per_window \
+            else 0
+        self._request_limit, self._token_limit = teacher.admit(self.headers.get("Authorization") or "", tokens)
         teacher.sleep(teacher.latency_s)
         fault = teacher.faults.next()
         error = status_fault(fault, teacher.retry_after_s)
@@ -322,5 +326,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("x-ratelimit-limit-requests", str(limit))
         self.send_header("x-ratelimit-remaining-requests", str(remaining))
         self.send_header("x-ratelimit-reset-requests", f"{reset_s:.3f}s")
-        self.send_header("x-ratelimit-limit-tokens", str(RATE_LIMIT_TOKENS))
-        self.send_header("x-ratelimit-remaining-tokens", str(RATE_LIMIT_TOKENS - tokens))
+        if self._token_limit is None:
+            self.send_header("x-ratelimit-limit-tokens", str(RATE_LIMIT_TOKENS))
+            self.send_header("x-ratelimit-remaining-tokens", str(RATE_LIMIT_TOKENS - tokens))
+            return
+        limit, remaining, reset_s = self._token_limit
+        self.send_header("x-ratelimit-limit-tokens", str(limit))
+        self.send_header("x-ratelimit-remaining-tokens", str(remaining))
+        self.send_header("x-ratelimit-reset-tokens", f"{reset_s:.3f}s")

@@ -45,13 +45,20 @@ API_KEY_ENV = "BAIZE_TEACHER_API_KEY"
 ADMISSION_TIMES_KEPT = 100_000
 
 
-def busiest_window(admitted_at_s: list[float], window_s: float) -> int:
-    """The most admissions within any ``window_s`` of ``stats()["admitted_at_s"]`` (a sliding window)."""
-    times, first, best = sorted(admitted_at_s), 0, 0
-    for last, at in enumerate(times):
-        while times[first] <= at - window_s:
+def busiest_window(admitted_at_s: list[float], window_s: float, weights: list[int] | None = None) -> int:
+    """The most admissions within any ``window_s`` of ``stats()["admitted_at_s"]`` (a sliding window).
+
+    With ``weights`` (the tokens of each admission, as in ``stats()["admitted_tokens_at_s"]``),
+    the most tokens admitted within any such window.
+    """
+    pairs = sorted(zip(admitted_at_s, weights if weights is not None else [1] * len(admitted_at_s)))
+    first = best = inside = 0
+    for at, weight in pairs:
+        inside += weight
+        while pairs[first][0] <= at - window_s:
+            inside -= pairs[first][1]
             first += 1
-        best = max(best, last - first + 1)
+        best = max(best, inside)
     return best
 
 
@@ -85,6 +92,7 @@ class SimulatedTeacher:
         drip_interval_s: float = 0.2,
         oversized_chars: int = 5_000_000,
         requests_per_window: int | None = None,
+        tokens_per_window: int | None = None,
         rate_window_s: float = 60.0,
         scripted_reply: Callable[[str], str | bytes] | None = None,
         batch_completion_delay_s: float = 0.5,
@@ -117,8 +125,13 @@ class SimulatedTeacher:
         # Enforced only when set: at most this many chat completions in any rate window,
         # advertised in the x-ratelimit-* headers the way OpenAI does.
         self.requests_per_window = requests_per_window
+        # Likewise per API key: at most this many tokens (prompt and completion) admitted in any
+        # window, counted when the request is admitted, as the answer will use them.
+        self.tokens_per_window = tokens_per_window
         self.rate_window_s = rate_window_s
         self._admitted: deque[float] = deque()
+        self._admitted_tokens: dict[str, deque[tuple[float, int]]] = {}  # per key: (when, tokens)
+        self._token_admissions: deque[tuple[float, int]] = deque(maxlen=ADMISSION_TIMES_KEPT)
         # When each chat completion was admitted (seconds since start), so a test can find the busiest window.
         self._admission_times: deque[float] = deque(maxlen=ADMISSION_TIMES_KEPT)
         self._started = time.monotonic()
@@ -197,6 +210,7 @@ class SimulatedTeacher:
                 "requests_by_outcome": dict(self._by_outcome),
                 "connections_total": self._connections_total,
                 "admitted_at_s": [round(t, 4) for t in self._admission_times],
+                "admitted_tokens_at_s": [[round(t, 4), tokens] for t, tokens in self._token_admissions],
                 **self.batches.stats(),
             }
 
@@ -221,33 +235,57 @@ class SimulatedTeacher:
         scheme, _, token = (header or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._api_key.encode())
 
-    def admit(self) -> tuple[int, int, float]:
-        """Admit one chat completion under the request limit: ``(limit, remaining, reset_s)``.
+    def admit(self, key: str = "", tokens: int = 0) -> tuple[tuple[int, int, float], tuple[int, int, float] | None]:
+        """Admit one chat completion of ``tokens`` tokens for API key ``key`` under the limits.
 
-        ``reset_s`` is, as in OpenAI's ``x-ratelimit-reset-requests``, the time until the
-        whole window is free again. A full window raises a 429 whose ``Retry-After`` is the
-        time until its oldest request leaves it.
+        Returns ``(limit, remaining, reset_s)`` of requests, and of tokens when a token limit
+        is enforced (else None). ``reset_s`` is, as in OpenAI's ``x-ratelimit-reset-*``, the
+        time until the whole window is free again. A full window raises a 429 whose
+        ``Retry-After`` is the time until enough of it has left.
         """
-        if self.requests_per_window is None:
-            with self._lock:
-                self._admission_times.append(time.monotonic() - self._started)
-            return RATE_LIMIT_REQUESTS, RATE_LIMIT_REQUESTS - 1, 0.0
         with self._lock:
             now = time.monotonic()
-            while self._admitted and self._admitted[0] <= now - self.rate_window_s:
-                self._admitted.popleft()
-            if len(self._admitted) >= self.requests_per_window:
-                next_slot_s = max(self._admitted[0] + self.rate_window_s - now, 0.001)
-                reset_s = self._admitted[-1] + self.rate_window_s - now
-                raise ApiError(429, "Rate limit reached for requests (simulated limit).", "requests",
-                               "rate_limit_exceeded", outcome="rate_limited_by_limit",
-                               headers={"Retry-After": f"{next_slot_s:.3f}",
-                                        "x-ratelimit-limit-requests": str(self.requests_per_window),
-                                        "x-ratelimit-remaining-requests": "0",
-                                        "x-ratelimit-reset-requests": f"{reset_s:.3f}s"})
-            self._admitted.append(now)
+            requests = (RATE_LIMIT_REQUESTS, RATE_LIMIT_REQUESTS - 1, 0.0)
+            if self.requests_per_window is not None:
+                while self._admitted and self._admitted[0] <= now - self.rate_window_s:
+                    self._admitted.popleft()
+                if len(self._admitted) >= self.requests_per_window:
+                    raise self._refusal("requests", self.requests_per_window, self._admitted[0] - now,
+                                        self._admitted[-1] - now)
+                requests = (self.requests_per_window, self.requests_per_window - len(self._admitted) - 1,
+                            self.rate_window_s)
+            token_limit = None
+            if self.tokens_per_window is not None:
+                window = self._admitted_tokens.setdefault(key, deque())
+                while window and window[0][0] <= now - self.rate_window_s:
+                    window.popleft()
+                used = sum(n for _, n in window)
+                if used + tokens > self.tokens_per_window:
+                    # Enough of the window has left for this request once the entry that frees the excess has.
+                    excess, frees_at = used + tokens - self.tokens_per_window, now
+                    for at, n in window:
+                        excess, frees_at = excess - n, at
+                        if excess <= 0:
+                            break
+                    raise self._refusal("tokens", self.tokens_per_window, frees_at - now,
+                                        window[-1][0] - now if window else 0.0)
+                window.append((now, tokens))
+                self._token_admissions.append((now - self._started, tokens))
+                token_limit = (self.tokens_per_window, self.tokens_per_window - used - tokens, self.rate_window_s)
+            if self.requests_per_window is not None:
+                self._admitted.append(now)
             self._admission_times.append(now - self._started)
-            return self.requests_per_window, self.requests_per_window - len(self._admitted), self.rate_window_s
+            return requests, token_limit
+
+    def _refusal(self, kind: str, limit: int, oldest_s: float, newest_s: float) -> ApiError:
+        """The 429 of a full ``kind`` window; ``oldest_s`` and ``newest_s`` (from now, so negative) are when the
+        entry whose leaving makes room and the window's last entry came."""
+        return ApiError(429, f"Rate limit reached for {kind} (simulated limit).", kind, "rate_limit_exceeded",
+                        outcome="rate_limited_by_limit",
+                        headers={"Retry-After": f"{max(oldest_s + self.rate_window_s, 0.001):.3f}",
+                                 f"x-ratelimit-limit-{kind}": str(limit),
+                                 f"x-ratelimit-remaining-{kind}": "0",
+                                 f"x-ratelimit-reset-{kind}": f"{newest_s + self.rate_window_s:.3f}s"})
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -283,6 +321,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="characters of text in an oversized answer")
     parser.add_argument("--rpm", type=int, default=None,
                         help="enforce at most this many chat completions per minute (429 beyond; default off)")
+    parser.add_argument("--tpm", type=int, default=None,
+                        help="enforce at most this many tokens per minute per API key (429 beyond; default off)")
     parser.add_argument("--batch-delay-s", type=float, default=0.5,
                         help="how long a batch takes from creation to completion (default 0.5)")
     parser.add_argument("--batch-failure-rate", type=float, default=0.0,
@@ -309,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             drip_interval_s=args.drip_interval_s,
             oversized_chars=args.oversized_chars,
             requests_per_window=args.rpm,
+            tokens_per_window=args.tpm,
             batch_completion_delay_s=args.batch_delay_s,
             batch_failure_rate=args.batch_failure_rate,
             batch_expire=args.batch_expire,
