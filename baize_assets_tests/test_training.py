@@ -7,15 +7,19 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from baize_assets.core.batching import length_grouped_batches
+from baize_assets.core import lm_loss
+from baize_assets.core.batching import collate, length_grouped_batches
 from baize_assets.core.config import (
     AdapterConfig,
     LoraConfig,
     TinyBaseConfig,
     TrainingConfig,
 )
+from baize_assets.core.packing import collate_packed, pack_rows, packing_layout
 from baize_assets.core.prompts import AI, HUMAN, TRAINING_HEADER, Turn, render_conversation
 from baize_assets.core.storage import staged_output_dir
 from baize_assets.core.tiny_base import build_tiny_base
@@ -271,4 +275,141 @@ def test_errors_name_the_problem(tiny_base, conversations, tmp_path):
     adapter = small_adapter().model_copy(update={"lora": LoraConfig(target_modules=["c_attn"])})
     with pytest.raises(ValueError, match="c_attn"):
         train_adapter(conversations, adapter, str(tiny_base), tmp_path / "a", log=lambda _: None)
+    assert not (tmp_path / "a").exists()
+
+
+# The label-only loss, packing and the trainer's options.
+
+
+@pytest.fixture(scope="module")
+def lora_model(tiny_base):
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_base, attn_implementation="sdpa")
+    config = PeftLoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    with quiet_peft_deprecation():
+        model = get_peft_model(base, config)
+    with torch.no_grad():  # LoRA B starts at zero; make the adapter change the output
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def samples(tokenizer, conversations):
+    return [build_sample(turns, tokenizer, "ai") for turns in conversations[:6]]
+
+
+def loss_and_grads(model, batch, loss_fn):
+    """The per-token loss, as a training step divides it, and the gradients of the trainable parameters."""
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch) / lm_loss.predicted_tokens(batch)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    return loss.detach(), grads
+
+
+def full_logits_loss(model, batch):
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="sum",
+    )
+
+
+def assert_same(first, second, atol=1e-5):
+    (loss_a, grads_a), (loss_b, grads_b) = first, second
+    assert torch.allclose(loss_a, loss_b, atol=atol, rtol=1e-6), (loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=atol, rtol=1e-5), name
+
+
+@pytest.mark.parametrize("chunk_positions", [1000, 3])  # one chunk, then many
+def test_label_only_loss_equals_the_full_logits_loss_and_gradients(lora_model, samples, monkeypatch, chunk_positions):
+    vocab = lora_model.get_base_model().get_output_embeddings().out_features
+    monkeypatch.setattr(lm_loss, "LOGIT_CHUNK_ELEMENTS", chunk_positions * vocab)
+    batch = collate(samples, pad_id=0, device="cpu")
+    label_only = loss_and_grads(lora_model, batch, lm_loss.summed_loss)
+    assert_same(label_only, loss_and_grads(lora_model, batch, full_logits_loss))
+
+
+def test_label_only_loss_of_a_trainable_head_and_in_evaluation(tiny_base, samples, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_base)  # every parameter trainable, the head too
+    monkeypatch.setattr(lm_loss, "LOGIT_CHUNK_ELEMENTS", 5 * model.config.vocab_size)
+    batch = collate(samples, pad_id=0, device="cpu")
+    assert_same(loss_and_grads(model, batch, lm_loss.summed_loss), loss_and_grads(model, batch, full_logits_loss))
+    with torch.no_grad():
+        expected = float(full_logits_loss(model, batch)) / lm_loss.predicted_tokens(batch)
+    assert lm_loss.evaluate(model, samples, len(samples), 0, "cpu") == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_packed_and_unpacked_batches_give_the_same_loss_and_gradients(lora_model, samples, implementation):
+    model_config = lora_model.get_base_model().config
+    model_config._attn_implementation = implementation
+    try:
+        layout = packing_layout(lora_model, cutoff_len=256)
+        unpacked = collate(samples, pad_id=0, device="cpu")
+        rows = pack_rows([len(s.input_ids) for s in samples], cutoff_len=256)
+        assert len(rows) < len(samples)  # several samples share a row
+        packed = collate_packed([[samples[i] for i in row] for row in rows], 0, "cpu", layout, torch.float32)
+        assert packed["input_ids"].shape[0] == len(rows)
+        assert lm_loss.predicted_tokens(packed) == lm_loss.predicted_tokens(unpacked)
+        assert_same(
+            loss_and_grads(lora_model, packed, lm_loss.summed_loss),
+            loss_and_grads(lora_model, unpacked, lm_loss.summed_loss),
+        )
+    finally:
+        model_config._attn_implementation = "sdpa"
+
+
+def test_packing_refuses_attention_that_cannot_keep_samples_apart(lora_model):
+    model_config = lora_model.get_base_model().config
+    model_config._attn_implementation = "flex_attention"
+    try:
+        with pytest.raises(ValueError, match="flex_attention.*cannot keep packed samples apart"):
+            packing_layout(lora_model, cutoff_len=256)
+    finally:
+        model_config._attn_implementation = "sdpa"
+
+
+def test_pack_rows_fills_rows_without_overflow():
+    rng = random.Random(3)
+    lengths = [rng.randint(5, 100) for _ in range(200)]
+    rows = pack_rows(lengths, 128)
+    assert sorted(i for row in rows for i in row) == list(range(200))
+    assert all(sum(lengths[i] for i in row) <= 128 for row in rows)
+    assert len(rows) <= 1.1 * sum(lengths) / 128 + 1
+    with pytest.raises(ValueError, match="sample 1 has 300 tokens, more than cutoff_len 128"):
+        pack_rows([10, 300], 128)
+
+
+def test_options_train_the_same_adapter_or_run(tiny_base, conversations, tmp_path):
+    """Gradient checkpointing changes nothing but memory; fused AdamW is picked on CPU; a packed run trains."""
+    plain = train_adapter(conversations, small_adapter(max_steps=3, optimizer="adamw"), str(tiny_base),
+                          tmp_path / "plain", log=lambda _: None)
+    checkpointed = train_adapter(conversations, small_adapter(max_steps=3, gradient_checkpointing=True,
+                                                              optimizer="adamw"), str(tiny_base),
+                                 tmp_path / "checkpointed", log=lambda _: None)
+    assert plain["optimizer"] == "adamw"
+    assert checkpointed["train_loss_final"] == pytest.approx(plain["train_loss_final"], abs=1e-5)
+    first, again = (load_file(tmp_path / d / "adapter_model.safetensors") for d in ("plain", "checkpointed"))
+    assert all(torch.allclose(first[name], again[name], atol=1e-6) for name in first)
+    packed = train_adapter(conversations, small_adapter(max_steps=3, packing=True), str(tiny_base),
+                           tmp_path / "packed", log=lambda _: None)
+    assert packed["optimizer"] == "adamw_fused" and packed["packed_rows"] < packed["train_samples"]
+    assert packed["real_token_ratio"] > plain["real_token_ratio"] - 0.05
+    assert packed["eval_loss_after"] < packed["eval_loss_before"]
+
+
+def test_a_data_parallel_launch_is_refused_clearly(tiny_base, conversations, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="one device.*WORLD_SIZE=2"):
+        train_adapter(conversations, small_adapter(), str(tiny_base), tmp_path / "a", log=lambda _: None)
     assert not (tmp_path / "a").exists()
