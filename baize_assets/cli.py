@@ -1,10 +1,12 @@
-"""The ``baize`` command: ``demo``, ``chat`` and ``teacher``."""
+"""The ``baize`` command: ``demo``, ``chat``, ``serve``, ``export`` and ``teacher``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Sequence
+
+from .core.export import add_export_command, export_main
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -15,6 +17,7 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run the whole graph end to end offline (simulated teacher, tiny base model)",
     )
+    add_export_command(commands)
 
     chat = commands.add_parser("chat", help="talk to a trained adapter with the Baize inference prompt")
     chat.add_argument("--adapter", type=Path, required=True, help="adapter directory (adapters/<name>)")
@@ -24,6 +27,15 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
     chat.add_argument(
         "--repetition-penalty", type=float, default=None, help="above 1 discourages repeating tokens (default 1.1)"
+    )
+
+    serve = commands.add_parser("serve", help="serve a trained adapter as an OpenAI-compatible chat server")
+    serve.add_argument("--adapter", type=Path, required=True, help="adapter directory (adapters/<name>)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, default=16, help="most answers generated in one batch")
+    serve.add_argument(
+        "--batch-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with"
     )
 
     commands.add_parser(
@@ -43,10 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return teacher_main(argv[1:])
     args = _parser().parse_args(argv)
+    if args.command == "export":
+        return export_main(args)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo()
+    if args.command == "serve":
+        from .core.serving import serve_main
+
+        return serve_main(args.adapter, args.host, args.port, args.max_batch, args.batch_wait_ms)
     from .core.chat import DEFAULT_REPETITION_PENALTY, chat_main
 
     penalty = DEFAULT_REPETITION_PENALTY if args.repetition_penalty is None else args.repetition_penalty

@@ -108,9 +108,10 @@ def test_reply_is_a_clean_answer_within_the_budget(chat, monkeypatch):
     history = [Turn("human" if i % 2 == 0 else "ai", f"the stone and the bread {i}") for i in range(12)]
     history.append(Turn("human", "And the water?"))
     last_only = len(chat.prompt_ids(history[-1:]))
-    chat.reply(history, max_new_tokens=8, temperature=0, history_token_budget=last_only + 30)
+    last_exchange = len(chat.prompt_ids(history[-3:]))  # room for the newest exchange, not for two
+    chat.reply(history, max_new_tokens=8, temperature=0, history_token_budget=last_exchange + 8)
     prompt_length, new_tokens = calls[-1]
-    assert new_tokens == 8 and last_only < prompt_length <= last_only + 22
+    assert new_tokens == 8 and last_only < prompt_length == last_exchange
 
     chat.reply(history[-1:], max_new_tokens=5000, temperature=0)
     prompt_length, new_tokens = calls[-1]

@@ -2,7 +2,7 @@ import pandas as pd
 
 from baize_assets.core import corpus
 from baize_assets.core.config import CorpusConfig
-from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn
+from baize_assets.core.prompts import BAIZE_SYSTEM_PROMPT, RAW_AI, RAW_HUMAN, Turn
 from baize_assets.core.transcript_format import TRANSCRIPT_SCHEMA
 
 CONFIG = CorpusConfig()
@@ -51,8 +51,7 @@ def test_build_corpus_gives_every_transcript_exactly_one_outcome():
     built = corpus.build_corpus(table, CONFIG)
     assert built.conversations["seed_id"].tolist() == ["id0"]
     assert built.conversations.iloc[0]["text"] == (
-        "The conversation between human and AI assistant.\n[|Human|] What is tea?\n"
-        "[|AI|] A drink made from leaves.\n[|Human|] "
+        f"{BAIZE_SYSTEM_PROMPT}\n[|Human|] What is tea?\n[|AI|] A drink made from leaves.\n[|Human|] "
     )
     reasons = dict(zip(built.rejects["seed_id"], built.rejects["reason"]))
     assert reasons == {

@@ -35,7 +35,9 @@ def training_set_frame(conversations) -> pd.DataFrame:
 def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base(tmp_path):
     conversations = synthetic_conversations(48)
     layout = Layout(tmp_path)
-    build_tiny_base([render_conversation(c) for c in conversations], TINY, layout.tiny_base())
+    # A base that has seen the questions only, so the adapter has the answers' shape left to learn.
+    questions = [t.text for c in conversations for t in c if t.role == "human"]
+    build_tiny_base(questions + [render_conversation(c[:1]) for c in conversations], TINY, layout.tiny_base())
     write_parquet_atomic(training_set_frame(conversations), layout.training_set("tiny"), TRAINING_SET_SCHEMA)
     training = TrainingConfig(learning_rate=5e-3, epochs=4, max_steps=8, micro_batch_size=4, effective_batch_size=8,
                               warmup_steps=1, eval_steps=4, eval_prompts=["Tell me about the river."])

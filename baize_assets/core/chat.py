@@ -13,13 +13,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation import BaseStreamer
 
+from .base_model import device_and_dtype, quiet_peft_deprecation, resolve_base_model
 from .prompts import STOP_MARKERS, Turn, render_inference_prompt
-from .training import (
-    device_and_dtype,
-    encode,
-    quiet_peft_deprecation,
-    resolve_base_model,
-)
+from .training import encode
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 # Mild by default: enough to keep a small model out of loops, little effect on a good one.
@@ -100,12 +96,8 @@ class ChatModel:
         return getattr(self.model.config, "max_position_embeddings", None)
 
     def prompt_ids(self, history: Sequence[Turn]) -> list[int]:
-        """Token ids of the inference prompt for ``history``.
-
-        The prompt ends with ``"[|AI|] "``; its trailing space is dropped because in
-        training it is part of the answer's first token (``" I"``), never a token alone.
-        """
-        return encode(self.tokenizer, render_inference_prompt(history).removesuffix(" "))
+        """Token ids of the inference prompt for ``history``, as training tokenizes it."""
+        return encode(self.tokenizer, render_inference_prompt(history))
 
     def reply(
         self,
@@ -165,8 +157,8 @@ class ChatModel:
         return answer
 
 
-def load_chat_model(adapter_dir: Path) -> ChatModel:
-    """Load the base model named in ``adapter_dir``'s adapter config, with the adapter on top."""
+def adapter_base_model(adapter_dir: Path) -> str:
+    """The base model of the adapter in ``adapter_dir`` (a resolved local path or a hub id)."""
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
         raise FileNotFoundError(f"adapter directory not found: {adapter_dir}")
@@ -176,7 +168,13 @@ def load_chat_model(adapter_dir: Path) -> ChatModel:
     base_model = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base_model:
         raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path)")
-    base_ref = resolve_base_model(base_model)
+    return resolve_base_model(base_model)
+
+
+def load_chat_model(adapter_dir: Path) -> ChatModel:
+    """Load the base model named in ``adapter_dir``'s adapter config, with the adapter on top."""
+    adapter_dir = Path(adapter_dir)
+    base_ref = adapter_base_model(adapter_dir)
     device, dtype = device_and_dtype()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     base = AutoModelForCausalLM.from_pretrained(base_ref, dtype=dtype)
