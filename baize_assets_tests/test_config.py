@@ -2,9 +2,10 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from dagster import DagsterInvalidDefinitionError, ScheduleDefinition
 
-from baize_assets.core.config import PROJECT_ROOT, TINY_BASE_MODEL, ConfigError, load_config
+from baize_assets.core.config import PROJECT_ROOT, TINY_BASE_MODEL, ConfigError, PipelineConfig, load_config
 from baize_assets.core.cron import cron_problem
 
 
@@ -186,8 +187,10 @@ def test_the_projects_own_configs_load(config_file):
 def test_the_readme_examples_are_valid_configs(tmp_path):
     readme = (PROJECT_ROOT / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
-    assert blocks
-    for block in blocks:
+    # Other tools' settings (axolotl's) share no top-level key with the pipeline's.
+    ours = [block for block in blocks if set(yaml.safe_load(block)) & set(PipelineConfig.model_fields)]
+    assert len(ours) >= 2
+    for block in ours:
         load_config(write(tmp_path, block if "sources:" in block else block + MINIMAL))
 
 

@@ -11,6 +11,8 @@ from dagster import (
 
 from ..core import corpus, filter_quality, report
 from ..core.config import PipelineConfig, SourceConfig
+from ..core.plots_markdown import plots_markdown
+from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import conversations_key, seed_key, shard_partitions, transcripts_key
@@ -31,7 +33,8 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
             f"Parsed and filtered conversations of '{source.name}' with their Baize training text; "
             "every dropped transcript is in the rejects table with its reason."
         ),
-        code_version=f"{corpus.CORPUS_LOGIC_VERSION}-{config_hash(settings)}-{source.language}",
+        # The corpus holds each conversation's training text, so the chat format is part of it.
+        code_version=f"{corpus.CORPUS_LOGIC_VERSION}-{CHAT_FORMAT_VERSION}-{config_hash(settings)}-{source.language}",
     )
     def conversations(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
@@ -64,6 +67,7 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
                         filter_quality=filter_quality.quality_table(settings),
                     )  # fmt: skip
                 ),
+                "plots": MetadataValue.md(plots_markdown(plots)),
                 **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
             }
         )

@@ -3,8 +3,9 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from ..core import corpus, report, trainingset
+from ..core import chat_dataset, corpus, report, trainingset
 from ..core.config import AdapterConfig, PipelineConfig
+from ..core.plots_markdown import plots_markdown
 from ..core.storage import read_parquet, shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
 from .corpus_assets import read_rejects
@@ -23,9 +24,10 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
         kinds={"parquet"},
         description=(
             f"Training set of adapter '{adapter.name}': the corpus shards of {', '.join(adapter.sources)}, "
-            "exact and near (MinHash LSH) duplicates removed across all of them, with a stable train/eval split."
+            "exact and near (MinHash LSH) duplicates removed across all of them, with a stable train/eval split; "
+            "also written as chat messages, one Parquet file per split with a dataset card, for other tools."
         ),
-        code_version=f"2-{config_hash(near)}",
+        code_version=f"3-{config_hash(near)}",
     )
     def training_set(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
@@ -56,6 +58,22 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
         reasons = report.reason_table(kept.groupby("source").size(), dropped)
         plots = report.plot_distributions(kept, layout.training_set_report(adapter.name)) if len(kept) else {}
         by_reason = built.duplicates.groupby("reason").size()
+        data_version = corpus.data_version(kept)
+        chat_path = chat_dataset.chat_dir(path)
+        chat_dataset.write_chat_dataset(
+            kept,
+            chat_path,
+            chat_dataset.Provenance(
+                name=adapter.name,
+                sources=sources,
+                teacher=config.teacher,
+                data_version=data_version,
+                eval_size=adapter.training.eval_size,
+                exact_duplicates=int(by_reason.get(trainingset.EXACT_DUPLICATE, 0)),
+                near_duplicates=int(by_reason.get(trainingset.NEAR_DUPLICATE, 0)),
+                dropped_by_reason=dropped.groupby("reason").size().astype(int).to_dict(),
+            ),
+        )
         return MaterializeResult(
             metadata={
                 **table_metadata(kept, path, trainingset.TRAINING_SET_SCHEMA),
@@ -66,11 +84,13 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
                 "near_duplicates": int(by_reason.get(trainingset.NEAR_DUPLICATE, 0)),
                 "duplicates_rate": round(len(built.duplicates) / len(shards), 4) if len(shards) else 0.0,
                 "conversations_by_source": MetadataValue.json(kept.groupby("source").size().astype(int).to_dict()),
-                "data_version": corpus.data_version(kept),
+                "data_version": data_version,
+                "chat_dataset_path": MetadataValue.path(str(chat_path)),
                 "duplicates_path": MetadataValue.path(str(layout.training_set_duplicates(adapter.name))),
                 "report": MetadataValue.md(
                     report.markdown_report(kept, reasons, plots, f"training set {adapter.name}")
                 ),
+                "plots": MetadataValue.md(plots_markdown(plots)),
                 **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
             }
         )

@@ -82,6 +82,7 @@ def plot_distributions(conversations: pd.DataFrame, directory: Path) -> dict[str
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     words = _response_words(conversations)
     plots = {}
@@ -94,6 +95,8 @@ def plot_distributions(conversations: pd.DataFrame, directory: Path) -> dict[str
             axes.hist(
                 values, bins=30 if column == "words" else np.arange(0.5, values.max() + 1.5), alpha=0.6, label=source
             )
+        if column == "n_exchanges":
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole exchanges, not 0.5 steps
         axes.set_xlabel(label)
         axes.set_ylabel("count")
         axes.legend()
