@@ -1,0 +1,54 @@
+"""One tiny trained adapter, and its loaded model, shared by the batched-generation and server tests."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from baize_assets.core.chat import ChatModel, load_chat_model
+from baize_assets.core.config import AdapterConfig, TrainingConfig
+from baize_assets.core.prompts import Turn, render_conversation, render_inference_prompt
+from baize_assets.core.tiny_base import build_tiny_base
+from baize_assets.core.training import train_adapter
+
+from .test_chat import TINY, conversations
+
+
+@functools.cache
+def _trained_adapter(root: Path) -> Path:
+    """Built once per test process, however many modules import the fixtures (each would build its own)."""
+    data = conversations()
+    texts = [render_conversation(turns) for turns in data] + [render_inference_prompt([Turn("human", "Hello")])]
+    build_tiny_base(texts, TINY.model_copy(update={"pretrain_steps": 40}), root / "base")  # answers need not be good
+    adapter = AdapterConfig(
+        name="served",
+        sources=["synthetic"],
+        training=TrainingConfig(
+            learning_rate=5e-3, max_steps=4, micro_batch_size=4, effective_batch_size=8, warmup_steps=1
+        ),
+    )
+    train_adapter(data, adapter, str(root / "base"), root / "baize_served", log=lambda _: None)
+    return root / "baize_served"
+
+
+@functools.cache
+def _loaded(adapter_dir: Path) -> ChatModel:
+    return load_chat_model(adapter_dir)
+
+
+@pytest.fixture(scope="session")
+def served_adapter_dir(tmp_path_factory) -> Path:
+    return _trained_adapter(tmp_path_factory.getbasetemp() / "served_adapter")
+
+
+@pytest.fixture(scope="session")
+def served_chat(served_adapter_dir) -> ChatModel:
+    return _loaded(served_adapter_dir)
+
+
+def a_stop_string_inside(text: str) -> str:
+    """Two ASCII letters from inside ``text``, past its first character: a stop string that cuts it."""
+    pairs = (text[i : i + 2] for i in range(1, len(text) - 1))
+    return next(pair for pair in pairs if pair.isascii() and pair.isalpha())
