@@ -60,11 +60,21 @@ def materialize_whole_graph(defs, config, instance, log=print) -> list[str]:
     One Dagster run per job and shard, as a schedule or a backfill would launch them.
     Returns the run ids.
     """
-    from .jobs import SEED_TABLES_JOB, TRAIN_ADAPTERS_JOB, corpus_job_name
+    from .jobs import (
+        SEED_TABLES_JOB,
+        TRAIN_ADAPTERS_JOB,
+        corpus_job_name,
+        distilled_training_job_name,
+        feedback_job_name,
+    )
 
     runs = [(SEED_TABLES_JOB, None)]
     runs += [(corpus_job_name(s.name), shard) for s in config.sources for shard in shard_keys(s.shards)]
     runs += [(TRAIN_ADAPTERS_JOB, None)]
+    for plan in config.self_distillation:
+        for source in map(config.source, config.adapter(plan.adapter).sources):
+            runs += [(feedback_job_name(plan.adapter, source.name), shard) for shard in shard_keys(source.shards)]
+        runs += [(distilled_training_job_name(plan.adapter_name), None)]
     run_ids = []
     for job_name, partition_key in runs:
         label = f"{job_name}[{partition_key}]" if partition_key else job_name

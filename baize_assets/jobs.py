@@ -8,8 +8,13 @@ from .assets import (
     ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
     TRAINING_SETS_GROUP,
+    adapter_key,
     conversations_key,
+    evaluation_key,
+    feedback_samples_key,
+    feedback_scores_key,
     seed_key,
+    training_set_key,
     transcripts_key,
 )
 from .core.config import PipelineConfig
@@ -20,6 +25,14 @@ TRAIN_ADAPTERS_JOB = "train_adapters"
 
 def corpus_job_name(source: str) -> str:
     return f"{source}_corpus"
+
+
+def feedback_job_name(adapter: str, source: str) -> str:
+    return f"{adapter}_{source}_feedback"
+
+
+def distilled_training_job_name(adapter: str) -> str:
+    return f"train_{adapter}"
 
 
 def build_jobs(config: PipelineConfig) -> list:
@@ -42,6 +55,23 @@ def build_jobs(config: PipelineConfig) -> list:
                 corpus_job_name(source.name),
                 selection=AssetSelection.assets(*keys, conversations_key(source.name)),
                 description=f"Self-chat and corpus of one shard of '{source.name}' (partitioned by shard).",
+            )
+        )
+    for plan in config.self_distillation:
+        v1, v2 = plan.adapter, plan.adapter_name
+        for source in config.adapter(v1).sources:
+            jobs.append(
+                define_asset_job(
+                    feedback_job_name(v1, source),
+                    selection=AssetSelection.assets(feedback_samples_key(v1, source), feedback_scores_key(v1, source)),
+                    description=f"Answers of '{v1}' to one shard of '{source}' and the teacher's scores of them.",
+                )
+            )
+        jobs.append(
+            define_asset_job(
+                distilled_training_job_name(v2),
+                selection=AssetSelection.assets(training_set_key(v2), adapter_key(v2), evaluation_key(v2)),
+                description=f"Train and evaluate '{v2}' on the best-scored answers of '{v1}'.",
             )
         )
     return jobs

@@ -245,10 +245,10 @@ def test_a_dagster_materialization_of_a_transcripts_partition_in_batch_mode(tmp_
         again = transcripts()
         assert server.stats()["requests_total"] == requests  # a finished partition makes no request
     assert first["teacher_api"] == "batch" and first["batch_ids"].startswith("batch_")
-    assert first["conversations"] == first["dagster/row_count"] > 0 and first["failed_seeds"] == 0
+    assert first["conversations"] == first["dagster/row_count"] > 0 and first["failed_requests"] == 0
     assert first["batch_line_problems"] == {"missing_custom_ids": 0, "duplicated_custom_ids": 0,
                                             "unknown_custom_ids": 0, "unparsable_lines": 0}
-    assert again["cached_conversations"] == again["dagster/row_count"] and again["api_requests"] == 0
+    assert again["cached_answers"] == again["dagster/row_count"] and again["api_requests"] == 0
     frame = pd.read_parquet(Layout(tmp_path / "output").transcripts("quora", 0))
     assert frame["failure_kind"].isna().all() and len(frame) == first["dagster/row_count"]
 

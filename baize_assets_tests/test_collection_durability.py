@@ -110,9 +110,9 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
 
         finished = transcripts(config.teacher)
         meta = _metadata(instance, finished.run_id)
-        assert meta["partial"] is False and meta["failed_seeds"] == 0
-        assert meta["cached_conversations"] > 0
-        assert meta["openai.calls"] == meta["dagster/row_count"] - meta["cached_conversations"]
+        assert meta["partial"] is False and meta["failed_requests"] == 0
+        assert meta["cached_answers"] > 0
+        assert meta["openai.calls"] == meta["dagster/row_count"] - meta["cached_answers"]
 
         before = chat_requests(server)
         again = _metadata(instance, transcripts(config.teacher).run_id)

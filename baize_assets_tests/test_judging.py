@@ -92,3 +92,28 @@ def test_best_of_prefers_the_highest_score_then_the_first():
 def test_a_line_that_starts_with_its_score_may_hold_other_numbers():
     assert read_single_score("85. It covers 3 points and 2 caveats.").scores == (85,)
     assert read_pair_scores("7 9 - assistant 2 lists 4 steps").scores == (7, 9)
+
+
+def test_the_simulated_teacher_judges_over_http_by_the_answers(teacher):
+    """Offline scores are simulated, but they depend on the answers: a test can tell better from worse."""
+    from openai import OpenAI
+
+    from baize_assets.core.prompts import Turn, compare_answers_prompt, score_answer_prompt
+    from baize_assets.teacher.judge import reference_answer
+
+    client = OpenAI(base_url=teacher.base_url, api_key="sk-test-not-a-real-key", max_retries=0)
+    question = "How do volcanoes form on the ocean floor?"
+    good = reference_answer(question, teacher.models[0])
+    bad = "Bananas are a yellow fruit, rich in potassium."
+
+    def ask(prompt: str) -> str:
+        reply = client.chat.completions.create(model=teacher.models[0], messages=[{"role": "user", "content": prompt}])
+        return reply.choices[0].message.content
+
+    good_score = read_single_score(ask(score_answer_prompt([Turn("human", question)], good))).scores[0]
+    bad_score = read_single_score(ask(score_answer_prompt([Turn("human", question)], bad))).scores[0]
+    assert good_score > bad_score
+    first, second = read_pair_scores(ask(compare_answers_prompt(question, bad, good))).scores
+    assert second > first
+    swapped = read_pair_scores(ask(compare_answers_prompt(question, good, bad))).scores
+    assert swapped == (second, first)

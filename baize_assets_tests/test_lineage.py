@@ -1,5 +1,6 @@
 """The graph end to end in a real Dagster instance, and the scope of a one-shard backfill."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,13 @@ from dagster_openai import OpenAIResource
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from baize_assets.assets import build_asset_checks, build_assets, conversations_key, transcripts_key
+from baize_assets.assets import (
+    build_asset_checks,
+    build_assets,
+    conversations_key,
+    feedback_samples_key,
+    transcripts_key,
+)
 from baize_assets.core.storage import Layout
 from baize_assets.definitions import build_definitions
 from baize_assets.demo import materialize_whole_graph
@@ -71,6 +78,14 @@ def test_whole_graph_materializes_every_asset_and_partition(built_graph):
         (f"{group}/{a.name}", None) for a in config.adapters for group in ("training_sets", "adapters", "evaluations")
     }
     expected |= {("base_models/tiny_llama", None)}
+    for plan in config.self_distillation:
+        for source in map(config.source, config.adapter(plan.adapter).sources):
+            expected |= {
+                (f"feedback/{plan.adapter}/{source.name}_{stage}", str(shard))
+                for stage in ("samples", "scores") for shard in range(source.shards)
+            }
+        expected |= {(f"{group}/{plan.adapter_name}", None) for group in ("training_sets", "adapters", "evaluations")}
+    assert config.self_distillation, "the project's configuration runs Baize v2 end to end"
     assert seen == expected
 
 
@@ -123,6 +138,12 @@ def test_backfill_of_one_shard_rebuilds_exactly_its_dependents(built_graph, teac
         ("training_sets/baize_healthcare", None),
         ("adapters/baize_healthcare", None),
         ("evaluations/baize_healthcare", None),
+        # Baize v2 of that adapter, through the same shard of its samples and scores.
+        ("feedback/baize_healthcare/medquad_samples", "3"),
+        ("feedback/baize_healthcare/medquad_scores", "3"),
+        ("training_sets/baize_healthcare_v2", None),
+        ("adapters/baize_healthcare_v2", None),
+        ("evaluations/baize_healthcare_v2", None),
     }
     pd.testing.assert_frame_equal(before, pd.read_parquet(layout.conversations("quora", 3)))
 
@@ -164,3 +185,53 @@ def test_blocking_corpus_checks_ran_and_passed_on_every_shard(built_graph):
     assert AssetCheckKey(conversations_key("medquad"), "schema_and_nonempty_turns") in {
         AssetCheckKey(e.asset_key, e.check_name) for e in evaluations
     }
+
+
+def test_self_distillation_trains_v2_on_the_best_answers_from_v1(built_graph):
+    config, _, _, _, layout, _ = built_graph
+    plan = config.self_distillation[0]
+    v1, v2 = plan.adapter, plan.adapter_name
+    source = config.adapter(v1).sources[0]
+    samples = pd.read_parquet(layout.feedback_samples(v1, source, 0))
+    scores = pd.read_parquet(layout.feedback_scores(v1, source, 0))
+    assert len(samples) == len(scores) > 0
+    assert samples.groupby("seed_id").size().eq(plan.sampling.answers_per_seed).all()
+    # Every answer has a score or a reason, never both, never neither.
+    assert (scores["score"].isna() == scores["reason"].notna()).all()
+    assert scores["score"].dropna().between(1, 100).all()
+    distilled = pd.read_parquet(layout.training_set(v2))
+    train = distilled[distilled["split"] == "train"]
+    best = scores.loc[scores.groupby("seed_id")["score"].idxmax()].merge(samples, on=["seed_id", "sample_index"])
+    for row in best.itertuples():
+        trained = train[train["seed_id"] == row.seed_id]
+        if len(trained):
+            assert list(trained.iloc[0]["turns"])[-1]["text"] == row.answer
+    v1_eval = pd.read_parquet(layout.training_set(v1)).query("split == 'eval'")
+    assert sorted(distilled.query("split == 'eval'")["seed_id"]) == sorted(v1_eval["seed_id"])
+    summary = json.loads((layout.adapter(v2) / "training_summary.json").read_text())
+    assert summary["init_adapter"] == str(layout.adapter(v1))
+    assert summary["training"]["loss_on"] == "last_ai"
+
+
+def test_rerunning_one_samples_shard_rebuilds_only_its_scores_and_v2(built_graph, teacher_env):
+    config, assets, resources, instance, layout, _ = built_graph
+    plan = config.self_distillation[0]
+    source = config.adapter(plan.adapter).sources[0]
+    other_shard = pd.read_parquet(layout.feedback_scores(plan.adapter, source, 2))
+    result = materialize(
+        assets,
+        selection=AssetSelection.assets(feedback_samples_key(plan.adapter, source)).downstream(),
+        partition_key="1",
+        instance=instance,
+        resources=resources,
+    )
+    assert result.success
+    v2 = plan.adapter_name
+    assert materialized(instance, result.run_id) == {
+        (f"feedback/{plan.adapter}/{source}_samples", "1"),
+        (f"feedback/{plan.adapter}/{source}_scores", "1"),
+        (f"training_sets/{v2}", None),
+        (f"adapters/{v2}", None),
+        (f"evaluations/{v2}", None),
+    }
+    pd.testing.assert_frame_equal(other_shard, pd.read_parquet(layout.feedback_scores(plan.adapter, source, 2)))

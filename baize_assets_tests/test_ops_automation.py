@@ -249,9 +249,13 @@ def test_the_project_definitions_wire_pools_automation_sensors_and_schedules():
     config = load_config()
     graph = defs.resolve_asset_graph()
     pools = {key.to_user_string(): defs.resolve_assets_def(key).op.pool for key in graph.get_all_asset_keys()}
+    judged = {
+        f"feedback/{plan.adapter}/{source}_scores"
+        for plan in config.self_distillation for source in config.adapter(plan.adapter).sources
+    }
     assert {k for k, pool in pools.items() if pool == "teacher_api"} == {
         f"{s.name}/transcripts" for s in config.sources if s.is_self_chat
-    }
+    } | judged
     assert {f"adapters/{a.name}" for a in config.adapters} <= {k for k, pool in pools.items() if pool == "training"}
     automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
     assert {f"{g}/{a.name}" for a in config.adapters for g in ("training_sets", "adapters")} <= automated

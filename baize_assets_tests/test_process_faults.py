@@ -236,7 +236,7 @@ def test_a_transcripts_run_killed_with_sigkill_reruns_only_its_requests_in_fligh
         rerun = deployment.materialize_here([TRANSCRIPTS], partition="0")
         assert rerun.success
         (materialization,) = rerun.asset_materializations_for_node(TRANSCRIPTS.to_python_identifier())
-        assert materialization.metadata["cached_conversations"].value == done
+        assert materialization.metadata["cached_answers"].value == done
         assert materialization.metadata["api_requests"].value == seeds - done
         asked_twice = chat_requests(teacher) - seeds
     # Only the requests in flight at the kill were lost and asked again.

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from baize_assets.core.prompts import Turn
-from baize_assets.core.self_distill import best_answer_conversations, context_turns, feedback_contexts
+from baize_assets.core.self_distill import best_answer_conversations, feedback_contexts
 
 
 def _conversations(n):
@@ -11,6 +11,7 @@ def _conversations(n):
         {
             "seed_id": [f"s{i}" for i in range(n)],
             "source": ["quora"] * n,
+            "shard": [0] * n,
             "turns": [
                 [
                     {"role": "human", "text": f"question {i}"},
@@ -53,6 +54,5 @@ def test_v2_trains_on_the_best_answer_per_seed_and_leaves_unscored_seeds_out():
         {"seed_id": ["a", "a", "a", "b", "b"], "sample_index": [0, 1, 2, 0, 1], "score": [20, 95, 80, None, None]}
     )
     conversations, counts = best_answer_conversations(samples, scores)
-    assert conversations == [[Turn("human", "q"), Turn("ai", "best")]]
+    assert conversations == {"a": [Turn("human", "q"), Turn("ai", "best")]}
     assert counts == {"seeds": 2, "trained": 1, "no_score": 1}
-    assert context_turns(conversations) == [1]

@@ -9,6 +9,11 @@ module under ``core/`` and records what it wrote. Per source::
 
     <source>/conversations [all shards] ... -> training_sets/<name> -> adapters/<name> -> evaluations/<name>
                                                                         ^ base_models/tiny_llama
+
+and per ``self_distillation`` entry (Baize v2), see :mod:`.feedback_assets`::
+
+    adapters/<v1> -> feedback/<v1>/<source>_samples [shard] -> feedback/<v1>/<source>_scores [shard]
+        -> training_sets/<v2> -> adapters/<v2> -> evaluations/<v2>
 """
 
 from dagster import AssetsDefinition
@@ -18,13 +23,18 @@ from .adapter_assets import build_adapter_asset, build_tiny_base_asset
 from .checks import build_asset_checks
 from .corpus_assets import build_conversations_asset
 from .evaluation_assets import BEATS_BASE_CHECK, build_evaluation_assets
+from .feedback_assets import build_self_distillation_assets
 from .keys import (
     ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
+    SELF_DISTILLATION_GROUP,
     TINY_BASE_KEY,
     TRAINING_SETS_GROUP,
     adapter_key,
     conversations_key,
+    evaluation_key,
+    feedback_samples_key,
+    feedback_scores_key,
     seed_key,
     shard_partitions,
     training_set_key,
@@ -40,7 +50,11 @@ __all__ = [
     "TINY_BASE_KEY",
     "TRAINING_SETS_GROUP",
     "BEATS_BASE_CHECK",
+    "SELF_DISTILLATION_GROUP",
     "adapter_key",
+    "evaluation_key",
+    "feedback_samples_key",
+    "feedback_scores_key",
     "build_asset_checks",
     "build_assets",
     "conversations_key",
@@ -64,4 +78,5 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
         built.append(build_training_set_asset(adapter, config))
         built.append(build_adapter_asset(adapter, config))
     built.extend(build_evaluation_assets(config))
+    built.extend(build_self_distillation_assets(config))
     return built

@@ -19,6 +19,7 @@ from dagster import (
 
 from ..core import trainingset
 from ..core.config import AdapterConfig, PipelineConfig
+from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .keys import (
@@ -61,11 +62,13 @@ def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
 
 def adapter_metadata(summary: dict, adapter_dir) -> dict:
     """What the Dagster UI shows of a trained adapter: where it is, how it trained, the loss curve."""
+    from ..core.plots_markdown import plots_markdown
     from ..core.training import LOSS_CURVE_FILE
 
     return {
         "path": MetadataValue.path(str(adapter_dir)),
         "loss_curve": MetadataValue.path(str(adapter_dir / LOSS_CURVE_FILE)),
+        "loss_curve_plot": MetadataValue.md(plots_markdown({"loss_curve": adapter_dir / LOSS_CURVE_FILE})),
         "conversations": summary["n_conversations"],
         "data_version": summary["data_version"],
         "steps": summary["steps"],
@@ -86,17 +89,24 @@ def adapter_metadata(summary: dict, adapter_dir) -> dict:
     }
 
 
-def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
+def build_adapter_asset(
+    adapter: AdapterConfig, config: PipelineConfig, init_from: str | None = None, group_name: str = ADAPTERS_GROUP
+) -> AssetsDefinition:
+    """The adapter's asset; with ``init_from`` (another adapter's name) training starts from that one's weights."""
     deps = [training_set_key(adapter.name)] + ([TINY_BASE_KEY] if adapter.uses_tiny_base else [])
+    deps += [adapter_key(init_from)] if init_from else []
+    started_from = f", starting from the weights of '{init_from}'" if init_from else ""
 
     @asset(
         key=adapter_key(adapter.name),
         deps=deps,
-        group_name=ADAPTERS_GROUP,
+        group_name=group_name,
         kinds={"pytorch"},
         pool=TRAINING_POOL,
-        description=f"LoRA adapter '{adapter.name}' trained on the corpus of {', '.join(adapter.sources)}.",
-        code_version=f"2-{config_hash(adapter)}",
+        description=(
+            f"LoRA adapter '{adapter.name}' trained on the corpus of {', '.join(adapter.sources)}{started_from}."
+        ),
+        code_version=f"2-{CHAT_FORMAT_VERSION}-{config_hash(adapter)}",
     )
     def lora_adapter(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         die_with_the_run_process(context)
@@ -113,6 +123,7 @@ def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> Asset
 
         base = str(layout.tiny_base()) if adapter.uses_tiny_base else adapter.base_model
         paths = (layout.training_set(name), layout.adapter(name), layout.adapter_checkpoints(name))
+        init_adapter = layout.adapter(init_from) if init_from else None
         if adapter.training.run_in_subprocess:
             from dagster import PipesSubprocessClient
 
@@ -121,12 +132,15 @@ def build_adapter_asset(adapter: AdapterConfig, config: PipelineConfig) -> Asset
             PipesSubprocessClient().run(
                 command=[sys.executable, "-m", "baize_assets.core.pipes_training"],
                 context=context,
-                extras=training_request(adapter, base, *paths),
+                extras=training_request(adapter, base, *paths, init_adapter=init_adapter),
                 env=training_env(),
             )
             summary = read_summary(layout.adapter(adapter.name))
         else:
-            summary = train_from_training_set(adapter, base, *paths, log=context.log.info)
+            summary = train_from_training_set(adapter, base, *paths, log=context.log.info, init_adapter=init_adapter)
+        from ..core.model_card import training_set_lineage, write_model_card
+
+        write_model_card(layout.adapter(name), training_set_lineage(layout.training_set(name)))
         return MaterializeResult(metadata=adapter_metadata(summary, layout.adapter(adapter.name)))
 
     return lora_adapter

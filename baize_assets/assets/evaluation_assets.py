@@ -32,14 +32,14 @@ def _answers_markdown(answers: list[dict]) -> str:
     return "\n".join(["| prompt | answer |", "| --- | --- |", *rows])
 
 
-def build_evaluation_asset(adapter: AdapterConfig) -> AssetsDefinition:
+def build_evaluation_asset(adapter: AdapterConfig, group_name: str = ADAPTERS_GROUP) -> AssetsDefinition:
     key = evaluation_key(adapter.name)
 
     @asset(
         key=key,
         deps=[adapter_key(adapter.name), training_set_key(adapter.name)],
-        # In the adapters group so the train_adapters job evaluates what it trains.
-        group_name=ADAPTERS_GROUP,
+        # In its adapter's group so the job that trains it evaluates it.
+        group_name=group_name,
         kinds={"pytorch"},
         description=(
             f"Evaluation of adapter '{adapter.name}': held-out loss and perplexity of the base model and of "

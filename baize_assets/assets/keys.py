@@ -8,6 +8,7 @@ from ..core.storage import shard_keys
 BASE_MODELS_GROUP = "base_models"
 TRAINING_SETS_GROUP = "training_sets"
 ADAPTERS_GROUP = "adapters"
+SELF_DISTILLATION_GROUP = "self_distillation"
 TINY_BASE_KEY = AssetKey(["base_models", "tiny_llama"])
 # Concurrency pools (limits live in the Dagster instance): teacher calls share the
 # endpoint's rate limit across runs, training steps share the accelerator.
@@ -33,6 +34,15 @@ def training_set_key(adapter: str) -> AssetKey:
 
 def adapter_key(adapter: str) -> AssetKey:
     return AssetKey(["adapters", adapter])
+
+
+def feedback_samples_key(adapter: str, source: str) -> AssetKey:
+    """The answers ``adapter`` sampled for ``source``'s seeds (the node reads ``<source>_samples``)."""
+    return AssetKey(["feedback", adapter, f"{source}_samples"])
+
+
+def feedback_scores_key(adapter: str, source: str) -> AssetKey:
+    return AssetKey(["feedback", adapter, f"{source}_scores"])
 
 
 def evaluation_key(adapter: str) -> AssetKey:

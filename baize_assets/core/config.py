@@ -29,6 +29,11 @@ from .corpus_config import (  # the corpus filters' settings are part of this on
     TurnLengthConfig as TurnLengthConfig,
 )
 from .cron import cron_problem
+from .feedback_config import (  # Baize v2's settings are part of this one configuration
+    JudgeConfig as JudgeConfig,
+    SamplingConfig as SamplingConfig,
+    SelfDistillationConfig as SelfDistillationConfig,
+)
 from .teacher_config import (  # the teacher's settings are part of this one configuration
     BatchConfig as BatchConfig,
     BudgetConfig as BudgetConfig,
@@ -136,7 +141,8 @@ class TrainingConfig(StrictModel):
     cutoff_len: int = Field(default=512, ge=16)
     eval_size: int | float = Field(default=2000, gt=0)
     eval_steps: int = Field(default=200, ge=1)
-    loss_on: Literal["ai", "all"] = "ai"
+    # "last_ai": only the final AI turn, the rest is context (what self-distillation trains).
+    loss_on: Literal["ai", "all", "last_ai"] = "ai"
     seed: int = 42
     max_steps: int | None = Field(default=None, ge=1)
     # A conversation longer than cutoff_len is split at turn boundaries into several
@@ -147,6 +153,12 @@ class TrainingConfig(StrictModel):
     # "length_grouped" pads each micro-batch of similar lengths to its longest sample;
     # "pad_to_cutoff" pads every sample to cutoff_len, as the original did.
     batching: Literal["length_grouped", "pad_to_cutoff"] = "length_grouped"
+    # Several samples per row up to cutoff_len, kept from attending to each other (a
+    # block-diagonal mask on eager/SDPA, variable-length kernels on flash-attention).
+    packing: bool = False
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: transformers' pick
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more compute
+    optimizer: Literal["auto", "adamw", "adamw_fused"] = "auto"  # auto: fused AdamW where torch has the kernel
     checkpoint_steps: int = Field(default=100, ge=1)
     keep_best: bool = True  # save the weights of the best eval loss, not the last step's
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 (else fp16) on CUDA, fp32 on CPU
@@ -268,6 +280,7 @@ class PipelineConfig(StrictModel):
     tiny_base: TinyBaseConfig = TinyBaseConfig()
     sources: list[SourceConfig] = Field(min_length=1)
     adapters: list[AdapterConfig] = Field(default_factory=list)
+    self_distillation: list[SelfDistillationConfig] = Field(default_factory=list)
 
     @field_validator("sources", "adapters")
     @classmethod
@@ -287,6 +300,16 @@ class PipelineConfig(StrictModel):
                         f"adapter '{adapter.name}' uses source '{source}', which is not declared "
                         f"(declared: {', '.join(names)})"
                     )
+        adapter_names = [a.name for a in self.adapters]
+        for index, plan in enumerate(self.self_distillation):
+            if plan.adapter not in adapter_names:
+                raise ValueError(
+                    f"self_distillation[{index}] improves adapter '{plan.adapter}', which is not declared "
+                    f"(declared: {', '.join(adapter_names) or 'none'})"
+                )
+            if plan.adapter_name in adapter_names:
+                raise ValueError(f"self_distillation[{index}]: name '{plan.adapter_name}' is already an adapter's")
+            adapter_names.append(plan.adapter_name)
         language = self.corpus.language
         for source in self.sources:
             if language.enabled and source.language is not None and source.language not in language.candidates:
@@ -301,6 +324,12 @@ class PipelineConfig(StrictModel):
 
     def adapter(self, name: str) -> AdapterConfig:
         return next(a for a in self.adapters if a.name == name)
+
+    def distilled_adapter(self, plan: SelfDistillationConfig) -> AdapterConfig:
+        """The v2 adapter of ``plan``: v1's base, LoRA and training, its loss on the best answer only."""
+        v1 = self.adapter(plan.adapter)
+        training = v1.training.model_copy(update={"loss_on": "last_ai"})
+        return v1.model_copy(update={"name": plan.adapter_name, "training": training})
 
 
 def _format_validation_error(path: Path, error: ValidationError) -> str:

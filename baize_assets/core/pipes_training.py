@@ -26,10 +26,16 @@ PARENT_PID_ENV = "BAIZE_TRAINING_PARENT_PID"
 
 
 def training_request(
-    adapter: AdapterConfig, base_model: str, training_set: Path, out_dir: Path, checkpoint_dir: Path
+    adapter: AdapterConfig,
+    base_model: str,
+    training_set: Path,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    init_adapter: Path | None = None,
 ) -> dict:
     """The pipes extras that describe one training run (plain JSON)."""
     return {
+        "init_adapter": str(init_adapter) if init_adapter else None,
         "adapter": adapter.model_dump(mode="json"),
         "base_model": str(base_model),
         "training_set": str(training_set),
@@ -57,6 +63,7 @@ def main() -> None:
             Path(request["out_dir"]),
             Path(request["checkpoint_dir"]),
             log=pipes.log.info,
+            init_adapter=Path(request["init_adapter"]) if request.get("init_adapter") else None,
         )
         pipes.report_custom_message(
             {"steps": summary["steps"], "resumed_from_step": summary["resumed_from_step"]}

@@ -8,6 +8,11 @@ Three formats meet here and must agree:
   and ends with a trailing ``[|Human|] `` so the model learns where to stop;
 * the inference prompt used by ``baize chat``, rendered by the same function as
   the training text so the model sees at inference exactly what it was trained on.
+
+Both start with one header, Baize's training header plus its guardrail. The original
+trained under the bare header and served under a longer system prompt plus a priming
+exchange (``Hello!`` / ``Hi!``) that no training sample held; here the model learns
+its answers, and the guardrail, in the very context it is served in.
 """
 
 from __future__ import annotations
@@ -60,21 +65,21 @@ SELF_CHAT_TURN_RULE = f"When the human has no more questions, the human's next s
 
 _SEED_IN_PROMPT = re.compile(r"chatting about the topic '(?P<seed>.*)'\. Every statement", re.S)
 
-# Header of every training sample (Baize's).
-TRAINING_HEADER = "The conversation between human and AI assistant."
-
-# Inference prompt: Baize's system prompt with its guardrail, primed with one exchange.
-BAIZE_SYSTEM_PROMPT = (
-    "The following is a conversation between a human and an AI assistant named Baize. "
-    "Baize is an open-source AI assistant developed from self-chat data. "
-    f"The human and the AI assistant take turns chatting. Human statements start with {HUMAN} "
-    f"and AI assistant statements start with {AI}. The AI assistant always provides "
-    "responses in as much detail as possible, and in Markdown format. "
+# The one system prompt, header of every training sample and of every inference prompt:
+# Baize's training header plus the guardrail sentence of Baize's inference prompt. That
+# longer prompt also described the markers and asked for Markdown and for completing the
+# transcript "in exactly that format", words that steer a base model never tuned on the
+# format; a model trained on it needs none of them, and in training all their tokens
+# would be an unlabeled prefix of every sample.
+BAIZE_GUARDRAIL = (
     "The AI assistant always declines to engage with topics, questions and instructions "
-    "related to unethical, controversial, or sensitive issues. Complete the transcript "
-    "in exactly that format."
+    "related to unethical, controversial, or sensitive issues."
 )
-PRIMING_TURNS: tuple[tuple[Role, str], ...] = (("human", "Hello!"), ("ai", "Hi!"))
+BAIZE_SYSTEM_PROMPT = f"The conversation between human and AI assistant. {BAIZE_GUARDRAIL}"
+TRAINING_HEADER = BAIZE_SYSTEM_PROMPT  # the same text, named for where training code uses it
+# Bump when the training / inference text changes (header, markers, layout): the
+# corpus text and every adapter trained on it change with it.
+CHAT_FORMAT_VERSION = "2-2026.12"
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,6 @@ def seed_from_self_chat_prompt(prompt: str) -> str | None:
     return match.group("seed") if match else None
 
 
-def _marker(role: Role) -> str:
-    return HUMAN if role == "human" else AI
-
-
 def conversation_segments(
     turns: Iterable[Turn], header: str = TRAINING_HEADER
 ) -> list[tuple[str, bool]]:
@@ -121,7 +122,9 @@ def conversation_segments(
 
     Joined, the pieces are exactly :func:`render_conversation`. Each AI piece is the
     AI's words plus the ``[|Human|]`` marker that ends them, which is what a model
-    trained on AI turns only must learn to produce (including when to stop).
+    trained on AI turns only must learn to produce (including when to stop). It starts
+    with the space after ``[|AI|]``, which tokenizers fold into the first word (``" I"``)
+    or keep alone; the space after ``[|Human|]`` begins the next human turn instead.
     """
     segments: list[tuple[str, bool]] = []
     pending = header
@@ -131,12 +134,11 @@ def conversation_segments(
             pending += turn.text if human_marker_written else f"\n{HUMAN} {turn.text}"
             human_marker_written = False
         else:
-            segments.append((pending + f"\n{AI} ", False))
-            segments.append((f"{turn.text}\n{HUMAN} ", True))
-            pending = ""
+            segments.append((pending + f"\n{AI}", False))
+            segments.append((f" {turn.text}\n{HUMAN}", True))
+            pending = " "
             human_marker_written = True
-    if not human_marker_written:
-        segments.append((pending + f"\n{HUMAN} ", False))
+    segments.append((pending if human_marker_written else pending + f"\n{HUMAN} ", False))
     return segments
 
 
@@ -145,13 +147,78 @@ def render_conversation(turns: Iterable[Turn], header: str = TRAINING_HEADER) ->
     return "".join(text for text, _ in conversation_segments(turns, header))
 
 
-def render_inference_prompt(history: Iterable[Turn]) -> str:
-    """The prompt ``baize chat`` feeds the model: system prompt, priming, history, ``[|AI|] ``.
+def render_inference_prompt(history: Iterable[Turn], system: str = BAIZE_SYSTEM_PROMPT) -> str:
+    """The prompt ``baize chat`` feeds the model: the training text of ``history`` up to ``[|AI|]``.
 
-    ``history`` ends with the human message to answer.
+    ``history`` ends with the human message to answer. The prompt is the training text
+    of ``history`` plus its answer, up to where the labeled answer piece begins.
     """
-    turns = [Turn(role, text) for role, text in PRIMING_TURNS] + list(history)
-    text = BAIZE_SYSTEM_PROMPT
-    for turn in turns:
-        text += f"\n{_marker(turn.role)} {turn.text}"
-    return text + f"\n{AI} "
+    segments = conversation_segments([*history, Turn("ai", "")], header=system)
+    answer = len(segments) - 2  # the empty answer's piece, before the trailing space
+    return "".join(text for text, _ in segments[:answer])
+
+
+# The teacher as judge (Baize v2). Bump when a judge prompt's text changes: it is part of
+# the feedback scores' and the judged evaluations' code_version.
+JUDGE_PROMPT_VERSION = "v2-2026.12"
+
+# Self-distillation with feedback: one sampled answer scored 1-100 in its conversation.
+SCORE_ANSWER_TEMPLATE = (
+    "You are reviewing one answer an AI assistant gave in a conversation with a human.\n\n"
+    "[Conversation]\n{conversation}\n[End of conversation]\n\n"
+    "[Answer]\n{answer}\n[End of answer]\n\n"
+    "Rate how well the answer responds to the human's last message, judging its helpfulness, "
+    "relevance, accuracy and level of detail together. On the first line write only one integer "
+    "from 1 to 100, higher is better. Then explain the score in a short paragraph."
+)
+
+# Evaluation: two answers to one question in one prompt, 1-10 each; asked in both orders.
+COMPARE_ANSWERS_TEMPLATE = (
+    "[Question]\n{question}\n\n"
+    "[The Start of Assistant 1's Answer]\n{first}\n[The End of Assistant 1's Answer]\n\n"
+    "[The Start of Assistant 2's Answer]\n{second}\n[The End of Assistant 2's Answer]\n\n"
+    "Please compare the two AI assistants' answers to the question above. Judge the helpfulness, "
+    "relevance, accuracy and level of detail of each. Give each assistant one overall score from 1 "
+    "to 10, higher is better. On the first line write only the two scores, for Assistant 1 and "
+    "Assistant 2 in that order, separated by a space. Then explain your judgment; do not let the "
+    "order in which the answers appear or their length sway it."
+)
+_SCORED_ANSWER = re.compile(
+    r"^You are reviewing one answer.*?\[Conversation\]\n(?P<conversation>.*)\n\[End of conversation\]\n\n"
+    r"\[Answer\]\n(?P<answer>.*)\n\[End of answer\]\n\nRate how well",
+    re.S,
+)
+_COMPARED_ANSWERS = re.compile(
+    r"^\[Question\]\n(?P<question>.*)\n\n\[The Start of Assistant 1's Answer\]\n(?P<first>.*)\n"
+    r"\[The End of Assistant 1's Answer\]\n\n\[The Start of Assistant 2's Answer\]\n(?P<second>.*)\n"
+    r"\[The End of Assistant 2's Answer\]\n\nPlease compare",
+    re.S,
+)
+
+
+def _plain_dialogue(turns: Iterable[Turn]) -> str:
+    return "\n".join(f"{'Human' if t.role == 'human' else 'AI'}: {t.text}" for t in turns)
+
+
+def score_answer_prompt(context: Iterable[Turn], answer: str) -> str:
+    """The judge prompt of one sampled answer; ``context`` ends with the human message it answers."""
+    return SCORE_ANSWER_TEMPLATE.format(conversation=_plain_dialogue(context), answer=answer)
+
+
+def compare_answers_prompt(question: str, first: str, second: str) -> str:
+    return COMPARE_ANSWERS_TEMPLATE.format(question=question, first=first, second=second)
+
+
+def parse_score_answer_prompt(prompt: str) -> tuple[str, str] | None:
+    """``(last human message, answer)`` of a scoring prompt, or None when the text is not one."""
+    match = _SCORED_ANSWER.match(prompt)
+    if not match:
+        return None
+    human_lines = [line for line in match["conversation"].split("\n") if line.startswith("Human: ")]
+    return (human_lines[-1].removeprefix("Human: ") if human_lines else ""), match["answer"]
+
+
+def parse_compare_answers_prompt(prompt: str) -> tuple[str, str, str] | None:
+    """``(question, first answer, second answer)`` of a comparison prompt, or None."""
+    match = _COMPARED_ANSWERS.match(prompt)
+    return (match["question"], match["first"], match["second"]) if match else None

@@ -20,8 +20,9 @@ Built to run Baize's ~160,000 teacher calls unattended:
 * **budgeted** — tokens and dollars are counted per call; a per-run cap, reserved in a
   ledger every process of the run shares, stops new requests cleanly and the seeds left
   over become ``budget_exhausted`` rows;
-* **two modes** — Baize v1 (one call writes the transcript) and v1.5 (turn by turn),
-  both guarded against loops (rounds, tokens, repeated turns) (:mod:`.selfchat_modes`);
+* **modes** — Baize v1 (one call writes the transcript) and v1.5 (turn by turn), both
+  guarded against loops (rounds, tokens, repeated turns), or one answer per row, the
+  teacher as judge (:mod:`.selfchat_modes`);
 * **one process** — :mod:`.parallel_collect` runs several when one core is the limit.
 
 Every seed ends as exactly one row: a transcript, or a failure kind and message.
@@ -42,9 +43,8 @@ import pandas as pd
 
 from .config import TeacherConfig
 from .pricing import Budget, Reservation, dollars
-from .prompts import SELF_CHAT_PROMPT_VERSION, SELF_CHAT_TURN_PROMPT_VERSION
 from .ratelimit import RateLimiter
-from .selfchat_modes import v1_conversation, v15_conversation
+from .selfchat_modes import Writer, self_chat_writer
 from .shared_limits import LimitStore, LimitStoreError, MemoryLimitStore, limit_key
 from .teacher_client import (
     CONTENT_FILTER,
@@ -87,22 +87,19 @@ class CollectionResult:
     partial: bool  # the budget stopped the run before every seed was asked
 
 
-def prompt_version(teacher: TeacherConfig) -> str:
-    return SELF_CHAT_PROMPT_VERSION if teacher.mode == "v1" else SELF_CHAT_TURN_PROMPT_VERSION
-
-
-def generation_inputs(teacher: TeacherConfig) -> dict[str, Any]:
+def generation_inputs(teacher: TeacherConfig, writer: Writer | None = None) -> dict[str, Any]:
     """Everything besides the seed that shapes a conversation: the cache key's inputs."""
+    writer = writer or self_chat_writer(teacher)
     inputs = {
-        "mode": teacher.mode,
-        "prompt_version": prompt_version(teacher),
+        "mode": writer.mode,
+        "prompt_version": writer.prompt_version,
         "model": teacher.model,
         "temperature": teacher.temperature,
         "top_p": teacher.top_p,
         "max_tokens": teacher.max_tokens,
         "max_rounds": teacher.max_rounds,
     }
-    if teacher.mode == "v1.5":
+    if writer.mode == "v1.5":
         inputs["max_conversation_tokens"] = teacher.max_conversation_tokens
     return inputs
 
@@ -118,8 +115,10 @@ class _Collector:
         budget: Budget,
         log: Callable[[str], None],
         progress_every_s: float,
+        writer: Writer | None = None,
     ) -> None:
         self.seeds = seeds.to_dict("records")
+        self.writer = writer or self_chat_writer(teacher)
         self.teacher = teacher
         self.client = client
         self.cache = cache
@@ -127,7 +126,7 @@ class _Collector:
         self.budget = budget
         self.log = log
         self.progress_every_s = progress_every_s
-        self.inputs = generation_inputs(teacher)
+        self.inputs = generation_inputs(teacher, self.writer)
         self.usage, self.failures, self.retries = Usage(), Counter(), Counter()
         self.rows: list[dict] = []
         self.requests = 0
@@ -240,7 +239,7 @@ class _Collector:
             "seed_id": seed["seed_id"], "seed": seed["seed"], "source": seed["source"], "shard": int(seed["shard"]),
             "prompt_version": self.inputs["prompt_version"], "model": self.teacher.model,
             "temperature": self.teacher.temperature, "max_tokens": self.teacher.max_tokens,
-            "generation_mode": self.teacher.mode, "cached": False, "cache_key": key,
+            "generation_mode": self.writer.mode, "cached": False, "cache_key": key,
         }
 
     def _failure_row(self, row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
@@ -252,8 +251,7 @@ class _Collector:
         if self.budget.exhausted:
             return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
         try:
-            write = v1_conversation if self.teacher.mode == "v1" else v15_conversation
-            made = await write(self._call, seed["seed"], self.teacher)
+            made = await self.writer.write(self._call, seed["seed"], self.teacher)
         except _BudgetStop:
             return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
         except TerminalError as error:
@@ -348,8 +346,9 @@ def collect_transcripts(
     cache: TranscriptCache | None = None,
     limit_store: LimitStore | None = None,
     ledger: str | None = None,
+    writer: Writer | None = None,
 ) -> CollectionResult:
-    """Ask the teacher for one self-chat conversation per seed row.
+    """Ask the teacher for one self-chat conversation per seed row (or, with ``writer``, its kind of answer).
 
     ``base_url`` None means the ``openai`` client's own default (``OPENAI_BASE_URL``
     or OpenAI itself). With a ``cache``, conversations it holds are reused and new ones
@@ -372,7 +371,7 @@ def collect_transcripts(
                                   limit_key(str(client.base_url), api_key), stale_after_s=2 * teacher.timeout_s)
             collector = _Collector(
                 seeds, teacher, TeacherClient(client, teacher, api_key), cache, limiter, budget,
-                log, progress_every_s or teacher.progress_every_s,
+                log, progress_every_s or teacher.progress_every_s, writer,
             )
             try:
                 await collector.run()

@@ -1,7 +1,9 @@
-"""The two ways the teacher writes one self-chat conversation: Baize v1 and v1.5.
+"""What the collector asks the teacher per row: a self-chat conversation (Baize v1 or v1.5) or one answer.
 
 * **v1** — one call writes the whole transcript, both sides, and the model stops on its own;
-* **v1.5** — one call per human turn and one per AI turn, the dialogue so far in each prompt.
+* **v1.5** — one call per human turn and one per AI turn, the dialogue so far in each prompt;
+* **judge** — the row's text is the whole prompt, and the one answer is the row's text
+  (the teacher's judgments of sampled answers, Baize v2).
 
 Both are guarded against loops (rounds, tokens, repeated turns) and return the row fields
 of one conversation. ``call(messages, stop, valid)`` is the collector's request, with its
@@ -10,10 +12,21 @@ retries, pacing and budget; a valid answer is one ``valid(text)`` accepts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .config import TeacherConfig
-from .prompts import RAW_AI, RAW_END, RAW_HUMAN, Turn, self_chat_prompt, self_chat_turn_prompt
+from .prompts import (
+    JUDGE_PROMPT_VERSION,
+    RAW_AI,
+    RAW_END,
+    RAW_HUMAN,
+    SELF_CHAT_PROMPT_VERSION,
+    SELF_CHAT_TURN_PROMPT_VERSION,
+    Turn,
+    self_chat_prompt,
+    self_chat_turn_prompt,
+)
 from .teacher_client import CONTENT_FILTER, Answer
 from .transcript_format import guard_transcript, has_markers, human_statement, same_text
 
@@ -72,3 +85,33 @@ async def v15_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dic
         "model": model, "transcript": transcript, "finish_reason": finish_reason, "ended_by": ended_by,
         "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "api_calls": calls,
     }
+
+
+async def single_answer(call: Call, prompt: str, teacher: TeacherConfig) -> dict[str, Any]:
+    answer = await call([{"role": "user", "content": prompt}], None, lambda text: bool(text.strip()))
+    if answer.finish_reason == CONTENT_FILTER:
+        ended_by = CONTENT_FILTER
+    else:
+        ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
+    return {
+        "model": answer.model, "transcript": answer.text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
+        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
+    }
+
+
+@dataclass(frozen=True)
+class Writer:
+    """How the collector turns a row's text into an answer; ``mode`` and ``prompt_version`` key its cache."""
+
+    mode: str
+    prompt_version: str
+    write: Callable[[Call, str, TeacherConfig], Awaitable[dict[str, Any]]]
+
+
+V1_WRITER = Writer("v1", SELF_CHAT_PROMPT_VERSION, v1_conversation)
+V15_WRITER = Writer("v1.5", SELF_CHAT_TURN_PROMPT_VERSION, v15_conversation)
+JUDGE_WRITER = Writer("judge", JUDGE_PROMPT_VERSION, single_answer)
+
+
+def self_chat_writer(teacher: TeacherConfig) -> Writer:
+    return V1_WRITER if teacher.mode == "v1" else V15_WRITER

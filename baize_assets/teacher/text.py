@@ -46,7 +46,7 @@ def apply_limits(text: str, stop: Sequence[str], max_tokens: int | None) -> tupl
     return text, "stop"
 
 
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     """a about above after again all also am an and any are as at be because been before
     being between both but by can could did do does doing down during each few for from
     further had has have having he her here hers him his how i if in into is it its itself
@@ -121,9 +121,9 @@ def key_phrases(text: str) -> list[str]:
         words[0] = words[0].lower()  # capitalised only because it starts the sentence
     phrases: list[list[str]] = [[]]
     for word in words:
-        if len(word) < 3 or word.lower() in _STOPWORDS or len(phrases[-1]) == 3:
+        if len(word) < 3 or word.lower() in STOPWORDS or len(phrases[-1]) == 3:
             phrases.append([])
-        if len(word) >= 3 and word.lower() not in _STOPWORDS:
+        if len(word) >= 3 and word.lower() not in STOPWORDS:
             phrases[-1].append(word)
     distinct = dict.fromkeys(" ".join(p) for p in phrases if p)
     return list(distinct) or [w for w in words if w][:3] or ["this topic"]
@@ -194,7 +194,12 @@ def completion_text(messages: list[dict[str, Any]], model: str, temperature: flo
     the rest of the seed's transcript after that many exchanges, or the end marker when
     the transcript has no more.
     """
+    from .judge import judge_reply  # the judge builds on this module's self-chat
+
     last_user = last_user_text(messages)
+    judgment = judge_reply(last_user, model)
+    if judgment is not None:
+        return judgment
     seed = seed_from_self_chat_prompt(last_user)
     if seed is not None:
         lines = self_chat_transcript(seed, model, temperature).split("\n")

@@ -1,0 +1,185 @@
+"""Baize v2, self-distillation with feedback, as assets. Per ``self_distillation`` entry and source::
+
+    adapters/<v1> + <source>/conversations [shard]
+        -> feedback/<v1>/<source>_samples [shard]   k answers per seed from v1
+        -> feedback/<v1>/<source>_scores [shard]    the teacher's score of each answer
+    every scores shard + training_sets/<v1> (its eval split)
+        -> training_sets/<v2> -> adapters/<v2> (starts from v1's weights) -> evaluations/<v2>
+
+The shards are the transcripts' shards, so rerunning one samples shard rebuilds only its
+scores shard and v2.
+"""
+
+
+from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster_openai import OpenAIResource
+
+from ..core import corpus, judging, self_distill
+from ..core.config import PipelineConfig, SelfDistillationConfig, SourceConfig
+from ..core.prompts import CHAT_FORMAT_VERSION, JUDGE_PROMPT_VERSION
+from ..core.selfchat_modes import JUDGE_WRITER
+from ..core.storage import read_parquet, write_parquet_atomic
+from ..resources import BaizeStorage
+from .adapter_assets import build_adapter_asset
+from .evaluation_assets import build_evaluation_asset
+from .keys import (
+    SELF_DISTILLATION_GROUP,
+    TEACHER_API_POOL,
+    adapter_key,
+    conversations_key,
+    feedback_samples_key,
+    feedback_scores_key,
+    shard_partitions,
+    training_set_key,
+)
+from .metadata import config_hash, table_metadata
+from .shard_collection import collect_shard
+from .step_process import die_with_the_run_process
+
+
+def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> AssetsDefinition:
+    sampling = plan.sampling
+
+    @asset(
+        key=feedback_samples_key(plan.adapter, source.name),
+        deps=[adapter_key(plan.adapter), conversations_key(source.name)],
+        partitions_def=shard_partitions(source),
+        group_name=SELF_DISTILLATION_GROUP,
+        kinds={"pytorch", "parquet"},
+        description=(
+            f"{sampling.answers_per_seed} answers of adapter '{plan.adapter}' to the last human turn of "
+            f"'{source.name}' conversations (with the turns before it as context), sampled in batches."
+        ),
+        code_version=f"1-{CHAT_FORMAT_VERSION}-{config_hash(sampling)}",
+    )
+    def samples(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
+        from ..core.feedback_sampling import sample_answers
+
+        layout = storage.layout
+        shard = int(context.partition_key)
+        contexts = self_distill.feedback_contexts(
+            read_parquet(layout.conversations(source.name, shard)), sampling.seeds_per_shard, sampling.seed
+        )
+        frame = sample_answers(layout.adapter(plan.adapter), contexts, sampling, log=context.log.info)
+        path = write_parquet_atomic(
+            frame, layout.feedback_samples(plan.adapter, source.name, shard), self_distill.SAMPLE_SCHEMA
+        )
+        return MaterializeResult(
+            metadata={
+                **table_metadata(frame, path, self_distill.SAMPLE_SCHEMA),
+                "seeds": len(contexts),
+                "finish_reasons": MetadataValue.json(frame["finish_reason"].value_counts().astype(int).to_dict()),
+                "mean_answer_chars": round(float(frame["answer"].str.len().mean()), 1) if len(frame) else 0.0,
+            }
+        )
+
+    return samples
+
+
+def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
+    teacher = config.teacher
+
+    @asset(
+        key=feedback_scores_key(plan.adapter, source.name),
+        deps=[feedback_samples_key(plan.adapter, source.name)],
+        partitions_def=shard_partitions(source),
+        group_name=SELF_DISTILLATION_GROUP,
+        kinds={"openai", "parquet"},
+        pool=TEACHER_API_POOL,
+        description=(
+            f"The teacher's score (1-100: helpfulness, relevance, accuracy, detail) of every sampled answer of "
+            f"'{source.name}', through the collector (rate limit, retries, cache, budget); an unreadable "
+            "judgment is a row with its reason."
+        ),
+        code_version=f"{JUDGE_PROMPT_VERSION}-{config_hash(teacher.model_copy(update={'processes': 1}))[:8]}",
+    )
+    def scores(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource) -> MaterializeResult:
+        die_with_the_run_process(context)
+        layout = storage.layout
+        shard = int(context.partition_key)
+        samples = read_parquet(layout.feedback_samples(plan.adapter, source.name, shard))
+        requests = self_distill.judge_requests(samples)
+        collected = collect_shard(
+            context, layout, openai, requests, teacher.model_copy(update={"processes": 1, "api": "chat"}),
+            lease=layout.feedback_lease(plan.adapter, source.name, shard),
+            cache=layout.feedback_cache(plan.adapter), writer=JUDGE_WRITER,
+            step=f"{plan.adapter}/{source.name}/{shard} scores",
+        )
+        frame = self_distill.read_judgments(samples, collected.result.transcripts)
+        path = write_parquet_atomic(
+            frame, layout.feedback_scores(plan.adapter, source.name, shard), self_distill.SCORE_SCHEMA
+        )
+        scored = frame["score"].dropna()
+        return MaterializeResult(
+            metadata={
+                **table_metadata(frame, path, self_distill.SCORE_SCHEMA),
+                **collected.metadata,
+                "scored_answers": len(scored),
+                "mean_score": round(float(scored.mean()), 2) if len(scored) else 0.0,
+                "unscored_by_reason": MetadataValue.json(frame["reason"].dropna().value_counts().astype(int).to_dict()),
+                "judge_prompt_version": JUDGE_PROMPT_VERSION,
+            }
+        )
+
+    return scores
+
+
+def build_distilled_training_set_asset(plan: SelfDistillationConfig, config: PipelineConfig) -> AssetsDefinition:
+    v1 = config.adapter(plan.adapter)
+    sources = [config.source(name) for name in v1.sources]
+    name = plan.adapter_name
+
+    @asset(
+        key=training_set_key(name),
+        deps=[training_set_key(v1.name), *(feedback_scores_key(v1.name, s.name) for s in sources)],
+        group_name=SELF_DISTILLATION_GROUP,
+        kinds={"parquet"},
+        description=(
+            f"Training set of '{name}': the best-scored answer of '{v1.name}' per seed (its loss on that answer "
+            f"only), and the eval split of '{v1.name}' so both adapters' held-out losses compare."
+        ),
+        code_version="1",
+    )
+    def distilled_training_set(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
+        import pandas as pd
+
+        layout = storage.layout
+        samples, scores = [], []
+        for source in sources:
+            for shard in shard_partitions(source).get_partition_keys():
+                samples.append(read_parquet(layout.feedback_samples(v1.name, source.name, shard)))
+                scores.append(read_parquet(layout.feedback_scores(v1.name, source.name, shard)))
+        v1_set = read_parquet(layout.training_set(v1.name))
+        samples, scores = pd.concat(samples, ignore_index=True), pd.concat(scores, ignore_index=True)
+        frame, counts = self_distill.distilled_training_set(samples, scores, v1_set[v1_set["split"] == "eval"])
+        path = write_parquet_atomic(frame, layout.training_set(name), self_distill.DISTILLED_SET_SCHEMA)
+        all_scores = scores["score"].dropna()
+        best = frame[frame["split"] == "train"]
+        return MaterializeResult(
+            metadata={
+                **table_metadata(frame, path, self_distill.DISTILLED_SET_SCHEMA),
+                **{f"seeds_{key}": value for key, value in counts.items()},
+                "train": len(best),
+                "eval": int((frame["split"] == "eval").sum()),
+                "mean_score_all_answers": round(float(all_scores.mean()), 2) if len(all_scores) else 0.0,
+                "data_version": corpus.data_version(frame),
+                "judging_scale": f"{judging.SINGLE_SCALE[0]}-{judging.SINGLE_SCALE[1]}",
+            }
+        )
+
+    return distilled_training_set
+
+
+def build_self_distillation_assets(config: PipelineConfig) -> list[AssetsDefinition]:
+    built: list[AssetsDefinition] = []
+    for plan in config.self_distillation:
+        v1 = config.adapter(plan.adapter)
+        for source in (config.source(name) for name in v1.sources):
+            built += [build_samples_asset(plan, source), build_scores_asset(plan, source, config)]
+        v2 = config.distilled_adapter(plan)
+        built += [
+            build_distilled_training_set_asset(plan, config),
+            build_adapter_asset(v2, config, init_from=v1.name, group_name=SELF_DISTILLATION_GROUP),
+            build_evaluation_asset(v2, group_name=SELF_DISTILLATION_GROUP),
+        ]
+    return built
