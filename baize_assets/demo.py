@@ -88,6 +88,25 @@ def materialize_whole_graph(defs, config, instance, log=print) -> list[str]:
     return run_ids
 
 
+def _distilled_summary(config, layout: Layout, plan) -> str:
+    """Baize v2 in one line: what the judge gave, what v2 trained on, v1's and v2's held-out loss."""
+    import json
+
+    import pandas as pd
+
+    scores = pd.concat(
+        pd.read_parquet(layout.feedback_scores(plan.adapter, source.name, shard), columns=["score"])
+        for source in map(config.source, config.adapter(plan.adapter).sources)
+        for shard in shard_keys(source.shards)
+    )
+    trained = (pd.read_parquet(layout.training_set(plan.adapter_name), columns=["split"])["split"] == "train").sum()
+    losses = [json.loads(layout.evaluation(name).read_text())["adapter_eval_loss"]
+              for name in (plan.adapter, plan.adapter_name)]
+    return (f"v2 of {plan.adapter}: {scores['score'].notna().sum()} answers judged, mean score "
+            f"{scores['score'].mean():.1f} (simulated judge), best answers of {trained} seeds; "
+            f"held-out loss v1 {losses[0]:.3f}, v2 {losses[1]:.3f}")
+
+
 def run_demo() -> int:
     _use_project_instance()
     from dagster import DagsterInstance
@@ -111,6 +130,9 @@ def run_demo() -> int:
         print(f"  {source.name:14s} {layout.root / source.name}")
     for adapter in config.adapters:
         print(f"  adapter {adapter.name:16s} {layout.adapter(adapter.name)}")
+    for plan in config.self_distillation:
+        print(f"  adapter {plan.adapter_name:16s} {layout.adapter(plan.adapter_name)}")
+        print(f"{'':27s}{_distilled_summary(config, layout, plan)}")
     print(f"  Dagster instance  {Path(os.environ['DAGSTER_HOME']) / '.dagster'}")
     if config.adapters:
         first = layout.adapter(config.adapters[0].name)

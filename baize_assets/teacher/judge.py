@@ -2,8 +2,9 @@
 
 A real judge reads the answers; this one compares each with its own answer to the same
 question (the first AI turn of its self-chat about that question) by the overlap of
-their content words. The teacher's own answer scores highest, an answer about something
-else lowest, so a test can tell a better answer from a worse one. Offline scores are
+their content words, and with the question by how many of its words the answer takes up.
+The teacher's own answer scores highest, an answer about something else lowest, so a
+test can tell a better answer from a worse one. Offline scores are
 simulated: they measure closeness to the simulated teacher, nothing more.
 """
 
@@ -38,17 +39,23 @@ def closeness(answer: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def answer_quality(question: str, answer: str, model: str) -> float:
+    """0 to 1: half closeness to the teacher's own answer, half the share of the question's words it takes up."""
+    asked = _content_words(question)
+    on_topic = len(asked & _content_words(answer)) / len(asked) if asked else 0.0
+    return 0.5 * closeness(answer, reference_answer(question, model)) + 0.5 * on_topic
+
+
 def judge_reply(prompt: str, model: str) -> str | None:
     """The judgment of a scoring or comparison prompt, or None when ``prompt`` is neither."""
     scored = parse_score_answer_prompt(prompt)
     if scored is not None:
         question, answer = scored
-        score = 1 + round(99 * closeness(answer, reference_answer(question, model)))
-        return f"{score}\nSimulated judgment: the answer shares {score - 1}% of the reference's key content."
+        score = 1 + round(99 * answer_quality(question, answer, model))
+        return f"{score}\nSimulated judgment by closeness to the question and to the reference answer."
     compared = parse_compare_answers_prompt(prompt)
     if compared is not None:
         question, first, second = compared
-        reference = reference_answer(question, model)
-        scores = [1 + round(9 * closeness(answer, reference)) for answer in (first, second)]
+        scores = [1 + round(9 * answer_quality(question, answer, model)) for answer in (first, second)]
         return f"{scores[0]} {scores[1]}\nSimulated judgment by closeness to the reference answer."
     return None
