@@ -1,19 +1,37 @@
-"""One tiny trained adapter, and its loaded model, shared by the batched-generation and server tests."""
+"""One tiny trained adapter, and its loaded model, shared by the chat, batched-generation and server tests."""
 
 from __future__ import annotations
 
 import functools
+import random
 from pathlib import Path
 
 import pytest
 
 from baize_assets.core.chat import ChatModel, load_chat_model
-from baize_assets.core.config import AdapterConfig, TrainingConfig
+from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
 from baize_assets.core.prompts import Turn, render_conversation, render_inference_prompt
 from baize_assets.core.tiny_base import build_tiny_base
 from baize_assets.core.training import train_adapter
 
-from .test_chat import TINY, conversations
+# Few positions, so that the cap on new tokens is exercised.
+TINY = TinyBaseConfig(
+    vocab_size=400,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=320,
+)
+WORDS = "river mountain cloud apple orange table chair light water fire garden music stone bread".split()
+
+
+def conversations(count: int = 24) -> list[list[Turn]]:
+    rng = random.Random(1)
+    return [
+        [Turn("human", f"Tell me about the {rng.choice(WORDS)}."), Turn("ai", " ".join(rng.sample(WORDS, 6)) + ".")]
+        for _ in range(count)
+    ]
 
 
 @functools.cache

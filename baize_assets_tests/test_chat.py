@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import random
 from pathlib import Path
 
 import pytest
@@ -15,59 +14,24 @@ from baize_assets.core.chat import (
     load_chat_model,
     trim_history,
 )
-from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
 from baize_assets.core.prompts import (
     AI,
     HUMAN,
     STOP_MARKERS,
     Turn,
-    render_conversation,
-    render_inference_prompt,
 )
-from baize_assets.core.tiny_base import build_tiny_base
-from baize_assets.core.training import train_adapter
 
-# Few positions, so that the cap on new tokens is exercised.
-TINY = TinyBaseConfig(
-    vocab_size=400,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    max_position_embeddings=320,
-)
-WORDS = "river mountain cloud apple orange table chair light water fire garden music stone bread".split()
-
-
-def conversations(count: int = 24) -> list[list[Turn]]:
-    rng = random.Random(1)
-    return [
-        [Turn("human", f"Tell me about the {rng.choice(WORDS)}."), Turn("ai", " ".join(rng.sample(WORDS, 6)) + ".")]
-        for _ in range(count)
-    ]
+from .serving_support import TINY, served_adapter_dir, served_chat  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("chat")
-    data = conversations()
-    # The inference prompt is among the tokenizer's texts so it takes few tokens.
-    texts = [render_conversation(turns) for turns in data] + [render_inference_prompt([Turn("human", "Hello")])]
-    build_tiny_base(texts, TINY, root / "base")
-    adapter = AdapterConfig(
-        name="chat",
-        sources=["synthetic"],
-        training=TrainingConfig(
-            learning_rate=5e-3, max_steps=4, micro_batch_size=4, effective_batch_size=8, warmup_steps=1
-        ),
-    )
-    train_adapter(data, adapter, str(root / "base"), root / "adapter", log=lambda _: None)
-    return root / "adapter"
+def adapter_dir(served_adapter_dir) -> Path:
+    return served_adapter_dir
 
 
 @pytest.fixture(scope="module")
-def chat(adapter_dir):
-    return load_chat_model(adapter_dir)
+def chat(served_chat):
+    return served_chat
 
 
 def words_in(turns: list[Turn]) -> int:
