@@ -406,10 +406,3 @@ def test_options_train_the_same_adapter_or_run(tiny_base, conversations, tmp_pat
     assert packed["optimizer"] == "adamw_fused" and packed["packed_rows"] < packed["train_samples"]
     assert packed["real_token_ratio"] > plain["real_token_ratio"] - 0.05
     assert packed["eval_loss_after"] < packed["eval_loss_before"]
-
-
-def test_a_data_parallel_launch_is_refused_clearly(tiny_base, conversations, tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="one device.*WORLD_SIZE=2"):
-        train_adapter(conversations, small_adapter(), str(tiny_base), tmp_path / "a", log=lambda _: None)
-    assert not (tmp_path / "a").exists()

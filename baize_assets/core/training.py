@@ -1,40 +1,60 @@
 """LoRA fine-tuning of a causal LM on Baize conversations, in a plain PyTorch loop.
 
 The loop is small on purpose (``transformers.Trainer`` is slow to import and hides the
-loss masking): AdamW, linear warmup then linear decay, gradient accumulation to the
-effective batch, length-grouped micro-batches, a held-out eval split, checkpoints that
-a rerun resumes from, and a seeded order, so the same configuration and data give the
-same adapter. Conversations longer than the cutoff are split at turn boundaries or
-dropped, and counted, never silently truncated.
+loss masking): AdamW (fused where torch can), linear warmup then linear decay, gradient
+accumulation to the effective batch, length-grouped or packed micro-batches, the loss
+computed at the labeled positions only (:mod:`.lm_loss`), a held-out eval split,
+checkpoints that a rerun resumes from (:mod:`.checkpoints`), and a seeded order, so the
+same configuration and data give the same adapter, on one process or data-parallel over
+the processes of a ``torchrun`` / ``accelerate launch`` (:mod:`.distributed`).
+Conversations longer than the cutoff are split at turn boundaries or dropped, and
+counted, never silently truncated.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
-import os
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import peft
 import torch
-import torch.nn.functional as F
 import transformers
-from peft import LoraConfig as PeftLoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import LoraConfig as PeftLoraConfig, PeftModel, get_peft_model
+from transformers import AutoTokenizer
 
-from .batching import IGNORE_INDEX, Sample, collate, length_grouped_batches, shuffled_batches
-from .config import TINY_BASE_MODEL, AdapterConfig, TrainingConfig
+from .base_model import (
+    device_and_dtype,
+    export_merged,
+    load_base_model,
+    lora_targets,
+    quiet_peft_deprecation,
+    resolve_base_model,
+)
+from .batching import IGNORE_INDEX, Sample, collate
+from .checkpoints import (
+    CHECKPOINT_FILE,
+    adapter_weights_digest,
+    load_checkpoint,
+    load_trainable_state,
+    run_fingerprint,
+    save_checkpoint,
+    trainable_state,
+)
+from .config import AdapterConfig, TrainingConfig
+from .distributed import evaluate_shared, launch_processes, restore_rng
+from .lm_loss import evaluate, predicted_tokens, summed_loss
+from .optimization import accumulation_steps, lr_factor, make_optimizer, micro_batches, optimizer_steps
+from .packing import collate_packed, pack_rows, packing_layout
 from .prompts import Turn, conversation_segments, render_conversation
 from .storage import staged_output_dir
 
-__all__ = ["IGNORE_INDEX", "Sample", "train_adapter", "train_from_training_set"]
+__all__ = ["CHECKPOINT_FILE", "IGNORE_INDEX", "Sample", "evaluate", "predicted_tokens", "train_adapter",
+           "train_from_training_set"]
 
 MIN_CONVERSATIONS_FOR_EVAL = 5
 MAX_EVAL_FRACTION = 0.2  # a larger requested eval set is shrunk to DEFAULT_EVAL_FRACTION
@@ -45,9 +65,6 @@ SUMMARY_FILE = "training_summary.json"
 CONFIG_FILE = "training_config.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 MERGED_DIR = "merged"
-CHECKPOINT_FILE = "checkpoint.pt"
-# Settings that do not change the trained weights: a checkpoint stays valid across them.
-_NOT_AFFECTING_WEIGHTS = {"checkpoint_steps", "run_in_subprocess", "export_merged", "eval_prompts", "keep_best"}
 
 
 def encode_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -79,6 +96,9 @@ def build_sample(turns: Sequence[Turn], tokenizer, loss_on: str, context_turns: 
     The first ``context_turns`` turns (complete exchanges repeated from an earlier
     sample of a split conversation) are context only and never labeled.
     """
+    if loss_on == "last_ai":  # everything before the last AI turn is context
+        context_turns = max(context_turns, max((i for i, t in enumerate(turns) if t.role == "ai"), default=0))
+        loss_on = "ai"
     segments = conversation_segments(turns)
     text = "".join(piece for piece, _ in segments)
     in_ai_piece = []
@@ -175,6 +195,8 @@ def fit_conversation(turns: Sequence[Turn], tokenizer, training: TrainingConfig)
         piece = [t for ex in exchanges[context:end] for t in ex]
         samples.append(build_sample(piece, tokenizer, training.loss_on, context_turns))
         start = end
+    # A piece with nothing to learn (all context, as under loss_on "last_ai") is no sample.
+    samples = [sample for sample in samples if any(label != IGNORE_INDEX for label in sample.labels)]
     stats.samples = len(samples)
     stats.conversations_split = int(len(samples) > 1)
     stats.conversations_dropped = int(not samples)
@@ -222,202 +244,8 @@ def _hash_ordered(conversations: Sequence[Sequence[Turn]]) -> list[Sequence[Turn
     return [conversations[i] for i in order]
 
 
-def accumulation_steps(training: TrainingConfig) -> int:
-    return math.ceil(training.effective_batch_size / training.micro_batch_size)
-
-
-def optimizer_steps(n_train: int, training: TrainingConfig) -> int:
-    """Optimizer steps of the run: ``epochs`` over the data, capped by ``max_steps``."""
-    steps_per_epoch = math.ceil(math.ceil(n_train / training.micro_batch_size) / accumulation_steps(training))
-    steps = max(1, math.ceil(training.epochs * steps_per_epoch))
-    return min(steps, training.max_steps) if training.max_steps else steps
-
-
-def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate multiplier of optimizer step ``step`` (0-based): linear warmup, then linear decay."""
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def micro_batches(samples: Sequence[Sample], training: TrainingConfig) -> Iterator[list[int]]:
-    """The run's endless, seeded stream of micro-batches (sample indices)."""
-    if training.batching == "length_grouped":
-        return length_grouped_batches([len(s.input_ids) for s in samples], training.micro_batch_size, training.seed)
-    return shuffled_batches(len(samples), training.micro_batch_size, training.seed)
-
-
-def predicted_tokens(batch: dict[str, torch.Tensor]) -> int:
-    """Labeled tokens that are a prediction target (the first token never is)."""
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-
-
-def summed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of the next-token cross-entropy over the labeled tokens of a micro-batch.
-
-    A sum, not a mean, so a step's loss can be divided by the labeled tokens of all
-    its micro-batches: every token weighs the same however the batch is split.
-    """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.size(-1)),
-        batch["labels"][:, 1:].reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="sum",
-    )
-
-
-@torch.no_grad()
-def evaluate(model, samples: Sequence[Sample], micro_batch_size: int, pad_id: int, device: str) -> float | None:
-    """Mean per-token loss on ``samples``; None when there is nothing to evaluate."""
-    if not samples:
-        return None
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(samples), micro_batch_size):
-        batch = collate(samples[start : start + micro_batch_size], pad_id, device)
-        total += float(summed_loss(model, batch))
-        count += predicted_tokens(batch)
-    model.train(was_training)
-    return total / count if count else None
-
-
-@contextmanager
-def quiet_peft_deprecation() -> Iterator[None]:
-    """Hide the warning peft 0.21 triggers by reading an attribute transformers 5 deprecated."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        yield
-
-
 def format_loss(loss: float | None) -> str:
     return "n/a (no labeled tokens)" if loss is None else f"{loss:.4f}"
-
-
-def resolve_base_model(base_model: str) -> str:
-    """The absolute path of a local base model directory, or a hub id unchanged."""
-    base_model = str(base_model)
-    if base_model == TINY_BASE_MODEL:
-        raise ValueError(
-            f"'{TINY_BASE_MODEL}' names the pipeline's built tiny base; pass the directory it was built into"
-        )
-    path = Path(base_model).expanduser()
-    if path.exists():
-        return str(path.resolve())
-    looks_like_path = path.is_absolute() or base_model.startswith((".", "~")) or base_model.count("/") > 1
-    if looks_like_path:
-        raise FileNotFoundError(f"base model directory not found: {base_model}")
-    return base_model
-
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def device_and_dtype(precision: str = "auto") -> tuple[str, torch.dtype]:
-    """The device and the base model's dtype for ``precision``.
-
-    ``auto``: CUDA with bf16 (fp16 on GPUs without bf16), else CPU float32. fp16 needs
-    CUDA (CPU kernels for half precision are slow or missing).
-    """
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        if not cuda:
-            return "cpu", torch.float32
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision == "fp16" and not cuda:
-        raise ValueError("training.precision 'fp16' needs a CUDA device; use 'fp32' or 'bf16' on CPU")
-    return ("cuda" if cuda else "cpu"), _DTYPES[precision]
-
-
-def load_base_model(base_ref: str, training: TrainingConfig, device: str, dtype: torch.dtype):
-    """The base model on ``device``: in ``dtype``, or quantized by bitsandbytes (QLoRA)."""
-    if training.quantization == "none":
-        return AutoModelForCausalLM.from_pretrained(base_ref, dtype=dtype).to(device)
-    if device != "cuda":
-        raise ValueError(f"training.quantization '{training.quantization}' needs a CUDA device; this one has none")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise ValueError(
-            f"training.quantization '{training.quantization}' needs the bitsandbytes package: pip install bitsandbytes"
-        )
-    from transformers import BitsAndBytesConfig
-
-    if training.quantization == "8bit":
-        quantization = BitsAndBytesConfig(load_in_8bit=True)
-    else:
-        quantization = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, bnb_4bit_use_double_quant=True
-        )
-    model = AutoModelForCausalLM.from_pretrained(
-        base_ref, dtype=dtype, quantization_config=quantization, device_map={"": 0}
-    )
-    return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-
-
-def lora_targets(model, requested: Sequence[str], base_model: str) -> tuple[list[str], list[str]]:
-    """The requested LoRA target modules present in ``model``, and those missing."""
-    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    present = [name for name in requested if name in names]
-    missing = [name for name in requested if name not in names]
-    if not present:
-        linear = sorted(
-            {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-        )
-        raise ValueError(
-            f"none of the LoRA target modules {', '.join(missing)} exist in {base_model}; "
-            f"its linear modules are: {', '.join(linear)}"
-        )
-    return present, missing
-
-
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if parameter.requires_grad:
-                parameter.copy_(state[name])
-
-
-def run_fingerprint(adapter: AdapterConfig, base_ref: str, samples: Sequence[Sample]) -> str:
-    """What a checkpoint is valid for: the settings that shape the weights, the base and the samples."""
-    digest = hashlib.sha256()
-    settings = adapter.model_dump(mode="json", exclude={"training": _NOT_AFFECTING_WEIGHTS})
-    digest.update(json.dumps([settings, base_ref], sort_keys=True).encode())
-    for sample in samples:
-        digest.update(json.dumps([sample.input_ids, sample.labels]).encode())
-    return digest.hexdigest()
-
-
-def save_checkpoint(checkpoint_dir: Path, state: dict) -> None:
-    """Write the training state to a temporary file, then rename it over the last checkpoint."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_dir / CHECKPOINT_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(checkpoint_dir: Path | None, fingerprint: str, log: Callable[[str], None]) -> dict | None:
-    """The last checkpoint of this very run (same settings, base and data), or None."""
-    if checkpoint_dir is None or not (checkpoint_dir / CHECKPOINT_FILE).is_file():
-        return None
-    path = checkpoint_dir / CHECKPOINT_FILE
-    try:
-        state = torch.load(path, weights_only=True)
-    except Exception as exc:  # a checkpoint that cannot be read is only a lost head start
-        log(f"ignoring unreadable checkpoint {path}: {exc}")
-        return None
-    if state.get("fingerprint") != fingerprint:
-        log(f"ignoring checkpoint {path}: it was made with other settings, base model or data")
-        return None
-    return state
 
 
 def write_loss_curve(step_losses: Sequence[float], eval_history: Sequence[dict], path: Path) -> None:
@@ -441,18 +269,6 @@ def write_loss_curve(step_losses: Sequence[float], eval_history: Sequence[dict],
     plt.close(figure)
 
 
-def export_merged(base_ref: str, adapter_dir: Path, tokenizer, out_dir: Path) -> None:
-    """The base with the adapter merged in, saved as a plain transformers model directory.
-
-    The base is reloaded unquantized on CPU so the merge is exact whatever it trained in.
-    """
-    base = AutoModelForCausalLM.from_pretrained(base_ref)
-    with quiet_peft_deprecation():
-        merged = peft.PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    merged.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-
-
 @dataclass
 class _Progress:
     """Everything that changes during training and is checkpointed."""
@@ -463,6 +279,7 @@ class _Progress:
     trained_tokens: int = 0  # tokens the loss was computed on
     samples_seen: int = 0
     train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0  # CPU time of the process's threads, steadier than wall time on a shared machine
     step_losses: list[float] = field(default_factory=list)
     eval_history: list[dict] = field(default_factory=list)
     best_step: int | None = None
@@ -478,6 +295,7 @@ def train_adapter(
     data_version: str | None = None,
     eval_conversations: Sequence[Sequence[Turn]] | None = None,
     checkpoint_dir: Path | None = None,
+    init_adapter: Path | None = None,
 ) -> dict:
     """Train ``adapter``'s LoRA on ``conversations`` over ``base_model`` and save it into ``out_dir``.
 
@@ -488,14 +306,20 @@ def train_adapter(
     by the training-set asset) all of ``conversations`` are trained on; without,
     ``training.eval_size`` are held out. With ``checkpoint_dir`` the state is saved
     every ``training.checkpoint_steps`` steps and a rerun of the same training resumes
-    from it; it is removed once the adapter is saved. Returns the summary.
+    from it; it is removed once the adapter is saved. With ``init_adapter`` (a saved
+    adapter of the same base) training starts from its LoRA weights and settings, as
+    self-distillation's v2 starts from v1. Returns the summary.
     """
     started = time.perf_counter()
     if not conversations:
         raise ValueError(f"no conversations to train adapter '{adapter.name}' on")
     training = adapter.training
     base_ref = resolve_base_model(base_model)
-    device, dtype = device_and_dtype(training.precision)
+    # This process, or those of a torchrun / accelerate launch: each takes its GPU before any other CUDA call.
+    processes = launch_processes(training)
+    dtype = device_and_dtype(training.precision)[1]
+    device = processes.device
+    log = processes.main_only(log)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     tokenizer = AutoTokenizer.from_pretrained(base_ref)
@@ -535,7 +359,18 @@ def train_adapter(
     targets, missing_targets = lora_targets(model, adapter.lora.target_modules, base_ref)
     if missing_targets:
         log(f"LoRA target modules not in {base_ref}, skipped: {', '.join(missing_targets)}")
-    eval_loss_before = evaluate(model, eval_samples, training.micro_batch_size, pad_id, device)
+    eval_loss_before = evaluate_shared(model, eval_samples, training.micro_batch_size, pad_id, processes)
+    if training.gradient_checkpointing:
+        # Before peft wraps the model; transformers also makes the embeddings' output require
+        # grad, so recomputed blocks of the frozen base still carry gradients to the LoRA weights.
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    if training.packing:
+        layout = packing_layout(model, training.cutoff_len)
+        rows = pack_rows([len(s.input_ids) for s in train_samples], training.cutoff_len)
+        units = [[train_samples[i] for i in row] for row in rows]
+        log(f"packing {len(train_samples)} samples into {len(units)} rows of <= {training.cutoff_len} tokens, {layout}")
+    else:
+        units = [[sample] for sample in train_samples]
 
     lora_config = PeftLoraConfig(
         r=adapter.lora.r,
@@ -546,27 +381,35 @@ def train_adapter(
     )
     torch.manual_seed(training.seed)  # LoRA init and dropout
     with quiet_peft_deprecation():
-        model = get_peft_model(model, lora_config)
+        if init_adapter is None:
+            model = get_peft_model(model, lora_config)
+        else:
+            model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+            log(f"starting from the LoRA weights of {init_adapter} (its r, alpha and targets)")
     trainable_parameters, total_parameters = model.get_nb_trainable_parameters()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=training.learning_rate)
-    total_steps = optimizer_steps(len(train_samples), training)
+    processes.copy_from_main(trainable)  # every process starts from the same LoRA weights
+    if processes.rank:
+        torch.manual_seed(training.seed + processes.rank)  # dropout masks of its own
+    optimizer = make_optimizer(trainable, training)
+    total_steps = optimizer_steps(len(units), training)
     warmup_steps = min(training.warmup_steps, math.ceil(MAX_WARMUP_FRACTION * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
     # fp16 gradients underflow without loss scaling; with other dtypes the scaler is a no-op.
-    scaler = torch.amp.GradScaler(device, enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
     accumulation = accumulation_steps(training)
 
-    fingerprint = run_fingerprint(adapter, base_ref, train_samples + eval_samples)
+    start_ref = base_ref if init_adapter is None else f"{base_ref}+{adapter_weights_digest(Path(init_adapter))}"
+    fingerprint = run_fingerprint(adapter, start_ref, train_samples + eval_samples)
     progress = _Progress()
     best_state: dict[str, torch.Tensor] | None = None
-    checkpoint = load_checkpoint(checkpoint_dir, fingerprint, log)
+    checkpoint = processes.from_main(lambda: load_checkpoint(checkpoint_dir, fingerprint, log))
     if checkpoint is not None:
-        _load_trainable_state(model, checkpoint["adapter"])
+        load_trainable_state(model, checkpoint["adapter"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        torch.set_rng_state(checkpoint["rng"])
+        restore_rng(checkpoint, processes, training.seed)
         progress = _Progress(**checkpoint["progress"])
         best_state = checkpoint["best_adapter"]
         log(f"resuming '{adapter.name}' from the checkpoint at step {progress.step}/{total_steps}")
@@ -581,41 +424,56 @@ def train_adapter(
         log(eval_note)
 
     def save_state() -> None:
+        rngs = processes.gather(torch.get_rng_state())  # every process's dropout stream
+        if not processes.is_main:
+            return
         save_checkpoint(
             checkpoint_dir,
             {
                 "fingerprint": fingerprint,
-                "adapter": _trainable_state(model),
+                "adapter": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-                "rng": torch.get_rng_state(),
+                "rng": rngs[0],
+                "process_rngs": rngs,
                 "progress": progress.__dict__,
                 "best_adapter": best_state,
             },
         )
 
     model.train()
-    batches = micro_batches(train_samples, training)
+    batches = micro_batches([sum(len(s.input_ids) for s in unit) for unit in units], training)
+    width = training.cutoff_len if training.batching == "pad_to_cutoff" else None
+
+    def collate_units(unit_samples: list[list[Sample]]) -> dict[str, torch.Tensor]:
+        if training.packing:
+            return collate_packed(unit_samples, pad_id, device, layout, dtype, width)
+        return collate([unit[0] for unit in unit_samples], pad_id, device, width)
+
     for _ in range(progress.step * accumulation):  # the micro-batches a resumed run already trained on
         next(batches)
     log_every = max(1, total_steps // 50)
     for step in range(progress.step, total_steps):
-        step_started = time.perf_counter()
-        width = training.cutoff_len if training.batching == "pad_to_cutoff" else None
-        step_batches = [
-            collate([train_samples[i] for i in next(batches)], pad_id, device, width) for _ in range(accumulation)
-        ]
-        step_tokens = sum(predicted_tokens(batch) for batch in step_batches)
-        step_loss = 0.0
-        for batch in step_batches:
+        step_started, step_cpu_started = time.perf_counter(), time.process_time()
+        # This process's share of the step's micro-batches (all of them when it is the only one).
+        step_units = processes.share([[units[i] for i in next(batches)] for _ in range(accumulation)])
+        step_batches = [collate_units(unit_samples) for unit_samples in step_units]
+        (step_tokens,) = processes.sum([sum(predicted_tokens(batch) for batch in step_batches)])
+        step_loss, tokens, padded, samples = 0.0, 0, 0, 0
+        for unit_samples, batch in zip(step_units, step_batches):
             loss = summed_loss(model, batch) / max(1, step_tokens)
             scaler.scale(loss).backward()
             step_loss += loss.item()
-            progress.tokens_seen += int(batch["attention_mask"].sum())
-            progress.padded_tokens += batch["attention_mask"].numel()
-            progress.samples_seen += len(batch["input_ids"])
-        progress.trained_tokens += step_tokens
+            tokens += sum(len(s.input_ids) for unit in unit_samples for s in unit)
+            padded += batch["input_ids"].numel()
+            samples += sum(len(unit) for unit in unit_samples)
+        processes.sum_gradients(trainable)
+        step_loss, tokens, padded, samples = processes.sum([step_loss, tokens, padded, samples])
+        progress.tokens_seen += int(tokens)
+        progress.padded_tokens += int(padded)
+        progress.samples_seen += int(samples)
+        progress.trained_tokens += int(step_tokens)
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
         lr = scheduler.get_last_lr()[0]
@@ -624,29 +482,31 @@ def train_adapter(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         progress.train_seconds += time.perf_counter() - step_started
+        progress.train_cpu_seconds += time.process_time() - step_cpu_started
         progress.step_losses.append(step_loss)
         progress.step = done = step + 1
         if done % log_every == 0 or done in (1, total_steps):
             log(f"step {done}/{total_steps} loss {step_loss:.4f} lr {lr:.2e}")
         if eval_samples and (done % training.eval_steps == 0 or done == total_steps):
-            eval_loss = evaluate(model, eval_samples, training.micro_batch_size, pad_id, device)
+            eval_loss = evaluate_shared(model, eval_samples, training.micro_batch_size, pad_id, processes)
             progress.eval_history.append({"step": done, "eval_loss": eval_loss})
             log(f"step {done}/{total_steps} eval loss {format_loss(eval_loss)}")
             if eval_loss is not None and (progress.best_eval_loss is None or eval_loss < progress.best_eval_loss):
                 progress.best_step, progress.best_eval_loss = done, eval_loss
-                best_state = _trainable_state(model)
+                best_state = trainable_state(model)
         if checkpoint_dir is not None and done % training.checkpoint_steps == 0 and done < total_steps:
             save_state()
 
     final_eval_loss = progress.eval_history[-1]["eval_loss"] if progress.eval_history else None
     kept_best = training.keep_best and best_state is not None and progress.best_step != total_steps
     if kept_best:
-        _load_trainable_state(model, best_state)
+        load_trainable_state(model, best_state)
         log(f"keeping the weights of step {progress.best_step} (best eval loss {progress.best_eval_loss:.4f})")
     summary = {
         "adapter": adapter.name,
         "base_model": base_ref,
         "data_version": data_version,
+        "init_adapter": str(init_adapter) if init_adapter is not None else None,
         "lora": {**adapter.lora.model_dump(), "target_modules": targets, "missing_target_modules": missing_targets},
         "training": training.model_dump(),
         "n_conversations": train_fit.conversations + eval_fit.conversations,
@@ -661,6 +521,9 @@ def train_adapter(
         "steps": total_steps,
         "resumed_from_step": resumed_from_step,
         "gradient_accumulation_steps": accumulation,
+        "processes": processes.world_size,
+        "packed_rows": len(units) if training.packing else None,
+        "optimizer": "adamw_fused" if optimizer.defaults.get("fused") else "adamw",
         "warmup_steps": warmup_steps,
         "epochs_seen": progress.samples_seen / len(train_samples),
         "tokens_seen": progress.tokens_seen,
@@ -668,6 +531,7 @@ def train_adapter(
         "real_token_ratio": progress.tokens_seen / max(1, progress.padded_tokens),
         "trained_tokens": progress.trained_tokens,
         "train_seconds": round(progress.train_seconds, 3),
+        "train_cpu_seconds": round(progress.train_cpu_seconds, 3),
         "tokens_per_second": progress.tokens_seen / max(progress.train_seconds, 1e-9),
         "train_loss_first": progress.step_losses[0],
         "train_loss_final": progress.step_losses[-1],
@@ -683,8 +547,15 @@ def train_adapter(
         "dtype": str(dtype).removeprefix("torch."),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     }
+    if not processes.is_main:  # process 0 writes the adapter directory; the others wait for it
+        processes.barrier()
+        return summary
     with staged_output_dir(out_dir) as staging:
+        from .chat_template import attach_chat_template
+        from .model_card import write_model_card  # it reads this module's file names
+
         model.save_pretrained(staging)
+        attach_chat_template(tokenizer)
         tokenizer.save_pretrained(staging)
         run_config = {"adapter": adapter.model_dump(mode="json"), "base_model": base_ref, "data_version": data_version}
         (staging / CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
@@ -693,9 +564,11 @@ def train_adapter(
             export_merged(base_ref, staging, tokenizer, staging / MERGED_DIR)
         summary["wall_time_s"] = round(time.perf_counter() - started, 3)
         (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_model_card(staging)
     if checkpoint_dir is not None:
         (checkpoint_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     log(f"saved adapter '{adapter.name}' to {out_dir} in {summary['wall_time_s']} s")
+    processes.barrier()
     return summary
 
 
@@ -710,6 +583,7 @@ def train_from_training_set(
     out_dir: Path,
     checkpoint_dir: Path | None,
     log: Callable[[str], None] = print,
+    init_adapter: Path | None = None,
 ) -> dict:
     """Train ``adapter`` on a training-set Parquet file (its ``train`` and ``eval`` splits)."""
     from . import corpus
@@ -737,4 +611,5 @@ def train_from_training_set(
         data_version=data_version,
         eval_conversations=corpus.turns_of(held_out),
         checkpoint_dir=checkpoint_dir,
+        init_adapter=init_adapter,
     )
