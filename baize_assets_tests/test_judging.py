@@ -117,3 +117,43 @@ def test_the_simulated_teacher_judges_over_http_by_the_answers(teacher):
     assert second > first
     swapped = read_pair_scores(ask(compare_answers_prompt(question, good, bad))).scores
     assert swapped == (second, first)
+
+
+def test_judge_evaluation_reads_both_orders_from_the_teacher(teacher, tmp_path):
+    """The paper's protocol end to end over HTTP: questions file, both orders, relative score and outcomes."""
+    import pandas as pd
+    from openai import OpenAI
+
+    from baize_assets.core.judge_eval import judge_requests, judge_table, load_questions
+    from baize_assets.teacher.judge import reference_answer
+
+    questions_file = tmp_path / "questions.jsonl"
+    questions_file.write_text('# a comment\n{"question": "How do volcanoes form?"}\nWhy is the sky blue?\n\n')
+    questions = load_questions(questions_file)
+    assert questions == ["How do volcanoes form?", "Why is the sky blue?"]
+    model = teacher.models[0]
+    reference = [reference_answer(q, model) for q in questions]
+    candidate = [reference[0], "Bananas are yellow."]  # as good as the reference, then worse
+    client = OpenAI(base_url=teacher.base_url, api_key="sk-test-not-a-real-key", max_retries=0)
+    requests = judge_requests(questions, candidate, reference)
+    replies = [
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}])
+        .choices[0].message.content
+        for prompt in requests["seed"]
+    ]
+    judged = pd.DataFrame({"seed_id": requests["seed_id"], "transcript": replies, "failure_kind": None})
+    table, summary = judge_table(questions, candidate, reference, judged)
+    assert list(table["outcome"]) == ["tie", "loss"]
+    assert (summary.wins, summary.ties, summary.losses, summary.unreadable) == (0, 1, 1, 0)
+    assert summary.relative_score_pct < 100
+
+
+def test_a_judge_question_file_with_a_bad_line_is_named(tmp_path):
+    from baize_assets.core.judge_eval import load_questions
+
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"question": "ok?"}\n{"q": 1}\n')
+    with pytest.raises(ValueError, match=r"q.jsonl:2: .*'question'"):
+        load_questions(bad)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_questions(tmp_path / "missing.txt")
