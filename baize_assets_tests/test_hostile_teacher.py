@@ -263,7 +263,9 @@ def test_a_partition_whose_every_seed_failed_is_a_failed_step_and_an_unreachable
         env.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
         unreachable = failure_of_transcripts()
     seeds = len(pd.read_parquet(Layout(output).transcripts("quora", 0)))
-    assert all_failed.description.startswith(f"every one of the {seeds} seeds of quora/0 failed ({seeds} server_error)")
+    assert all_failed.description.startswith(
+        f"every one of the {seeds} requests of quora/0 failed ({seeds} server_error)"
+    )
     assert all_failed.metadata["failures_by_kind"].value == {"server_error": seeds}
     assert all_failed.metadata["conversations"].value == 0
     assert unreachable.description.startswith("cannot reach the teacher endpoint http://127.0.0.1:")
