@@ -129,10 +129,10 @@ def run_demo() -> int:
     for source in config.sources:
         print(f"  {source.name:14s} {layout.root / source.name}")
     for adapter in config.adapters:
-        print(f"  adapter {adapter.name:16s} {layout.adapter(adapter.name)}")
+        print(f"  adapter {adapter.name:20s} {layout.adapter(adapter.name)}")
     for plan in config.self_distillation:
-        print(f"  adapter {plan.adapter_name:16s} {layout.adapter(plan.adapter_name)}")
-        print(f"{'':27s}{_distilled_summary(config, layout, plan)}")
+        print(f"  adapter {plan.adapter_name:20s} {layout.adapter(plan.adapter_name)}")
+        print(f"{'':31s}{_distilled_summary(config, layout, plan)}")
     print(f"  Dagster instance  {Path(os.environ['DAGSTER_HOME']) / '.dagster'}")
     if config.adapters:
         first = layout.adapter(config.adapters[0].name)
