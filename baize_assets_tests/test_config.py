@@ -225,3 +225,19 @@ def test_missing_or_unparsable_config_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config(write(tmp_path, "sources: [unclosed"))
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("  - adapter: baize_nothing\n", "improves adapter 'baize_nothing', which is not declared"),
+        ("  - adapter: baize_finance\n    name: baize_finance\n", "name 'baize_finance' is already an adapter's"),
+        ("  - adapter: baize_finance\n    sampling: {answers_per_seed: 1}\n", "answers_per_seed"),
+    ],
+)
+def test_a_self_distillation_entry_is_checked_against_the_adapters(tmp_path, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, MINIMAL + "self_distillation:\n" + entry))
+    plan = load_config(write(tmp_path, MINIMAL + "self_distillation:\n  - adapter: baize_finance\n"))
+    v2 = plan.distilled_adapter(plan.self_distillation[0])
+    assert (v2.name, v2.training.loss_on, v2.sources) == ("baize_finance_v2", "last_ai", ["finance"])

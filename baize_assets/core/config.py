@@ -30,7 +30,6 @@ from .corpus_config import (  # the corpus filters' settings are part of this on
 )
 from .cron import cron_problem
 from .feedback_config import (  # Baize v2's settings are part of this one configuration
-    JudgeConfig as JudgeConfig,
     SamplingConfig as SamplingConfig,
     SelfDistillationConfig as SelfDistillationConfig,
 )

@@ -1,12 +1,10 @@
-"""Settings of Baize v2: self-distillation with feedback from a trained adapter, and the LLM judge.
+"""Settings of Baize v2: self-distillation with feedback from a trained adapter.
 
 Part of the one configuration model (re-exported by ``config``): a ``self_distillation``
 entry names the adapter it improves; its new adapter is trained like any other.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 from pydantic import Field
 
@@ -31,24 +29,7 @@ class SelfDistillationConfig(StrictModel):
     adapter: Text = Field(description="the v1 adapter whose answers are sampled and which v2 starts from")
     name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
     sampling: SamplingConfig = SamplingConfig()
-    # "sft": train on the best answer per seed; "dpo": a preference objective on best-vs-worst pairs.
-    objective: Literal["sft", "dpo"] = "sft"
 
     @property
     def adapter_name(self) -> str:
         return self.name or f"{self.adapter}_v2"
-
-
-class JudgeConfig(StrictModel):
-    """The paper's LLM-as-judge comparison of an adapter's answers with a reference's, both orders."""
-
-    enabled: bool = True
-    # A file of questions (one per line, or JSONL with a "question" field), relative to the
-    # project root; None: the sample shipped in data/.
-    questions_path: Text | None = None
-    max_questions: int = Field(default=20, ge=1)
-    max_new_tokens: int = Field(default=128, ge=1)
-    # A v2 adapter that the judge rates below its v1 by more than this (relative score points)
-    # fails the comparison check: a warning unless ``blocking``.
-    tolerance_pct: float = Field(default=0.0, ge=0)
-    blocking: bool = False
