@@ -29,6 +29,7 @@ from baize_assets.assets import (
     training_set_key,
     transcripts_key,
 )
+from baize_assets.core.checkpoints import CHECKPOINT_FILE
 from baize_assets.core.config import (
     AdapterConfig,
     PipelineConfig,
@@ -39,7 +40,7 @@ from baize_assets.core.config import (
 )
 from baize_assets.core.leases import LeaseTimeout, exclusive_lease
 from baize_assets.core.storage import Layout, write_parquet_atomic
-from baize_assets.core.training import CHECKPOINT_FILE, SUMMARY_FILE
+from baize_assets.core.training import SUMMARY_FILE
 from baize_assets.core.trainingset import TRAINING_SET_SCHEMA
 from baize_assets.core.transcript_cache import TranscriptCache
 from baize_assets.jobs import SEED_TABLES_JOB

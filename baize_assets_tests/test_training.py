@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from baize_assets.core import lm_loss
+from baize_assets.core.base_model import quiet_peft_deprecation
 from baize_assets.core.batching import collate, length_grouped_batches
 from baize_assets.core.config import (
     AdapterConfig,
@@ -28,7 +29,6 @@ from baize_assets.core.training import (
     build_sample,
     eval_count,
     fit_conversation,
-    quiet_peft_deprecation,
     split_by_hash,
     train_adapter,
 )

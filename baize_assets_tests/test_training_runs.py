@@ -14,9 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from baize_assets.core.base_model import quiet_peft_deprecation
+from baize_assets.core.checkpoints import CHECKPOINT_FILE
 from baize_assets.core.evaluation import evaluate_adapter
 from baize_assets.core.prompts import render_conversation
-from baize_assets.core.training import CHECKPOINT_FILE, quiet_peft_deprecation, train_adapter
+from baize_assets.core.training import train_adapter
 
 # Module-scoped fixtures shared with the training tests.
 from .test_training import conversations, small_adapter, synthetic_conversations, tiny_base  # noqa: F401

@@ -183,8 +183,10 @@ def run_real_trl(base: Path, conversations: int, steps: int, out: Path, padding_
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from baize_assets.core.batching import IGNORE_INDEX
     from baize_assets.core.config import LoraConfig
-    from baize_assets.core.training import IGNORE_INDEX, evaluate, fit_conversations
+    from baize_assets.core.lm_loss import evaluate
+    from baize_assets.core.training import fit_conversations
 
     training = real_training_config(steps)
     lora = LoraConfig()

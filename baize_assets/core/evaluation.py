@@ -18,8 +18,9 @@ from typing import Callable, Sequence
 from .batching import collate
 from .chat import load_chat_model
 from .config import TrainingConfig
+from .lm_loss import evaluate, predicted_tokens
 from .prompts import Turn
-from .training import evaluate, fit_conversations, predicted_tokens
+from .training import fit_conversations
 
 ANSWER_MAX_NEW_TOKENS = 64
 

@@ -39,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from ..teacher.protocol import ApiError, bad_request, json_object_body, model_not_found
+from ..teacher.protocol import ApiError, bad_request, json_object_body, model_and_messages, model_not_found
 from .batched_generation import BatchedGenerator, Completion, SamplingParams
 from .chat import DEFAULT_REPETITION_PENALTY, ChatModel, load_chat_model
 from .messages import messages_to_turns
@@ -93,14 +93,7 @@ def parse_chat_request(body: dict[str, Any], model_name: str) -> tuple[list[Turn
 
     Raises :class:`ApiError` (400, naming the field; 404 for another model).
     """
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("you must provide a model parameter", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
-        raise bad_request("'messages' must be a non-empty array of message objects", "messages")
-    if model != model_name:
-        raise model_not_found(model)
+    _, messages = model_and_messages(body, [model_name])
     try:
         turns = messages_to_turns(
             {"role": m.get("role"), "content": _message_text(m, i)} for i, m in enumerate(messages)

@@ -47,14 +47,13 @@ from .checkpoints import (
 )
 from .config import AdapterConfig, TrainingConfig
 from .distributed import evaluate_shared, launch_processes, restore_rng
-from .lm_loss import evaluate, predicted_tokens, summed_loss
+from .lm_loss import predicted_tokens, summed_loss
 from .optimization import accumulation_steps, lr_factor, make_optimizer, micro_batches, optimizer_steps
 from .packing import collate_packed, pack_rows, packing_layout
 from .prompts import Turn, conversation_segments, render_conversation
 from .storage import staged_output_dir
 
-__all__ = ["CHECKPOINT_FILE", "IGNORE_INDEX", "Sample", "evaluate", "predicted_tokens", "train_adapter",
-           "train_from_training_set"]
+__all__ = ["train_adapter", "train_from_training_set"]
 
 MIN_CONVERSATIONS_FOR_EVAL = 5
 MAX_EVAL_FRACTION = 0.2  # a larger requested eval set is shrunk to DEFAULT_EVAL_FRACTION

@@ -47,8 +47,8 @@ def json_object_body(raw_body: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_chat_request(body: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
-    """Validate a chat completion request; returns the normalised fields or raises ApiError."""
+def model_and_messages(body: dict[str, Any], models: Sequence[str]) -> tuple[str, list[dict[str, Any]]]:
+    """The ``model`` (one of ``models``) and ``messages`` of a chat request, checked as OpenAI checks them."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("you must provide a model parameter", "model")
@@ -57,6 +57,12 @@ def parse_chat_request(body: dict[str, Any], models: Sequence[str]) -> dict[str,
         raise bad_request("'messages' must be a non-empty array of message objects", "messages")
     if model not in models:
         raise model_not_found(model)
+    return model, messages
+
+
+def parse_chat_request(body: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
+    """Validate a chat completion request; returns the normalised fields or raises ApiError."""
+    model, messages = model_and_messages(body, models)
 
     n = body.get("n")
     if n is not None and n != 1:
