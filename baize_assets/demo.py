@@ -107,6 +107,17 @@ def _distilled_summary(config, layout: Layout, plan) -> str:
             f"held-out loss v1 {losses[0]:.3f}, v2 {losses[1]:.3f}")
 
 
+def _judge_summary(layout: Layout, adapter: str) -> str:
+    """The judge section of an adapter's evaluation in a few words, or nothing when it was not judged."""
+    import json
+
+    judge = json.loads(layout.evaluation(adapter).read_text()).get("judge")
+    if judge is None:
+        return ""
+    return (f"judge: {judge['relative_score_pct']}% of the {judge['reference']}'s score on {judge['questions']} "
+            f"questions, {judge['wins']}/{judge['ties']}/{judge['losses']} win/tie/loss (simulated judge)")
+
+
 def run_demo() -> int:
     _use_project_instance()
     from dagster import DagsterInstance
@@ -128,10 +139,11 @@ def run_demo() -> int:
     print(f"\ndone in {time.monotonic() - started:.0f}s. Outputs under {layout.root}:")
     for source in config.sources:
         print(f"  {source.name:14s} {layout.root / source.name}")
-    for adapter in config.adapters:
-        print(f"  adapter {adapter.name:20s} {layout.adapter(adapter.name)}")
+    for name in [a.name for a in config.adapters] + [p.adapter_name for p in config.self_distillation]:
+        print(f"  adapter {name:20s} {layout.adapter(name)}")
+        if judged := _judge_summary(layout, name):
+            print(f"{'':31s}{judged}")
     for plan in config.self_distillation:
-        print(f"  adapter {plan.adapter_name:20s} {layout.adapter(plan.adapter_name)}")
         print(f"{'':31s}{_distilled_summary(config, layout, plan)}")
     print(f"  Dagster instance  {Path(os.environ['DAGSTER_HOME']) / '.dagster'}")
     if config.adapters:

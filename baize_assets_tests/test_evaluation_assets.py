@@ -1,15 +1,17 @@
-"""The adapter (trained in a dagster-pipes child) and its evaluation asset and check, in a real instance."""
+"""The adapter (trained in a dagster-pipes child), its evaluation asset, judge section and check, in an instance."""
 
 from __future__ import annotations
 
 import json
 
 import pandas as pd
-from dagster import DagsterEventType, instance_for_test, materialize
+from dagster import AssetSelection, DagsterEventType, instance_for_test, materialize
+from dagster_openai import OpenAIResource
 
 from baize_assets.assets.adapter_assets import build_adapter_asset
 from baize_assets.assets.evaluation_assets import BEATS_BASE_CHECK, build_evaluation_asset
-from baize_assets.core.config import AdapterConfig, PipelineConfig, SourceConfig, TrainingConfig
+from baize_assets.core.config import AdapterConfig, JudgeConfig, PipelineConfig, SourceConfig, TrainingConfig
+from baize_assets.core.judge_eval import load_questions
 from baize_assets.core.prompts import render_conversation
 from baize_assets.core.storage import Layout, write_parquet_atomic
 from baize_assets.core.tiny_base import build_tiny_base
@@ -32,7 +34,7 @@ def training_set_frame(conversations) -> pd.DataFrame:
     return frame[[f.name for f in TRAINING_SET_SCHEMA if f.name in frame.columns]]
 
 
-def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base(tmp_path):
+def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_is_judged(tmp_path, teacher):
     conversations = synthetic_conversations(48)
     layout = Layout(tmp_path)
     # A base that has seen the questions only, so the adapter has the answers' shape left to learn.
@@ -43,10 +45,13 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base(tmp_p
                               warmup_steps=1, eval_steps=4, eval_prompts=["Tell me about the river."])
     assert training.run_in_subprocess
     adapter = AdapterConfig(name="tiny", sources=["synthetic"], training=training)
-    config = PipelineConfig(sources=[SourceConfig(name="synthetic", format="text", paths=["x"])], adapters=[adapter])
-    assets = [build_adapter_asset(adapter, config), build_evaluation_asset(adapter)]
+    config = PipelineConfig(sources=[SourceConfig(name="synthetic", format="text", paths=["x"])], adapters=[adapter],
+                            judge=JudgeConfig(questions=5, max_new_tokens=24))
+    assets = [build_adapter_asset(adapter, config), build_evaluation_asset(adapter, config)]
+    resources = {"storage": BaizeStorage(output_dir=str(tmp_path)),
+                 "openai": OpenAIResource(api_key="sk-test-not-a-real-key", base_url=teacher.base_url)}
     with instance_for_test() as instance:
-        result = materialize(assets, instance=instance, resources={"storage": BaizeStorage(output_dir=str(tmp_path))})
+        result = materialize(assets, instance=instance, resources=resources)
         assert result.success
         logs = [e.user_message for e in instance.all_logs(result.run_id)]
         assert any("external process successfully opened dagster pipes" in m for m in logs)
@@ -63,3 +68,34 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base(tmp_p
         assert report["answers"][0]["prompt"] == "Tell me about the river."
         events = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
         assert len(events) == 1
+
+        # The judge section: the teacher answered and judged 5 questions, both orders each.
+        judge = report["judge"]
+        evaluation_md = result.asset_materializations_for_node("evaluations__tiny")[0].metadata
+        assert judge["questions"] == 5 and judge["reference"] == "teacher"
+        assert judge["wins"] + judge["ties"] + judge["losses"] + judge["unreadable"] == 5
+        assert judge["api_requests"] == 5 + 2 * 5 and judge["cached_answers"] == 0
+        assert 0 < judge["relative_score_pct"] == evaluation_md["judge_relative_score_pct"].value
+        table = pd.read_parquet(layout.evaluation_judge_table("tiny"))
+        assert list(table["question"]) == load_questions(config.judge.resolved_questions_path(), 5)
+        assert table["candidate_answer"].str.len().gt(0).all() and table["reference_answer"].str.len().gt(0).all()
+        assert "| question | adapter | reference |" in evaluation_md["judge_table"].value
+
+        # Evaluating again asks the teacher for nothing: answers and judgments are cached.
+        again = materialize(assets, selection=AssetSelection.assets(build_evaluation_asset(adapter, config).key),
+                            instance=instance, resources=resources)
+        assert again.success
+        rejudged = json.loads(layout.evaluation("tiny").read_text())["judge"]
+        assert rejudged["api_requests"] == 0 and rejudged["cached_answers"] == 15
+        assert rejudged["relative_score_pct"] == judge["relative_score_pct"]
+
+
+def test_an_adapter_is_not_judged_against_itself_and_needs_no_teacher_then():
+    adapter = AdapterConfig(name="tiny", sources=["synthetic"])
+    config = PipelineConfig(sources=[SourceConfig(name="synthetic", format="text", paths=["x"])], adapters=[adapter],
+                            judge=JudgeConfig(reference="tiny"))
+    evaluation = build_evaluation_asset(adapter, config)
+    assert evaluation.required_resource_keys - {"io_manager"} == {"storage"}
+    judged = build_evaluation_asset(adapter, PipelineConfig(sources=config.sources, adapters=[adapter]))
+    assert judged.required_resource_keys - {"io_manager"} == {"storage", "openai"}
+    assert judged.code_versions_by_key[judged.key] != evaluation.code_versions_by_key[evaluation.key]

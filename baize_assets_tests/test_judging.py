@@ -157,3 +157,57 @@ def test_a_judge_question_file_with_a_bad_line_is_named(tmp_path):
         load_questions(bad)
     with pytest.raises(FileNotFoundError, match="not found"):
         load_questions(tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize(
+    "v1_score, v2_score, judge_check, passed, severity",
+    [
+        (80.0, 85.5, "warn", True, "WARN"),
+        (80.0, 70.0, "warn", False, "WARN"),
+        (80.0, 70.0, "block", False, "ERROR"),
+    ],
+)
+def test_the_v2_check_compares_the_judges_scores_of_v2_and_v1(tmp_path, v1_score, v2_score, judge_check, passed,
+                                                             severity):
+    import json
+
+    from baize_assets.assets.checks import _judged_not_worse_check
+    from baize_assets.core.config import SelfDistillationConfig
+    from baize_assets.core.storage import Layout
+    from baize_assets.resources import BaizeStorage
+
+    layout = Layout(tmp_path)
+    layout.evaluation("a").parent.mkdir(parents=True)
+    for name, score in (("a", v1_score), ("a_v2", v2_score)):
+        layout.evaluation(name).write_text(json.dumps({"judge": {"relative_score_pct": score}}))
+    check = _judged_not_worse_check(SelfDistillationConfig(adapter="a", judge_check=judge_check))
+    assert next(iter(check.check_specs)).blocking == (judge_check == "block")
+    result = check(storage=BaizeStorage(output_dir=str(tmp_path)))
+    assert (result.passed, result.severity.value) == (passed, severity)
+    assert result.metadata["difference_pct_points"].value == round(v2_score - v1_score, 2)
+
+
+def test_the_v2_check_fails_naming_an_evaluation_without_a_judge_section(tmp_path):
+    import json
+
+    from baize_assets.assets.checks import _judged_not_worse_check
+    from baize_assets.core.config import SelfDistillationConfig
+    from baize_assets.core.storage import Layout
+    from baize_assets.resources import BaizeStorage
+
+    layout = Layout(tmp_path)
+    layout.evaluation("a").parent.mkdir(parents=True)
+    layout.evaluation("a").write_text(json.dumps({"adapter_eval_loss": 1.0}))
+    check = _judged_not_worse_check(SelfDistillationConfig(adapter="a"))
+    result = check(storage=BaizeStorage(output_dir=str(tmp_path)))
+    assert not result.passed
+    assert f"{layout.evaluation('a')} has no judge score" in result.description
+    assert f"{layout.evaluation('a_v2')} does not exist" in result.description
+
+
+def test_a_judge_reference_that_is_no_adapter_is_named():
+    from baize_assets.core.config import AdapterConfig, JudgeConfig, PipelineConfig, SourceConfig
+
+    with pytest.raises(ValueError, match="judge.reference is 'gpt5': neither 'teacher' nor a declared adapter"):
+        PipelineConfig(sources=[SourceConfig(name="s", format="text", paths=["x"])],
+                       adapters=[AdapterConfig(name="a", sources=["s"])], judge=JudgeConfig(reference="gpt5"))

@@ -235,3 +235,28 @@ def test_rerunning_one_samples_shard_rebuilds_only_its_scores_and_v2(built_graph
         (f"evaluations/{v2}", None),
     }
     pd.testing.assert_frame_equal(other_shard, pd.read_parquet(layout.feedback_scores(plan.adapter, source, 2)))
+
+
+def test_every_adapter_is_judged_and_the_judge_checks_v2_against_v1(built_graph):
+    from baize_assets.assets.checks import judge_check_name
+    from baize_assets.core.judge_eval import load_questions
+
+    config, _, _, instance, layout, run_ids = built_graph
+    questions = load_questions(config.judge.resolved_questions_path(), config.judge.questions)
+    plan = config.self_distillation[0]
+    scores = {}
+    for name in [a.name for a in config.adapters] + [plan.adapter_name]:
+        judge = json.loads(layout.evaluation(name).read_text())["judge"]
+        assert judge["questions"] == len(questions) and judge["reference"] == "teacher"
+        assert judge["wins"] + judge["ties"] + judge["losses"] + judge["unreadable"] == len(questions)
+        scores[name] = judge["relative_score_pct"]
+    assert all(score > 0 for score in scores.values())
+    checks = [
+        record.event_log_entry.dagster_event.event_specific_data
+        for run_id in run_ids
+        for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+    ]
+    judged = [c for c in checks if c.check_name == judge_check_name(plan.adapter)]
+    assert len(judged) == 1
+    assert judged[0].passed == (scores[plan.adapter_name] >= scores[plan.adapter])
+    assert judged[0].metadata[f"{plan.adapter}_relative_score_pct"].value == scores[plan.adapter]

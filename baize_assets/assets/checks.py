@@ -1,8 +1,11 @@
-"""Asset checks of the corpus shards and the training sets.
+"""Asset checks of the corpus shards, the training sets, and of v2 against v1.
 
 The schema/non-empty-turns check of every corpus partition is blocking: a run that
-materializes a broken shard stops before the training set and the adapter.
+materializes a broken shard stops before the training set and the adapter. The judge's
+check of a self-distilled adapter warns, or blocks when its ``judge_check`` says so.
 """
+
+import json
 
 import pyarrow.parquet as pq
 from dagster import (
@@ -15,10 +18,11 @@ from dagster import (
 )
 
 from ..core import corpus
-from ..core.config import PipelineConfig, SourceConfig
+from ..core.config import PipelineConfig, SelfDistillationConfig, SourceConfig
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
-from .keys import conversations_key, shard_partitions, training_set_key
+from .evaluation_assets import judges
+from .keys import conversations_key, evaluation_key, shard_partitions, training_set_key
 
 
 def _corpus_checks(source: SourceConfig, min_kept_ratio: float) -> list[AssetChecksDefinition]:
@@ -89,8 +93,54 @@ def _duplicates_check(adapter: str, max_rate: float) -> AssetChecksDefinition:
     return duplicates_rate
 
 
+def judge_check_name(v1: str) -> str:
+    return f"judged_not_worse_than_{v1}"
+
+
+def _judged_not_worse_check(plan: SelfDistillationConfig) -> AssetChecksDefinition:
+    v1, v2 = plan.adapter, plan.adapter_name
+    blocking = plan.judge_check == "block"
+
+    @asset_check(
+        asset=evaluation_key(v2),
+        name=judge_check_name(v1),
+        additional_deps=[evaluation_key(v1)],
+        blocking=blocking,
+        description=(
+            f"The judge's relative score of '{v2}' is at least that of '{v1}', both against the same reference"
+            + (" (blocking: judge_check is 'block')." if blocking else ".")
+        ),
+    )
+    def judged_not_worse(storage: BaizeStorage) -> AssetCheckResult:
+        scores, missing = {}, []
+        for name in (v1, v2):
+            path = storage.layout.evaluation(name)
+            judge = json.loads(path.read_text(encoding="utf-8")).get("judge") if path.exists() else None
+            if judge is None or judge.get("relative_score_pct") is None:
+                missing.append(f"{path} has no judge score" if path.exists() else f"{path} does not exist")
+            else:
+                scores[name] = judge["relative_score_pct"]
+        severity = AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
+        if missing:
+            return AssetCheckResult(passed=False, severity=severity, description="; ".join(missing))
+        return AssetCheckResult(
+            passed=scores[v2] >= scores[v1],
+            severity=severity,
+            metadata={f"{v1}_relative_score_pct": scores[v1], f"{v2}_relative_score_pct": scores[v2],
+                      "difference_pct_points": round(scores[v2] - scores[v1], 2)},
+            description=f"judge: {v2} {scores[v2]}% vs {v1} {scores[v1]}% of the reference",
+        )
+
+    return judged_not_worse
+
+
 def build_asset_checks(config: PipelineConfig) -> list[AssetChecksDefinition]:
     floor = config.corpus.min_kept_ratio
     checks = [check for source in config.sources for check in _corpus_checks(source, floor)]
     checks += [_duplicates_check(adapter.name, 1.0 - floor) for adapter in config.adapters]
+    checks += [
+        _judged_not_worse_check(plan)
+        for plan in config.self_distillation
+        if judges(config.adapter(plan.adapter), config) and judges(config.distilled_adapter(plan), config)
+    ]
     return checks

@@ -1,7 +1,9 @@
-"""``evaluations/<adapter>``: held-out loss of base versus adapter, sample answers, and a check.
+"""``evaluations/<adapter>``: held-out loss of base versus adapter, sample answers, the judge, and a check.
 
 The asset check ``beats_base_on_held_out_loss`` fails when the adapter's loss on the
-held-out split of its training set is not lower than the base model's.
+held-out split of its training set is not lower than the base model's. With ``judge``
+enabled the teacher also compares the adapter's answers with a reference's
+(``judge_section``); only then does the asset need the teacher resource.
 """
 
 from dagster import (
@@ -14,10 +16,13 @@ from dagster import (
     MetadataValue,
     asset,
 )
+from dagster_openai import OpenAIResource
 
-from ..core.config import AdapterConfig, PipelineConfig
+from ..core.config import TEACHER_REFERENCE, AdapterConfig, PipelineConfig
+from ..core.prompts import JUDGE_PROMPT_VERSION
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
+from .judge_section import judge_adapter
 from .keys import ADAPTERS_GROUP, adapter_key, evaluation_key, training_set_key
 from .metadata import config_hash
 
@@ -32,29 +37,23 @@ def _answers_markdown(answers: list[dict]) -> str:
     return "\n".join(["| prompt | answer |", "| --- | --- |", *rows])
 
 
-def build_evaluation_asset(adapter: AdapterConfig, group_name: str = ADAPTERS_GROUP) -> AssetsDefinition:
-    key = evaluation_key(adapter.name)
+def judges(adapter: AdapterConfig, config: PipelineConfig) -> bool:
+    """Whether the adapter's evaluation has a judge section (an adapter is not judged against itself)."""
+    return config.judge.enabled and config.judge.reference != adapter.name
 
-    @asset(
-        key=key,
-        deps=[adapter_key(adapter.name), training_set_key(adapter.name)],
-        # In its adapter's group so the job that trains it evaluates it.
-        group_name=group_name,
-        kinds={"pytorch"},
-        description=(
-            f"Evaluation of adapter '{adapter.name}': held-out loss and perplexity of the base model and of "
-            "the adapter, and the adapter's answers to fixed prompts through the `baize chat` code."
-        ),
-        code_version=f"1-{config_hash(adapter.training)}",
-        check_specs=[
-            AssetCheckSpec(
-                BEATS_BASE_CHECK,
-                asset=key,
-                description="The adapter's held-out loss is lower than the base model's.",
-            )
-        ],
-    )
-    def evaluation(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
+
+def build_evaluation_asset(
+    adapter: AdapterConfig, config: PipelineConfig, group_name: str = ADAPTERS_GROUP
+) -> AssetsDefinition:
+    key = evaluation_key(adapter.name)
+    judged = judges(adapter, config)
+    reference = config.judge.reference
+    deps = [adapter_key(adapter.name), training_set_key(adapter.name)]
+    if judged and reference != TEACHER_REFERENCE:
+        deps.append(adapter_key(reference))
+    judge_version = f"-judge-{JUDGE_PROMPT_VERSION}-{config_hash(config.judge)[:8]}" if judged else ""
+
+    def evaluate(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource | None):
         from ..core import corpus
         from ..core.evaluation import evaluate_adapter, write_report
 
@@ -65,6 +64,9 @@ def build_evaluation_asset(adapter: AdapterConfig, group_name: str = ADAPTERS_GR
             layout.adapter(adapter.name), corpus.turns_of(held_out), adapter.training, log=context.log.info
         )
         report["data_version"] = corpus.data_version(frame)
+        judge = judge_adapter(context, layout, openai, adapter.name, config) if openai is not None else None
+        if judge is not None:
+            report["judge"] = judge.report
         path = layout.evaluation(adapter.name)
         write_report(report, path)
         compared = {
@@ -81,6 +83,7 @@ def build_evaluation_asset(adapter: AdapterConfig, group_name: str = ADAPTERS_GR
                 "eval_conversations": report["eval_conversations"],
                 "data_version": report["data_version"],
                 "answers": MetadataValue.md(_answers_markdown(report["answers"])),
+                **(judge.metadata if judge is not None else {}),
             },
             check_results=[
                 AssetCheckResult(
@@ -93,8 +96,42 @@ def build_evaluation_asset(adapter: AdapterConfig, group_name: str = ADAPTERS_GR
             ],
         )
 
+    decorate = asset(
+        key=key,
+        deps=deps,
+        # In its adapter's group so the job that trains it evaluates it.
+        group_name=group_name,
+        kinds={"pytorch", "openai"} if judged else {"pytorch"},
+        description=(
+            f"Evaluation of adapter '{adapter.name}': held-out loss and perplexity of the base model and of "
+            "the adapter, and the adapter's answers to fixed prompts through the `baize chat` code"
+            + (f"; the teacher judges its answers against the {reference}'s, in both orders." if judged else ".")
+        ),
+        code_version=f"1-{config_hash(adapter.training)}{judge_version}",
+        check_specs=[
+            AssetCheckSpec(
+                BEATS_BASE_CHECK,
+                asset=key,
+                description="The adapter's held-out loss is lower than the base model's.",
+            )
+        ],
+    )
+    # Dagster reads the resources an asset needs from its signature: the teacher only with a judge.
+    if judged:
+        @decorate
+        def judged_evaluation(
+            context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource
+        ) -> MaterializeResult:
+            return evaluate(context, storage, openai)
+
+        return judged_evaluation
+
+    @decorate
+    def evaluation(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
+        return evaluate(context, storage, None)
+
     return evaluation
 
 
 def build_evaluation_assets(config: PipelineConfig) -> list[AssetsDefinition]:
-    return [build_evaluation_asset(adapter) for adapter in config.adapters]
+    return [build_evaluation_asset(adapter, config) for adapter in config.adapters]

@@ -180,6 +180,6 @@ def build_self_distillation_assets(config: PipelineConfig) -> list[AssetsDefinit
         built += [
             build_distilled_training_set_asset(plan, config),
             build_adapter_asset(v2, config, init_from=v1.name, group_name=SELF_DISTILLATION_GROUP),
-            build_evaluation_asset(v2, group_name=SELF_DISTILLATION_GROUP),
+            build_evaluation_asset(v2, config, group_name=SELF_DISTILLATION_GROUP),
         ]
     return built

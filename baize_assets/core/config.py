@@ -19,7 +19,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .config_base import StrictModel, Text, UniqueTexts, no_repeats
+from .config_base import PROJECT_ROOT as PROJECT_ROOT, StrictModel, Text, UniqueTexts, no_repeats
 from .corpus_config import (  # the corpus filters' settings are part of this one configuration
     CorpusConfig as CorpusConfig,
     LanguageFilterConfig as LanguageFilterConfig,
@@ -30,6 +30,8 @@ from .corpus_config import (  # the corpus filters' settings are part of this on
 )
 from .cron import cron_problem
 from .feedback_config import (  # Baize v2's settings are part of this one configuration
+    TEACHER_REFERENCE,
+    JudgeConfig as JudgeConfig,
     SamplingConfig as SamplingConfig,
     SelfDistillationConfig as SelfDistillationConfig,
 )
@@ -43,7 +45,6 @@ from .teacher_config import (  # the teacher's settings are part of this one con
 )
 from .unique_key_yaml import DuplicateKeyError, load_unique_key_yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "baize.yaml"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "data" / "output"
 
@@ -138,6 +139,8 @@ class TrainingConfig(StrictModel):
     micro_batch_size: int = Field(default=4, ge=1)
     warmup_steps: int = Field(default=100, ge=0)
     cutoff_len: int = Field(default=512, ge=16)
+    # Conversations held out for evaluation: a count (an int; Baize held out 2,000), at most a fifth
+    # of the training set, or a fraction of it (a float below 1). Sets under 5 conversations hold none out.
     eval_size: int | float = Field(default=2000, gt=0)
     eval_steps: int = Field(default=200, ge=1)
     # "last_ai": only the final AI turn, the rest is context (what self-distillation trains).
@@ -280,6 +283,7 @@ class PipelineConfig(StrictModel):
     sources: list[SourceConfig] = Field(min_length=1)
     adapters: list[AdapterConfig] = Field(default_factory=list)
     self_distillation: list[SelfDistillationConfig] = Field(default_factory=list)
+    judge: JudgeConfig = JudgeConfig()
 
     @field_validator("sources", "adapters")
     @classmethod
@@ -309,6 +313,11 @@ class PipelineConfig(StrictModel):
             if plan.adapter_name in adapter_names:
                 raise ValueError(f"self_distillation[{index}]: name '{plan.adapter_name}' is already an adapter's")
             adapter_names.append(plan.adapter_name)
+        if self.judge.reference != TEACHER_REFERENCE and self.judge.reference not in adapter_names:
+            raise ValueError(
+                f"judge.reference is '{self.judge.reference}': neither 'teacher' nor a declared adapter "
+                f"(declared: {', '.join(adapter_names) or 'none'})"
+            )
         language = self.corpus.language
         for source in self.sources:
             if language.enabled and source.language is not None and source.language not in language.candidates:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # relative paths in the configuration start here
 
 
 class StrictModel(BaseModel):

@@ -3,19 +3,24 @@
 For each question of a fixed set, the candidate's answer and a reference's (the teacher's
 own, or another adapter's) are put to the judge twice, once in each order, and the two
 verdicts are combined (:func:`judging.pair_verdict`), which cancels a judge's preference
-for a position. Pure pandas; the requests go through the collector like every teacher call.
+for a position. No Dagster here; the teacher's answers and judgments go through the
+collector like every teacher call.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 
+from .batched_generation import BatchedGenerator
+from .chat import load_chat_model
+from .decode_batch import SamplingParams
+from .feedback_config import JudgeConfig
 from .judging import JudgeSummary, PairVerdict, pair_verdict, read_pair_scores, summarize
-from .prompts import compare_answers_prompt
+from .prompts import Turn, compare_answers_prompt
 
 CANDIDATE_FIRST = "candidate_first"
 REFERENCE_FIRST = "reference_first"
@@ -47,6 +52,32 @@ def load_questions(path: Path, limit: int | None = None) -> list[str]:
 
 def question_id(index: int) -> str:
     return f"q{index:03d}"
+
+
+def adapter_answers(
+    adapter_dir: Path, questions: Sequence[str], judge: JudgeConfig, log: Callable[[str], None] = print
+) -> list[str]:
+    """The adapter's greedy answer to each question, as ``baize chat`` would give it, batched."""
+    chat = load_chat_model(Path(adapter_dir))
+    params = SamplingParams(max_new_tokens=judge.max_new_tokens, temperature=0)
+    with BatchedGenerator(chat, max_batch=judge.batch_size, batch_wait_ms=0) as generator:
+        completions = generator.generate([[Turn("human", question)] for question in questions], params)
+        log(f"answered {len(questions)} judge questions with {adapter_dir.name} in {generator.stats.steps} "
+            "forward passes")
+    return [completion.text for completion in completions]
+
+
+def reference_requests(questions: Sequence[str]) -> pd.DataFrame:
+    """The teacher's own answer to each question: the question is the whole prompt."""
+    return pd.DataFrame({"seed_id": [f"{question_id(i)}/reference" for i in range(len(questions))],
+                         "seed": list(questions), "source": "judge", "shard": 0})
+
+
+def teacher_answers(answered: pd.DataFrame) -> list[str | None]:
+    """The collector's table of :func:`reference_requests` as answers in question order; None where it failed."""
+    ordered = answered.set_index("seed_id").loc[[f"{question_id(i)}/reference" for i in range(len(answered))]]
+    return [None if isinstance(kind, str) else text
+            for kind, text in zip(ordered.get("failure_kind", [None] * len(ordered)), ordered["transcript"])]
 
 
 def judge_requests(questions: Sequence[str], candidate: Sequence[str], reference: Sequence[str]) -> pd.DataFrame:
@@ -89,3 +120,21 @@ def judge_table(
         }
     )
     return table, summarize(found)
+
+
+def table_markdown(table: pd.DataFrame, answer_chars: int = 160) -> str:
+    """The per-question table for the Dagster UI: question, both answers (shortened), scores, outcome."""
+    def cell(text: object) -> str:
+        text = str(text).replace("|", "\\|").replace("\n", " ")
+        return (text[: answer_chars - 1] + "…") if len(text) > answer_chars else text or "_(empty)_"
+
+    def scores(pair: Sequence[float | None]) -> str:
+        return " + ".join("?" if s is None else f"{s:g}" for s in pair)
+
+    rows = [
+        f"| {cell(r.question)} | {cell(r.candidate_answer)} | {cell(r.reference_answer)} | "
+        f"{scores(r.candidate_scores)} | {scores(r.reference_scores)} | {r.outcome} |"
+        for r in table.itertuples()
+    ]
+    header = "| question | adapter | reference | adapter scores | reference scores | outcome |"
+    return "\n".join([header, "| --- | --- | --- | --- | --- | --- |", *rows])
