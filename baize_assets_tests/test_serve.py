@@ -74,6 +74,17 @@ def test_completion_with_n_choices_and_usage(client, server):
     assert HUMAN not in answer and AI not in answer
 
 
+def test_a_system_message_replaces_the_baize_system_prompt(client, server):
+    def prompt_tokens(system: str | None) -> int:
+        messages = QUESTION if system is None else [{"role": "system", "content": system}, *QUESTION]
+        reply = client.chat.completions.create(model=server.model_name, messages=messages, temperature=0, max_tokens=1)
+        return reply.usage.prompt_tokens
+
+    baize = prompt_tokens(None)
+    # Shorter than the Baize system prompt: it replaced it rather than being added to it.
+    assert prompt_tokens("Be brief.") < baize < prompt_tokens("You are a patient tutor. " * 12)
+
+
 def test_short_limit_and_stop_string(client, server):
     # Seeds 0-7 (choice i has seed + i): the longest answer, whatever the tiny model says.
     samples = client.chat.completions.create(model=server.model_name, messages=QUESTION, max_tokens=30, n=8, seed=0)
@@ -175,6 +186,7 @@ def test_a_client_that_goes_away_stops_its_generation(client, server):
         ({"seed": "one"}, "seed"),
         ({"stop": [1]}, "stop"),
         ({"stream": "yes"}, "stream"),
+        ({"messages": [*QUESTION, {"role": "system", "content": "Be brief."}]}, f"messages[{len(QUESTION)}]"),
     ],
 )
 def test_bad_requests_get_an_openai_error_naming_the_field(server, body, param):

@@ -159,15 +159,21 @@ class BatchedGenerator:
             self._thread.join()
 
     def submit(
-        self, history: Sequence[Turn], params: SamplingParams, on_text: Callable[[str], None] | None = None
+        self,
+        history: Sequence[Turn],
+        params: SamplingParams,
+        on_text: Callable[[str], None] | None = None,
+        system: str | None = None,
     ) -> PendingAnswer:
         """Queue an answer to ``history`` (ending with the human message); a future of its :class:`Completion`.
+
+        ``system`` replaces the Baize system prompt (a client's system message).
 
         The oldest exchanges are dropped so that prompt and answer fit the history budget
         and the model's positions. Raises ``ValueError`` here, not in the future, when the
         history is unusable or its last message alone leaves no room to answer.
         """
-        request = self._prepare(history, params, on_text)
+        request = self._prepare(history, params, on_text, system)
         self._queue.put(request)
         return request.future
 
@@ -178,7 +184,13 @@ class BatchedGenerator:
             self._queue.put(request)
         return [request.future.result() for request in requests]
 
-    def _prepare(self, history: Sequence[Turn], params: SamplingParams, on_text: Callable[[str], None] | None):
+    def _prepare(
+        self,
+        history: Sequence[Turn],
+        params: SamplingParams,
+        on_text: Callable[[str], None] | None,
+        system: str | None = None,
+    ):
         if self._closed:
             raise RuntimeError("the generator is closed")
         if not history or history[-1].role != "human":
@@ -187,13 +199,13 @@ class BatchedGenerator:
         with self._tokenizer_lock:
 
             def count(turns: list[Turn]) -> int:
-                return len(self.chat.prompt_ids(turns))
+                return len(self.chat.prompt_ids(turns, system))
 
             shortest = count(trim_history(history, count, 0))
             new_tokens = min(params.max_new_tokens, limit - shortest)
             if new_tokens < 1:
                 raise ValueError(f"the message is too long: its prompt takes {shortest} tokens, the limit is {limit}")
-            ids = self.chat.prompt_ids(trim_history(history, count, limit - new_tokens))
+            ids = self.chat.prompt_ids(trim_history(history, count, limit - new_tokens), system)
         return _Request(ids, new_tokens, params, on_text)
 
     # The generation thread.

@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation import BaseStreamer
 
 from .base_model import device_and_dtype, quiet_peft_deprecation, resolve_base_model
-from .prompts import STOP_MARKERS, Turn, render_inference_prompt
+from .prompts import BAIZE_SYSTEM_PROMPT, STOP_MARKERS, Turn, render_inference_prompt
 from .training import encode
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -95,9 +95,12 @@ class ChatModel:
     def max_positions(self) -> int | None:
         return getattr(self.model.config, "max_position_embeddings", None)
 
-    def prompt_ids(self, history: Sequence[Turn]) -> list[int]:
-        """Token ids of the inference prompt for ``history``, as training tokenizes it."""
-        return encode(self.tokenizer, render_inference_prompt(history))
+    def prompt_ids(self, history: Sequence[Turn], system: str | None = None) -> list[int]:
+        """Token ids of the inference prompt for ``history``, as training tokenizes it.
+
+        ``system`` replaces the Baize system prompt, as a system message does in the chat template.
+        """
+        return encode(self.tokenizer, render_inference_prompt(history, system or BAIZE_SYSTEM_PROMPT))
 
     def reply(
         self,

@@ -5,9 +5,9 @@ events in OpenAI's chunk format ending with ``data: [DONE]``), ``GET /v1/models`
 ``GET /v1/models/{id}`` (the adapter's directory name), and ``GET /stats`` (how the
 generation thread has batched: groups started, rows, largest batch, forward passes, abandoned rows).
 
-Messages are mapped to Baize turns (:mod:`~baize_assets.core.messages`; a ``system``
-message is left out, the Baize system prompt is used instead), rendered with the Baize
-inference prompt and answered until a Baize marker, a ``stop`` string, EOS or
+Messages are mapped to Baize turns (:mod:`~baize_assets.core.messages`; a first ``system``
+message replaces the Baize system prompt, as in the adapter's chat template), rendered with
+the Baize inference prompt and answered until a Baize marker, a ``stop`` string, EOS or
 ``max_tokens``. Concurrent requests and the ``n`` choices of one request are batched by
 :class:`~baize_assets.core.batched_generation.BatchedGenerator` on its own thread.
 Supported sampling fields: ``n``, ``max_tokens`` (or ``max_completion_tokens``),
@@ -94,10 +94,14 @@ def parse_chat_request(body: dict[str, Any], model_name: str) -> tuple[list[Turn
     Raises :class:`ApiError` (400, naming the field; 404 for another model).
     """
     _, messages = model_and_messages(body, [model_name])
+    texts = [{"role": m.get("role"), "content": _message_text(m, i)} for i, m in enumerate(messages)]
+    # As in the adapter's chat template: one system message, first, replaces the Baize system prompt.
+    later_system = next((i for i, m in enumerate(texts) if m["role"] == "system" and i > 0), None)
+    if later_system is not None:
+        raise bad_request(f"messages[{later_system}]: a system message must come first", f"messages[{later_system}]")
+    system = texts[0]["content"] if texts and texts[0]["role"] == "system" else None
     try:
-        turns = messages_to_turns(
-            {"role": m.get("role"), "content": _message_text(m, i)} for i, m in enumerate(messages)
-        )
+        turns = messages_to_turns(texts)
     except ValueError as exc:
         raise bad_request(str(exc), "messages") from None
     if not turns or turns[-1].role != "human":
@@ -127,7 +131,8 @@ def parse_chat_request(body: dict[str, Any], model_name: str) -> tuple[list[Turn
         SamplingParams(max_tokens, temperature, top_p, penalty, None if seed is None else seed + i, tuple(stop))
         for i in range(n)
     ]
-    return turns, params, {"stream": bool(stream), "include_usage": bool(stream_options.get("include_usage"))}
+    options = {"stream": bool(stream), "include_usage": bool(stream_options.get("include_usage")), "system": system}
+    return turns, params, options
 
 
 def _usage(completions: list[Completion]) -> dict[str, int]:
@@ -155,10 +160,10 @@ def create_app(generator: BatchedGenerator, model_name: str) -> Starlette:
         turns, params, options = parse_chat_request(json_object_body(await request.body()), model_name)
         envelope = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model_name}
         if options["stream"]:
-            answers, events = _start_stream(generator, turns, params)
+            answers, events = _start_stream(generator, turns, params, options["system"])
             return StreamingResponse(_stream(answers, events, envelope, options["include_usage"]),
                                      media_type="text/event-stream")
-        answers = [_submit(generator, turns, p) for p in params]
+        answers = [_submit(generator, turns, p, system=options["system"]) for p in params]
         try:
             completions = await asyncio.gather(*(asyncio.wrap_future(a) for a in answers))
         finally:
@@ -195,14 +200,14 @@ def create_app(generator: BatchedGenerator, model_name: str) -> Starlette:
     )
 
 
-def _submit(generator: BatchedGenerator, turns: list[Turn], params: SamplingParams, on_text=None):
+def _submit(generator: BatchedGenerator, turns: list[Turn], params: SamplingParams, on_text=None, system=None):
     try:
-        return generator.submit(turns, params, on_text)
+        return generator.submit(turns, params, on_text, system)
     except ValueError as exc:
         raise bad_request(str(exc), "messages") from None
 
 
-def _start_stream(generator: BatchedGenerator, turns: list[Turn], params: list[SamplingParams]):
+def _start_stream(generator: BatchedGenerator, turns: list[Turn], params: list[SamplingParams], system: str | None):
     """Submit every choice (before any byte is sent, so a bad prompt is still a 400) with its events to a queue."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
@@ -214,7 +219,7 @@ def _start_stream(generator: BatchedGenerator, turns: list[Turn], params: list[S
 
     answers = []
     for index, choice_params in enumerate(params):
-        answer = _submit(generator, turns, choice_params, lambda text, index=index: deliver((index, text)))
+        answer = _submit(generator, turns, choice_params, lambda text, index=index: deliver((index, text)), system)
         answer.add_done_callback(lambda future, index=index: deliver((index, future)))
         answers.append(answer)
     return answers, events
