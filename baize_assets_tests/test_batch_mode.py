@@ -73,6 +73,36 @@ def test_one_row_per_seed_matching_chat_mode_and_feeding_the_same_cache(tmp_path
     assert len(batched.batch_ids) == 1 and not batched.partial
 
 
+def test_judgments_go_through_the_batch_api_the_same_as_through_chat(tmp_path):
+    from baize_assets.core.judge_eval import judge_requests
+    from baize_assets.core.judging import read_pair_scores
+    from baize_assets.core.selfchat_modes import JUDGE_WRITER
+
+    questions = ["How do volcanoes form?", "Why is the sky blue?", "How do I brew tea?"]
+    requests = judge_requests(questions, ["Magma rises through the crust.", "Bananas.", "Steep leaves in hot water."],
+                              ["Volcanoes form where magma reaches the surface.", "Light scatters.", "Boil water."])
+    with SimulatedTeacher(batch_completion_delay_s=0.1) as server, \
+            TranscriptCache(tmp_path / "cache.sqlite") as cache:
+        batched = collect_transcripts_batch(requests, BATCH, "k", server.base_url, quiet, cache=cache,
+                                            writer=JUDGE_WRITER)
+        assert server.stats()["batch_lines_completed"] == len(requests)
+        chat = BATCH.model_copy(update={"api": "chat"})
+        chatted = collect_transcripts(requests, chat, "k", server.base_url, quiet, writer=JUDGE_WRITER)
+        cached = collect_transcripts(requests, chat, "k", server.base_url, quiet, cache=cache, writer=JUDGE_WRITER)
+    assert cached.cached == len(requests) and cached.requests == 0
+    frame = batched.transcripts
+    assert conversations(frame) == len(requests) and (frame["generation_mode"] == "judge").all()
+    assert frame[COMPARED].equals(chatted.transcripts[COMPARED])
+    assert all(read_pair_scores(text).ok for text in frame["transcript"])
+
+
+def test_a_turn_by_turn_writer_is_refused_by_batch_mode():
+    from baize_assets.core.selfchat_modes import V15_WRITER
+
+    with pytest.raises(ValueError, match="one request per row; mode 'v1.5' asks turn by turn"):
+        collect_transcripts_batch(make_seeds(1), BATCH, "k", "http://127.0.0.1:9", quiet, writer=V15_WRITER)
+
+
 def test_failed_lines_go_into_a_follow_up_batch_and_then_become_failure_rows():
     seeds = make_seeds(30)
     with SimulatedTeacher(batch_completion_delay_s=0.2, batch_failure_rate=0.3) as server:

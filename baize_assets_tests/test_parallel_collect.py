@@ -76,6 +76,22 @@ def test_two_processes_make_the_rows_one_process_makes_and_a_rerun_asks_nothing(
     pd.testing.assert_frame_equal(again.transcripts.drop(columns="cached"), reference.drop(columns="cached"))
 
 
+
+def test_two_processes_ask_the_judge_as_one_process_does(tmp_path, teacher):
+    from baize_assets.core.judge_eval import judge_requests
+    from baize_assets.core.selfchat_modes import JUDGE_WRITER
+
+    questions = [f"How do I look after plant number {i}?" for i in range(6)]
+    requests = judge_requests(questions, [f"Water plant {i} weekly." for i in range(6)], ["Give it light."] * 6)
+    lines: list[str] = []
+    result = collect_transcripts_in_processes(requests, TWO, "sk-test", stores(tmp_path), teacher.base_url,
+                                              lines.append, writer=JUDGE_WRITER)
+    assert any(line.startswith("[process 2/2] teacher: 6/6 answers") for line in lines)
+    one = collect_transcripts(requests, TWO.model_copy(update={"processes": 1}), "sk-test", teacher.base_url,
+                              lambda _: None, writer=JUDGE_WRITER).transcripts
+    pd.testing.assert_frame_equal(result.transcripts, one)
+    assert (result.transcripts["generation_mode"] == "judge").all()
+
 def test_a_budget_is_one_ledger_for_every_process(tmp_path, teacher):
     capped = TWO.model_copy(update={"max_tokens": 400, "budget": BudgetConfig(max_tokens=8000)})
     result = collect_transcripts_in_processes(make_seeds(60), capped, "sk-test", stores(tmp_path), teacher.base_url,

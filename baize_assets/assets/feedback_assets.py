@@ -100,7 +100,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         samples = read_parquet(layout.feedback_samples(plan.adapter, source.name, shard))
         requests = self_distill.judge_requests(samples)
         collected = collect_shard(
-            context, layout, openai, requests, teacher.model_copy(update={"processes": 1, "api": "chat"}),
+            context, layout, openai, requests, teacher,
             lease=layout.feedback_lease(plan.adapter, source.name, shard),
             cache=layout.feedback_cache(plan.adapter), writer=JUDGE_WRITER,
             step=f"{plan.adapter}/{source.name}/{shard} scores",

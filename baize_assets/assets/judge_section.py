@@ -29,7 +29,7 @@ def judge_adapter(
     context: AssetExecutionContext, layout: Layout, openai: OpenAIResource, adapter: str, config: PipelineConfig
 ) -> JudgeSection:
     judge = config.judge
-    teacher = config.teacher.model_copy(update={"processes": 1, "api": "chat"})
+    teacher = config.teacher
     questions = judge_eval.load_questions(judge.resolved_questions_path(), judge.questions)
 
     def ask(requests, step: str):

@@ -56,12 +56,12 @@ def collect_shard(
                 stores = SharedStores(teacher.rate_limit_store, layout.rate_limit_store(), opened_cache.path)
                 result = collect_transcripts_in_processes(
                     requests, teacher, openai.api_key, stores, base_url=openai.base_url,
-                    log=context.log.info, ledger=context.run.run_id,
+                    log=context.log.info, ledger=context.run.run_id, writer=writer,
                 )
             elif teacher.api == "batch":
                 result = batch_collect.collect_transcripts_batch(
                     requests, teacher, api_key=openai.api_key, base_url=openai.base_url, log=context.log.info,
-                    cache=opened_cache, limit_store=limit_store, ledger=context.run.run_id,
+                    cache=opened_cache, limit_store=limit_store, ledger=context.run.run_id, writer=writer,
                 )
             else:
                 result = selfchat.collect_transcripts(

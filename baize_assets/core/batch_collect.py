@@ -35,8 +35,8 @@ import pandas as pd
 
 from .config import ModelPrice, TeacherConfig
 from .pricing import Budget, Reservation, dollars
-from .prompts import self_chat_prompt
 from .selfchat import BUDGET_EXHAUSTED, CollectionResult, generation_inputs
+from .selfchat_modes import Writer, self_chat_writer
 from .shared_limits import LimitStore, MemoryLimitStore
 from .teacher_client import (
     BAD_REQUEST,
@@ -52,7 +52,7 @@ from .teacher_client import (
     estimate_tokens,
 )
 from .transcript_cache import TranscriptCache, cache_key
-from .transcript_format import guard_transcript, has_markers, transcripts_frame
+from .transcript_format import transcripts_frame
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 FINISHED_STATUSES = {"completed", "failed", "expired", "cancelled"}
@@ -134,11 +134,14 @@ class _Failure:
 
 class _BatchCollector:
     def __init__(self, seeds: pd.DataFrame, teacher: TeacherConfig, client: openai.OpenAI, checker: TeacherClient,
-                 cache: TranscriptCache | None, jobs: BatchJobs, log: Callable[[str], None], budget: Budget) -> None:
+                 cache: TranscriptCache | None, jobs: BatchJobs, log: Callable[[str], None], budget: Budget,
+                 writer: Writer) -> None:
+        if writer.one_call is None:
+            raise ValueError(f"the Batch API sends one request per row; mode {writer.mode!r} asks turn by turn")
         self.seeds = seeds.to_dict("records")
         self.teacher, self.client, self.checker, self.cache, self.jobs = teacher, client, checker, cache, jobs
-        self.log, self.budget = log, budget
-        self.inputs = generation_inputs(teacher)
+        self.log, self.budget, self.writer, self.one_call = log, budget, writer, writer.one_call
+        self.inputs = generation_inputs(teacher, writer)
         self.usage, self.failures, self.retries, self.line_problems = Usage(), Counter(), Counter(), Counter()
         self.requests = self.cached = self.resumed = 0
         self.batch_ids: list[str] = []
@@ -170,7 +173,7 @@ class _BatchCollector:
     # -- submitting
 
     def _messages(self, key: str) -> list[dict[str, str]]:
-        return [{"role": "user", "content": self_chat_prompt(self.seed_of[key]["seed"])}]
+        return self.one_call.messages(self.seed_of[key]["seed"])
 
     def _admit(self, keys: list[str]) -> list[str]:
         """The keys whose worst case fits the budget, reserved; the others end as budget_exhausted."""
@@ -289,7 +292,7 @@ class _BatchCollector:
             reservation = Reservation(0, 0.0)
             self.usage.add(completion.model, completion.prompt_tokens, completion.completion_tokens)
             answer = self.checker.answer(completion)
-            if answer.finish_reason != CONTENT_FILTER and not has_markers(answer.text):
+            if answer.finish_reason != CONTENT_FILTER and not self.one_call.valid(answer.text):
                 raise RetryableError(MALFORMED, "the answer is not in the expected format: "
                                                 f"{self.checker.redact(answer.text[:200])!r}")
         except RetryableError as exc:
@@ -301,14 +304,8 @@ class _BatchCollector:
             self.budget.settle(reservation)
             self.outcomes[key] = _Failure(exc.kind, str(exc))
             return False
-        text, ended_by = guard_transcript(answer.text, self.teacher.max_rounds)
-        if answer.finish_reason == CONTENT_FILTER:
-            ended_by = CONTENT_FILTER
-        elif ended_by is None:
-            ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
         made = {
-            "model": answer.model, "transcript": text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
-            "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
+            **self.one_call.fields(answer, self.teacher),
             "total_tokens": answer.prompt_tokens + answer.completion_tokens,
             "dollars": dollars(self.budget.price, answer.prompt_tokens, answer.completion_tokens),
         }
@@ -338,7 +335,7 @@ class _BatchCollector:
             "seed_id": seed["seed_id"], "seed": seed["seed"], "source": seed["source"], "shard": int(seed["shard"]),
             "prompt_version": self.inputs["prompt_version"], "model": self.teacher.model,
             "temperature": self.teacher.temperature, "max_tokens": self.teacher.max_tokens,
-            "generation_mode": self.teacher.mode, "cached": False, "cache_key": key,
+            "generation_mode": self.writer.mode, "cached": False, "cache_key": key,
         }
 
     def run(self) -> list[dict[str, Any]]:
@@ -397,8 +394,9 @@ def collect_transcripts_batch(
     cache: TranscriptCache | None = None,
     limit_store: LimitStore | None = None,
     ledger: str | None = None,
+    writer: Writer | None = None,
 ) -> BatchCollectionResult:
-    """Ask the teacher for one self-chat conversation per seed row through the Batch API.
+    """Ask the teacher for one self-chat conversation per seed row (or ``writer``'s answer) through the Batch API.
 
     Returns what :func:`.selfchat.collect_transcripts` returns, with the batches' ids and
     the problems of their output lines. The budget is the ledger ``ledger`` (a Dagster
@@ -414,7 +412,7 @@ def collect_transcripts_batch(
                         ledger or f"collection-{uuid.uuid4()}")
         try:
             collector = _BatchCollector(seeds, teacher, client, TeacherClient(client, teacher, api_key), cache, jobs,
-                                        log, budget)
+                                        log, budget, writer or self_chat_writer(teacher))
             rows = collector.run()
         finally:
             budget.close()

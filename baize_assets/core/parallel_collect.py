@@ -38,6 +38,7 @@ import pyarrow as pa
 from .config import RateLimitStoreConfig, TeacherConfig
 from .parent_death import die_with_parent
 from .selfchat import BUDGET_EXHAUSTED, CollectionResult, collect_transcripts, generation_inputs
+from .selfchat_modes import Writer
 from .shared_limits import open_limit_store
 from .teacher_client import TeacherFatalError, Usage
 from .transcript_cache import TranscriptCache, cache_key
@@ -75,7 +76,8 @@ class _Child:
 
 
 def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame, teacher: TeacherConfig, api_key: str,
-                   base_url: str | None, progress_every_s: float | None, stores: SharedStores, ledger: str) -> None:
+                   base_url: str | None, progress_every_s: float | None, stores: SharedStores, ledger: str,
+                   writer: Writer | None) -> None:
     """A child's whole life: collect its slice, send back the result or what went wrong."""
     die_with_parent(parent_pid)
     try:
@@ -84,7 +86,7 @@ def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame,
             with TranscriptCache(stores.cache_path) if stores.cache_path else nullcontext() as cache:
                 result = collect_transcripts(seeds, teacher, api_key, base_url,
                                              lambda line: connection.send(("log", line)), progress_every_s, cache,
-                                             limit_store, ledger)
+                                             limit_store, ledger, writer)
         finally:
             limit_store.close()
         connection.send(("result", result))
@@ -96,11 +98,12 @@ def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame,
         connection.close()
 
 
-def _slices(seeds: pd.DataFrame, teacher: TeacherConfig, cache_path: Path | None) -> list[pd.DataFrame]:
+def _slices(seeds: pd.DataFrame, teacher: TeacherConfig, cache_path: Path | None,
+            writer: Writer | None) -> list[pd.DataFrame]:
     """The seeds in up to ``teacher.processes`` slices, the pending ones spread evenly, each slice in seed order."""
     stored: set[str] = set()
     if cache_path is not None and not teacher.regenerate:
-        inputs = generation_inputs(teacher)
+        inputs = generation_inputs(teacher, writer)
         with TranscriptCache(cache_path) as cache:
             stored = cache.stored_keys(cache_key(seed, inputs) for seed in seeds["seed"])
         is_stored = [cache_key(seed, inputs) in stored for seed in seeds["seed"]]
@@ -165,6 +168,7 @@ def collect_transcripts_in_processes(
     log: Callable[[str], None] = print,
     progress_every_s: float | None = None,
     ledger: str | None = None,
+    writer: Writer | None = None,
 ) -> CollectionResult:
     """Collect ``seeds`` in ``teacher.processes`` child processes; what :func:`.selfchat.collect_transcripts` returns.
 
@@ -173,13 +177,13 @@ def collect_transcripts_in_processes(
     """
     started = time.monotonic()
     ledger = ledger or f"collection-{uuid.uuid4()}"  # one ledger for every child
-    slices = _slices(seeds, teacher, stores.cache_path)
+    slices = _slices(seeds, teacher, stores.cache_path, writer)
     if len(slices) == 1:
         limit_store = open_limit_store(stores.limit_store, stores.limit_store_path)
         try:
             with TranscriptCache(stores.cache_path) if stores.cache_path else nullcontext() as cache:
                 return collect_transcripts(seeds, teacher, api_key, base_url, log, progress_every_s, cache,
-                                           limit_store, ledger)
+                                           limit_store, ledger, writer)
         finally:
             limit_store.close()
 
@@ -190,7 +194,7 @@ def collect_transcripts_in_processes(
             receiving, sending = context.Pipe(duplex=False)
             process = context.Process(
                 target=_collect_slice, name=f"baize-collector-{number}",
-                args=(sending, os.getpid(), part, teacher, api_key, base_url, progress_every_s, stores, ledger),
+                args=(sending, os.getpid(), part, teacher, api_key, base_url, progress_every_s, stores, ledger, writer),
             )
             process.start()
             sending.close()  # the child's end: the parent sees EOF once the child is gone

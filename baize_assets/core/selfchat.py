@@ -281,7 +281,8 @@ class _Collector:
         if self.budget.price is not None:
             spent += f", ${self.budget.spent_dollars:.4f}"
         return (
-            f"self-chat: {done}/{total} conversations ({self.cached} cached), {rate:.1f}/s, ETA {eta}, {spent}, "
+            f"{self.writer.progress.format(done=done, total=total)} ({self.cached} cached), {rate:.1f}/s, ETA {eta}, "
+            f"{spent}, "
             f"{self.requests} requests, failures {dict(self.failures) or 'none'}, "
             f"retries {dict(self.retries) or 'none'}"
         )

@@ -3,11 +3,12 @@
 * **v1** — one call writes the whole transcript, both sides, and the model stops on its own;
 * **v1.5** — one call per human turn and one per AI turn, the dialogue so far in each prompt;
 * **judge** — the row's text is the whole prompt, and the one answer is the row's text
-  (the teacher's judgments of sampled answers, Baize v2).
+  (the teacher's judgments and reference answers, Baize v2).
 
-Both are guarded against loops (rounds, tokens, repeated turns) and return the row fields
-of one conversation. ``call(messages, stop, valid)`` is the collector's request, with its
-retries, pacing and budget; a valid answer is one ``valid(text)`` accepts.
+The self-chat modes are guarded against loops (rounds, tokens, repeated turns); every mode
+returns the row fields of one row. ``call(messages, stop, valid)`` is the collector's
+request, with its retries, pacing and budget; a valid answer is one ``valid(text)`` accepts.
+v1 and judge ask once per row (:class:`OneCall`), which is what the Batch API can send.
 """
 
 from __future__ import annotations
@@ -33,8 +34,11 @@ from .transcript_format import guard_transcript, has_markers, human_statement, s
 Call = Callable[[list[dict[str, str]], list[str] | None, Callable[[str], bool]], Awaitable[Answer]]
 
 
-async def v1_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dict[str, Any]:
-    answer = await call([{"role": "user", "content": self_chat_prompt(seed)}], None, has_markers)
+def _self_chat_messages(seed: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": self_chat_prompt(seed)}]
+
+
+def _v1_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
     text, ended_by = guard_transcript(answer.text, teacher.max_rounds)
     if answer.finish_reason == CONTENT_FILTER:
         ended_by = CONTENT_FILTER
@@ -87,8 +91,15 @@ async def v15_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dic
     }
 
 
-async def single_answer(call: Call, prompt: str, teacher: TeacherConfig) -> dict[str, Any]:
-    answer = await call([{"role": "user", "content": prompt}], None, lambda text: bool(text.strip()))
+def _prompt_messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def _non_empty(text: str) -> bool:
+    return bool(text.strip())
+
+
+def _answer_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
     if answer.finish_reason == CONTENT_FILTER:
         ended_by = CONTENT_FILTER
     else:
@@ -100,17 +111,43 @@ async def single_answer(call: Call, prompt: str, teacher: TeacherConfig) -> dict
 
 
 @dataclass(frozen=True)
+class OneCall:
+    """A row answered by one request: its messages, which answers are valid, and the row fields of an answer.
+
+    The Batch API can only send rows of this shape (one request each, known up front).
+    """
+
+    messages: Callable[[str], list[dict[str, str]]]
+    valid: Callable[[str], bool]
+    fields: Callable[[Answer, TeacherConfig], dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Writer:
-    """How the collector turns a row's text into an answer; ``mode`` and ``prompt_version`` key its cache."""
+    """How the collector turns a row's text into an answer; ``mode`` and ``prompt_version`` key its cache.
+
+    ``one_call`` is set for writers that ask once per row (v1, judge); ``turns`` for v1.5.
+    """
 
     mode: str
     prompt_version: str
-    write: Callable[[Call, str, TeacherConfig], Awaitable[dict[str, Any]]]
+    progress: str  # how the collector's progress lines count the rows: a format of done and total
+    one_call: OneCall | None = None
+    turns: Callable[[Call, str, TeacherConfig], Awaitable[dict[str, Any]]] | None = None
+
+    async def write(self, call: Call, text: str, teacher: TeacherConfig) -> dict[str, Any]:
+        if self.one_call is None:
+            return await self.turns(call, text, teacher)
+        answer = await call(self.one_call.messages(text), None, self.one_call.valid)
+        return self.one_call.fields(answer, teacher)
 
 
-V1_WRITER = Writer("v1", SELF_CHAT_PROMPT_VERSION, v1_conversation)
-V15_WRITER = Writer("v1.5", SELF_CHAT_TURN_PROMPT_VERSION, v15_conversation)
-JUDGE_WRITER = Writer("judge", JUDGE_PROMPT_VERSION, single_answer)
+_SELF_CHAT_PROGRESS = "self-chat: {done}/{total} conversations"
+V1_WRITER = Writer("v1", SELF_CHAT_PROMPT_VERSION, _SELF_CHAT_PROGRESS,
+                   one_call=OneCall(_self_chat_messages, has_markers, _v1_fields))
+V15_WRITER = Writer("v1.5", SELF_CHAT_TURN_PROMPT_VERSION, _SELF_CHAT_PROGRESS, turns=v15_conversation)
+JUDGE_WRITER = Writer("judge", JUDGE_PROMPT_VERSION, "teacher: {done}/{total} answers",
+                      one_call=OneCall(_prompt_messages, _non_empty, _answer_fields))
 
 
 def self_chat_writer(teacher: TeacherConfig) -> Writer:
