@@ -47,8 +47,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import os
     import sys
 
+    # Loading a few megabytes of local weights needs no progress bar; set it to 0 to see them.
+    # Read by huggingface_hub on import, and inherited by every process a command starts.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["teacher"]:
         from .teacher.server import main as teacher_main

@@ -20,7 +20,9 @@ from .core.config import PROJECT_ROOT, output_dir
 from .core.storage import Layout, shard_keys
 
 # Step logs at INFO: the run's full DEBUG event stream stays in the instance.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# The demo prints one line per run and the results; each step's own log stays in the
+# instance (the UI shows it), and a warning still reaches the terminal.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 # Any key works against the simulated teacher; a real endpoint needs OPENAI_API_KEY.
 SIMULATED_API_KEY = "sk-simulated-offline-demo"

@@ -166,6 +166,7 @@ def test_baize_chat_answers_once_from_a_trained_adapter(built_graph):
     assert result.returncode == 0, result.stderr
     answer = result.stdout.strip()
     assert answer and "[|Human|]" not in answer and "[|AI|]" not in answer
+    assert "Loading weights" not in result.stderr and "Warning" not in result.stderr  # the answer, nothing else
 
 
 def test_blocking_corpus_checks_ran_and_passed_on_every_shard(built_graph):

@@ -125,16 +125,21 @@ def build_adapter_asset(
         paths = (layout.training_set(name), layout.adapter(name), layout.adapter_checkpoints(name))
         init_adapter = layout.adapter(init_from) if init_from else None
         if adapter.training.run_in_subprocess:
-            from dagster import PipesSubprocessClient
+            import warnings
+
+            from dagster import PipesSubprocessClient, PreviewWarning
 
             from ..core.pipes_training import training_env, training_request
 
-            PipesSubprocessClient().run(
-                command=[sys.executable, "-m", "baize_assets.core.pipes_training"],
-                context=context,
-                extras=training_request(adapter, base, *paths, init_adapter=init_adapter),
-                env=training_env(),
-            )
+            with warnings.catch_warnings():
+                # Dagster 1.13's Pipes session reads a preview property of its own message reader.
+                warnings.filterwarnings("ignore", message=".*expected_writer_count", category=PreviewWarning)
+                PipesSubprocessClient().run(
+                    command=[sys.executable, "-m", "baize_assets.core.pipes_training"],
+                    context=context,
+                    extras=training_request(adapter, base, *paths, init_adapter=init_adapter),
+                    env=training_env(),
+                )
             summary = read_summary(layout.adapter(adapter.name))
         else:
             summary = train_from_training_set(adapter, base, *paths, log=context.log.info, init_adapter=init_adapter)
