@@ -7,6 +7,7 @@ from dagster import DagsterInvalidDefinitionError, ScheduleDefinition
 
 from baize_assets.core.config import PROJECT_ROOT, TINY_BASE_MODEL, ConfigError, PipelineConfig, load_config
 from baize_assets.core.cron import cron_problem
+from baize_assets.core.seeds import load_seed_table
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -26,12 +27,35 @@ adapters:
 """
 
 
-def test_project_config_declares_the_briefs_sources_and_adapters():
+# The brief's seed datasets and the reader each one's files need.
+BRIEF_SOURCES = {"quora": "quora_tsv", "stackoverflow": "stackoverflow", "medquad": "medquad", "alpaca": "alpaca_json"}
+
+
+def test_the_project_config_reads_seeds_from_each_briefs_dataset():
     config = load_config()
-    assert [s.name for s in config.sources] == ["quora", "stackoverflow", "medquad", "alpaca"]
-    assert config.adapter("baize_general").sources == ["quora", "stackoverflow", "alpaca"]
-    assert config.adapter("baize_healthcare").sources == ["medquad"]
-    assert not config.source("alpaca").is_self_chat and config.source("medquad").is_self_chat
+    assert {source.name: source.format for source in config.sources} == BRIEF_SOURCES
+    for source in config.sources:
+        paths = source.resolved_paths()
+        assert all(path.exists() for path in paths), f"{source.name}: {[str(p) for p in paths if not p.exists()]}"
+        table = load_seed_table(source)
+        assert table.quarantine.empty, f"{source.name}: {table.quarantined_by_reason}"
+        assert set(table.seeds["shard"]) == set(range(source.shards))  # every partition has seeds to chat
+        # Alpaca's rows are finished answers, trained on as they are; the others' seeds are self-chatted.
+        assert table.seeds["response"].notna().all() == (not source.is_self_chat) == (source.name == "alpaca")
+    assert {name for adapter in config.adapters for name in adapter.sources} == set(BRIEF_SOURCES)
+
+
+def test_each_project_adapter_trains_on_one_domain_it_is_named_after():
+    config = load_config()
+    for adapter in config.adapters:
+        assert {config.source(name).domain for name in adapter.sources} == {adapter.name.removeprefix("baize_")}
+
+
+@pytest.mark.parametrize("config_file", ["baize.yaml", "baize_assets_tests/ops_baize.yaml"])
+def test_the_projects_own_configs_load_and_round_trip(tmp_path, config_file):
+    config = load_config(PROJECT_ROOT / config_file)
+    # Every setting dumps to a value the strict loader takes back unchanged (no coerced or derived keys).
+    assert load_config(write(tmp_path, yaml.safe_dump(config.model_dump(mode="json")))) == config
 
 
 def test_a_new_domain_needs_only_config_and_gets_baize_defaults(tmp_path):
@@ -176,12 +200,6 @@ def test_a_merge_key_may_be_overridden_without_being_a_duplicate(tmp_path):
     merged = MINIMAL + "    training: {<<: {learning_rate: 1, epochs: 2}, epochs: 3}\n"
     adapter = load_config(write(tmp_path, merged)).adapter("baize_finance")
     assert (adapter.training.learning_rate, adapter.training.epochs) == (1.0, 3.0)
-
-
-@pytest.mark.parametrize("config_file", ["baize.yaml", "baize_assets_tests/ops_baize.yaml"])
-def test_the_projects_own_configs_load(config_file):
-    config = load_config(PROJECT_ROOT / config_file)
-    assert config.sources
 
 
 def test_the_readme_examples_are_valid_configs(tmp_path):

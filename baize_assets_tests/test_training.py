@@ -20,6 +20,7 @@ from baize_assets.core.config import (
     TinyBaseConfig,
     TrainingConfig,
 )
+from baize_assets.core.eval_split import eval_count
 from baize_assets.core.packing import collate_packed, pack_rows, packing_layout
 from baize_assets.core.prompts import AI, HUMAN, TRAINING_HEADER, Turn, render_conversation
 from baize_assets.core.storage import staged_output_dir
@@ -27,7 +28,6 @@ from baize_assets.core.tiny_base import build_tiny_base
 from baize_assets.core.training import (
     IGNORE_INDEX,
     build_sample,
-    eval_count,
     fit_conversation,
     split_by_hash,
     train_adapter,
@@ -220,7 +220,8 @@ def test_length_grouped_batches_waste_little_and_cover_each_epoch():
 
 def test_eval_split_is_small_and_content_based():
     assert eval_count(4, 2000) == 0
-    assert eval_count(40, 2000) == 4  # a request beyond a fifth of the data is shrunk
+    assert eval_count(40, 2000) == 8  # a count beyond a fifth of the data is capped at a fifth
+    assert eval_count(40, 9) == 8 and eval_count(40, 7) == 7  # so a larger request never holds out fewer
     assert eval_count(40, 0.1) == 4
     assert eval_count(1000, 50) == 50
     texts = [f"conversation {i}" for i in range(20)]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +20,7 @@ from safetensors.torch import load_file
 from baize_assets.core.base_model import quiet_peft_deprecation
 from baize_assets.core.checkpoints import CHECKPOINT_FILE
 from baize_assets.core.evaluation import evaluate_adapter
-from baize_assets.core.prompts import render_conversation
-from baize_assets.core.training import train_adapter
+from baize_assets.core.training import held_out_split, train_adapter
 
 # Module-scoped fixtures shared with the training tests.
 from .test_training import conversations, small_adapter, synthetic_conversations, tiny_base  # noqa: F401
@@ -28,50 +30,70 @@ RESUME_SETTINGS = dict(
     epochs=10, max_steps=30, checkpoint_steps=5, eval_steps=10, micro_batch_size=4, effective_batch_size=8
 )
 
-# A child that trains and prints each step; it sleeps a little per step so the test
-# can kill it mid-run. The settings must match the rerun's for the checkpoint to apply.
+KILL_AT = "step 13/30 "  # between the checkpoints of steps 10 and 15
+KILL_DEADLINE_S = 300
+
+# A child that trains with the rerun's settings (for its checkpoint to apply). At the step
+# line of KILL_AT, logged from inside the training loop, it writes the line to a file and
+# waits there to be killed: the kill lands at that step however fast the machine trains.
+# It waits on its stdin, so that it exits rather than waits forever if the test goes away.
 CHILD = textwrap.dedent(
     """
-    import sys, time
+    import os, sys
     from pathlib import Path
     from baize_assets_tests.test_training import small_adapter, synthetic_conversations
-    from baize_assets_tests.test_training_runs import RESUME_SETTINGS
+    from baize_assets_tests.test_training_runs import KILL_AT, RESUME_SETTINGS
     from baize_assets.core.training import train_adapter
 
-    def log(line):
-        print(line, flush=True)
-        if line.startswith("step"):
-            time.sleep(0.15)
+    base, out, checkpoints, reached = map(Path, sys.argv[1:5])
 
-    base, out, checkpoints = map(Path, sys.argv[1:4])
+    def log(line):
+        if line.startswith(KILL_AT):
+            staging = reached.with_name(reached.name + ".tmp")
+            staging.write_text(line)
+            staging.replace(reached)
+            sys.stdin.read()
+            os._exit(1)
+
     train_adapter(synthetic_conversations(), small_adapter(**RESUME_SETTINGS), str(base), out, log=log,
                   checkpoint_dir=checkpoints)
     """
 )
 
 
+def wait_for_file(path: Path, child: subprocess.Popen, deadline_s: float) -> str:
+    """The text of ``path`` once the child has written it; fails if the child exits or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the child wrote no {path.name} within {deadline_s} s"
+        try:
+            code = child.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            continue
+        raise AssertionError(f"the child exited with {code} before writing {path.name}")
+    return path.read_text()
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_base, conversations, tmp_path):
-    out, checkpoints = tmp_path / "adapter", tmp_path / "checkpoints"
+    out, checkpoints, reached = tmp_path / "adapter", tmp_path / "checkpoints", tmp_path / "reached"
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tiny_base), str(out), str(checkpoints)],
+        [sys.executable, "-c", CHILD, str(tiny_base), str(out), str(checkpoints), str(reached)],
         cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
     )
     try:
-        for line in child.stdout:
-            if line.startswith("step 13/30"):
-                break
+        assert wait_for_file(reached, child, KILL_DEADLINE_S).startswith(KILL_AT)
         os.kill(child.pid, signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
+        child.stdin.close()
     assert not out.exists()  # a killed run leaves no half-written adapter
     checkpoint_step = torch.load(checkpoints / CHECKPOINT_FILE, weights_only=True)["progress"]["step"]
-    assert checkpoint_step in (10, 15)
+    assert checkpoint_step == 10
 
     lines = []
     adapter = small_adapter(**RESUME_SETTINGS)
@@ -139,11 +161,7 @@ def test_artifacts_best_weights_and_merged_export(tiny_base, conversations, tmp_
 
 
 def _held_out(conversations, adapter):
-    from baize_assets.core.training import eval_count, split_by_hash
-
-    texts = [render_conversation(turns) for turns in conversations]
-    _, eval_ids = split_by_hash(texts, eval_count(len(conversations), adapter.training.eval_size))
-    return [conversations[i] for i in eval_ids]
+    return held_out_split(conversations, adapter.training.eval_size)[1]
 
 
 def test_evaluation_reports_no_win_without_held_out_data(tiny_base, conversations, tmp_path):
@@ -154,14 +172,40 @@ def test_evaluation_reports_no_win_without_held_out_data(tiny_base, conversation
     assert not report["adapter_beats_base"] and "no held-out" in report["note"]
 
 
-def test_precision_and_quantization_errors_are_clear(tiny_base, conversations, tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("these errors are about machines without CUDA")
-    with pytest.raises(ValueError, match="fp16.*CUDA"):
-        train_adapter(conversations, small_adapter(precision="fp16"), str(tiny_base), tmp_path / "a")
-    with pytest.raises(ValueError, match="4bit.*CUDA"):
-        train_adapter(conversations, small_adapter(quantization="4bit"), str(tiny_base), tmp_path / "a",
-                      log=lambda _: None)
-    summary = train_adapter(conversations, small_adapter(precision="bf16", max_steps=2), str(tiny_base),
-                            tmp_path / "b", log=lambda _: None)
-    assert summary["dtype"] == "bfloat16"
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def assert_finite_run(summary: dict, adapter_dir: Path) -> None:
+    assert math.isfinite(summary["train_loss_final"]) and math.isfinite(summary["eval_loss_after"])
+    assert all(torch.isfinite(weight).all() for weight in load_file(adapter_dir / "adapter_model.safetensors").values())
+
+
+@pytest.mark.parametrize("device", [DEVICE])  # the test id says which device's path this machine checked
+def test_precision_and_quantization_on_this_machines_device(device, tiny_base, conversations, tmp_path):
+    def train(name: str, **settings) -> dict:
+        adapter = small_adapter(max_steps=2, **settings)
+        return train_adapter(conversations, adapter, str(tiny_base), tmp_path / name, log=lambda _: None)
+
+    auto_dtype = "float32" if device == "cpu" else "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    for name, settings, dtype in (("auto", {}, auto_dtype), ("bf16", {"precision": "bf16"}, "bfloat16")):
+        summary = train(name, **settings)
+        assert (summary["device"], summary["dtype"]) == (device, dtype)
+        assert_finite_run(summary, tmp_path / name)
+    if device == "cpu":
+        # fp16 and quantized bases need CUDA: refused by name rather than slow or broken on the CPU.
+        with pytest.raises(ValueError, match="fp16.*CUDA"):
+            train("fp16", precision="fp16")
+        with pytest.raises(ValueError, match="4bit.*CUDA"):
+            train("4bit", quantization="4bit")
+        return
+    # On CUDA fp16 trains there; the loss scaler keeps its losses and weights finite.
+    fp16 = train("fp16", precision="fp16")
+    assert (fp16["device"], fp16["dtype"]) == ("cuda", "float16")
+    assert_finite_run(fp16, tmp_path / "fp16")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        with pytest.raises(ValueError, match="4bit.*pip install bitsandbytes"):
+            train("4bit", quantization="4bit")
+        return
+    quantized = train("4bit", quantization="4bit")
+    assert (quantized["device"], quantized["training"]["quantization"]) == ("cuda", "4bit")
+    assert_finite_run(quantized, tmp_path / "4bit")

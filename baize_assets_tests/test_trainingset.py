@@ -41,4 +41,36 @@ def test_split_is_stable_when_other_shards_change():
     merged = small.merge(large, on="seed_id", suffixes=("_small", "_large"))
     assert (merged["split_small"] == merged["split_large"]).all()
     assert 0.07 < (large["split"] == "eval").mean() < 0.13
-    assert split_of("id0001", 0.1) == split_of("id0001", 0.1)
+
+
+# The held-out ids among id0000..id0199 at a tenth, as every earlier training set split them:
+# a change of salt or hash would move conversations between train and eval sets already evaluated on.
+PINNED_EVAL_IDS = [24, 26, 28, 45, 65, 66, 67, 91, 96, 102, 103, 104, 127, 136, 138, 141, 150, 156, 164, 165, 175,
+                   189, 194]  # fmt: skip
+
+
+def test_split_of_holds_out_the_pinned_ids_and_grows_by_adding_only():
+    ids = [f"id{i:04d}" for i in range(2000)]
+    tenth = [i for i, seed_id in enumerate(ids[:200]) if split_of(seed_id, 0.1) == "eval"]
+    assert tenth == PINNED_EVAL_IDS
+    for fraction in (0.05, 0.1, 0.3):
+        assert abs(sum(split_of(seed_id, fraction) == "eval" for seed_id in ids) / len(ids) - fraction) < 0.03
+    # A larger fraction keeps every id a smaller one held out: raising eval_size moves none back to train.
+    smaller, larger = ({s for s in ids if split_of(s, f) == "eval"} for f in (0.1, 0.3))
+    assert smaller < larger
+    assert {split_of(s, 0.0) for s in ids} == {"train"} and {split_of(s, 1.0) for s in ids} == {"eval"}
+
+
+def test_training_set_and_trainer_hold_out_the_same_count():
+    from baize_assets.core.training import held_out_split
+
+    frame = corpus({f"id{i:04d}": f"answer {i}" for i in range(5000)})
+    no_near_dedup = NearDedupConfig(enabled=False)
+    turns = [[Turn(**t) for t in conversation] for conversation in frame["turns"]]
+    for eval_size, expected in ((2000, 1000), (300, 300)):
+        built = build_training_set(frame, eval_size, no_near_dedup)
+        _, trainer_eval, _ = held_out_split(turns, eval_size)
+        assert (built.conversations["split"] == "eval").sum() == len(trainer_eval) == expected
+    few = corpus({f"id{i}": f"answer {i}" for i in range(4)})
+    assert set(build_training_set(few, 0.5, no_near_dedup).conversations["split"]) == {"train"}
+    assert held_out_split([[Turn("human", "Hi"), Turn("ai", f"answer {i}")] for i in range(4)], 0.5)[1] == []

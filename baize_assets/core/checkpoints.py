@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,6 +18,7 @@ import torch
 
 from .batching import Sample
 from .config import AdapterConfig
+from .storage import staged_output_file
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # Settings that do not change the trained weights: a checkpoint stays valid across them.
@@ -55,15 +55,8 @@ def run_fingerprint(adapter: AdapterConfig, base_ref: str, samples: Sequence[Sam
 
 def save_checkpoint(checkpoint_dir: Path, state: dict) -> None:
     """Write the training state to a temporary file, then rename it over the last checkpoint."""
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    path = checkpoint_dir / CHECKPOINT_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with staged_output_file(checkpoint_dir / CHECKPOINT_FILE) as staging:
+        torch.save(state, staging)
 
 
 def load_checkpoint(checkpoint_dir: Path | None, fingerprint: str, log: Callable[[str], None]) -> dict | None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +18,7 @@ from .chat import load_chat_model
 from .config import TrainingConfig
 from .lm_loss import evaluate, predicted_tokens
 from .prompts import Turn
+from .storage import write_text_atomic
 from .training import fit_conversations
 
 ANSWER_MAX_NEW_TOKENS = 64
@@ -77,13 +76,5 @@ def evaluate_adapter(
 
 
 def write_report(report: dict, path: Path) -> None:
-    """Write the report as JSON to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the report as JSON to ``path``, atomically."""
+    write_text_atomic(json.dumps(report, indent=2) + "\n", path)

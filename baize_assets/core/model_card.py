@@ -9,8 +9,6 @@ the training set (sources, counts per source and split, per-shard data versions)
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,6 +16,7 @@ import yaml
 
 from .corpus import data_version
 from .prompts import AI, BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION, HUMAN, STOP_MARKERS
+from .storage import write_text_atomic
 from .training import CONFIG_FILE, SUMMARY_FILE
 
 MODEL_CARD_FILE = "README.md"
@@ -183,15 +182,5 @@ def render_model_card(adapter_dir: Path, lineage: dict | None = None) -> str:
 
 
 def write_model_card(adapter_dir: Path, lineage: dict | None = None) -> Path:
-    """Write (or replace) ``adapter_dir/README.md``: to a temporary file, then renamed into place."""
-    path = Path(adapter_dir) / MODEL_CARD_FILE
-    text = render_model_card(adapter_dir, lineage)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write (or replace) ``adapter_dir/README.md``, atomically."""
+    return write_text_atomic(render_model_card(adapter_dir, lineage), Path(adapter_dir) / MODEL_CARD_FILE)

@@ -8,12 +8,12 @@ report also shows how well the text-only filters do on their labelled cases
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .storage import staged_output_file
 
 _LENGTH_BINS = [0, 10, 30, 60, 100, 150, 250, 500, np.inf]
 
@@ -64,15 +64,8 @@ def samples(conversations: pd.DataFrame, n: int = 3, chars: int = 600) -> str:
 
 
 def _save_figure(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_output_file(path) as staging:
+        figure.savefig(staging, format="png", dpi=90, bbox_inches="tight")
     return path
 
 

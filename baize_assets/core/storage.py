@@ -109,19 +109,51 @@ class Layout:
     def evaluation(self, name: str) -> Path:
         return self.root / "evaluations" / f"{name}.json"
 
+    def evaluation_judge_table(self, name: str) -> Path:
+        """The judge section's per-question table of an adapter's evaluation."""
+        return self.root / "evaluations" / f"{name}.judge.parquet"
+
+    def evaluation_judge_lease(self, name: str) -> Path:
+        """Lock file of an adapter's judge section: one run at a time asks the teacher for it."""
+        return self.root / "evaluations" / f"{name}.judge.lease"
+
+    def judge_cache(self) -> Path:
+        """The teacher's reference answers and judgments for every evaluation, written as they arrive."""
+        return self.root / "evaluations" / "judge_cache.sqlite"
+
+
+@contextmanager
+def staged_output_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary file beside ``path`` that is renamed over it when the block succeeds.
+
+    Readers see the previous file or the new one, never half of one: on error the temporary
+    file is removed and any previous ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    staging = Path(name)
+    try:
+        yield staging
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(text: str, path: Path) -> Path:
+    """Write UTF-8 ``text`` to ``path`` through :func:`staged_output_file`."""
+    with staged_output_file(path) as staging:
+        staging.write_text(text, encoding="utf-8")
+    return path
+
 
 def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> Path:
-    """Write Parquet to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write Parquet to ``path`` through :func:`staged_output_file`."""
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_output_file(path) as staging:
+        pq.write_table(table, staging)
     return path
 
 

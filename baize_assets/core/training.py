@@ -47,6 +47,7 @@ from .checkpoints import (
 )
 from .config import AdapterConfig, TrainingConfig
 from .distributed import evaluate_shared, launch_processes, restore_rng
+from .eval_split import MIN_CONVERSATIONS_FOR_EVAL, eval_count
 from .lm_loss import predicted_tokens, summed_loss
 from .optimization import accumulation_steps, lr_factor, make_optimizer, micro_batches, optimizer_steps
 from .packing import collate_packed, pack_rows, packing_layout
@@ -55,9 +56,6 @@ from .storage import staged_output_dir
 
 __all__ = ["train_adapter", "train_from_training_set"]
 
-MIN_CONVERSATIONS_FOR_EVAL = 5
-MAX_EVAL_FRACTION = 0.2  # a larger requested eval set is shrunk to DEFAULT_EVAL_FRACTION
-DEFAULT_EVAL_FRACTION = 0.1
 MAX_WARMUP_FRACTION = 0.1  # tiny runs would otherwise spend every step warming up
 MAX_GRAD_NORM = 1.0  # Hugging Face Trainer's default clipping
 SUMMARY_FILE = "training_summary.json"
@@ -214,19 +212,6 @@ def fit_conversations(
     return samples, stats
 
 
-def eval_count(n_conversations: int, eval_size: int | float) -> int:
-    """How many conversations to hold out: ``eval_size`` (a count or a fraction), shrunk for small data."""
-    if n_conversations < MIN_CONVERSATIONS_FOR_EVAL:
-        return 0
-    if isinstance(eval_size, float):
-        requested = max(1, round(eval_size * n_conversations))
-    else:
-        requested = eval_size
-    if requested > MAX_EVAL_FRACTION * n_conversations:
-        return min(requested, max(1, round(DEFAULT_EVAL_FRACTION * n_conversations)))
-    return requested
-
-
 def split_by_hash(texts: Sequence[str], n_eval: int) -> tuple[list[int], list[int]]:
     """Indices of the train and eval conversations, both ordered by content hash.
 
@@ -235,6 +220,21 @@ def split_by_hash(texts: Sequence[str], n_eval: int) -> tuple[list[int], list[in
     """
     order = sorted(range(len(texts)), key=lambda i: (hashlib.sha256(texts[i].encode()).hexdigest(), i))
     return order[n_eval:], order[:n_eval]
+
+
+def held_out_split(
+    conversations: Sequence[Sequence[Turn]], eval_size: int | float
+) -> tuple[list[Sequence[Turn]], list[Sequence[Turn]], str | None]:
+    """The train and eval conversations of a run given no eval split, each in content-hash order.
+
+    As many are held out as :func:`.eval_split.eval_count` says, the rule the training set
+    follows too; the third item says why none are, if none are.
+    """
+    n_eval = eval_count(len(conversations), eval_size)
+    train_ids, eval_ids = split_by_hash([render_conversation(turns) for turns in conversations], n_eval)
+    too_few = f"no eval set: {len(conversations)} conversations, fewer than {MIN_CONVERSATIONS_FOR_EVAL}"
+    note = None if n_eval else too_few
+    return [conversations[i] for i in train_ids], [conversations[i] for i in eval_ids], note
 
 
 def _hash_ordered(conversations: Sequence[Sequence[Turn]]) -> list[Sequence[Turn]]:
@@ -327,16 +327,7 @@ def train_adapter(
     # Padded positions are masked out, so any id will do when the tokenizer has no pad token.
     pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
     if eval_conversations is None:
-        texts = [render_conversation(turns) for turns in conversations]
-        n_eval = eval_count(len(conversations), training.eval_size)
-        train_ids, eval_ids = split_by_hash(texts, n_eval)
-        train_turns = [conversations[i] for i in train_ids]
-        eval_turns = [conversations[i] for i in eval_ids]
-        eval_note = (
-            None
-            if n_eval
-            else f"no eval set: {len(conversations)} conversations, fewer than {MIN_CONVERSATIONS_FOR_EVAL}"
-        )
+        train_turns, eval_turns, eval_note = held_out_split(conversations, training.eval_size)
     else:
         train_turns = _hash_ordered(conversations)
         eval_turns = _hash_ordered(eval_conversations)

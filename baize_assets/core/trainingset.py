@@ -6,8 +6,10 @@ Exact duplicates (same text after normalizing whitespace and case) go first, the
 duplicates by MinHash LSH over the signatures the corpus shards stored (see
 ``dedup``). Of each duplicate group the conversation with the smallest seed id is
 kept, so the choice does not depend on shard order; every dropped one is recorded with
-the id it duplicates. The train/eval split is a function of each conversation's own
-id, so a conversation stays on its side when other shards change.
+the id it duplicates. The train/eval split follows a salted hash of each conversation's
+id, holding out as many as :func:`.eval_split.eval_count` says; with a fractional
+``eval_size`` it is a function of the id alone, so a conversation stays on its side when
+other shards change.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,7 @@ import pyarrow.parquet as pq
 from . import dedup
 from .config import NearDedupConfig
 from .corpus import CONVERSATION_SCHEMA, REJECT_SCHEMA
+from .eval_split import eval_count
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
@@ -49,21 +53,29 @@ class TrainingSet:
         return self.conversations[self.conversations["split"] == name]
 
 
-def eval_fraction(eval_size: int | float, n_conversations: int) -> float:
-    """The held-out fraction: ``eval_size`` is a fraction, or a count of the current set.
-
-    A fraction keeps the split fully stable; a count (Baize held out 2,000) is turned
-    into the fraction of the current set, at most a fifth of it.
-    """
-    if isinstance(eval_size, float):
-        return eval_size
-    return min(eval_size / n_conversations, 0.2) if n_conversations else 0.0
+def _split_hash(seed_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{_SPLIT_SALT}:{seed_id}".encode()).digest()[:8], "big")
 
 
 def split_of(seed_id: str, fraction: float) -> str:
     """``"eval"`` for a stable ``fraction`` of seed ids, ``"train"`` for the rest."""
-    digest = hashlib.sha256(f"{_SPLIT_SALT}:{seed_id}".encode()).digest()
-    return "eval" if int.from_bytes(digest[:8], "big") < fraction * 2**64 else "train"
+    return "eval" if _split_hash(seed_id) < fraction * 2**64 else "train"
+
+
+def assign_splits(seed_ids: Sequence[str], eval_size: int | float) -> list[str]:
+    """The split of each of ``seed_ids``: ``eval_count`` of them held out, by the hash of the id.
+
+    A count holds out exactly that many, those of lowest hash. A fraction holds out the ids
+    whose hash falls below it: that many give or take, and each id's side is its own.
+    """
+    n_eval = eval_count(len(seed_ids), eval_size)
+    if n_eval == 0:
+        return ["train"] * len(seed_ids)
+    if isinstance(eval_size, float):
+        return [split_of(seed_id, eval_size) for seed_id in seed_ids]
+    by_hash = sorted(range(len(seed_ids)), key=lambda i: (_split_hash(seed_ids[i]), seed_ids[i]))
+    held_out = set(by_hash[:n_eval])
+    return ["eval" if i in held_out else "train" for i in range(len(seed_ids))]
 
 
 def _signatures(frame: pd.DataFrame, rows: np.ndarray, config: NearDedupConfig) -> tuple[np.ndarray, int]:
@@ -128,14 +140,9 @@ def build_training_set(corpus: pd.DataFrame, eval_size: int | float, near: NearD
                 )
             )  # fmt: skip
             kept = np.delete(kept, dropped_index)
-    fraction = eval_fraction(eval_size, len(kept))
     columns = [f.name for f in TRAINING_SET_SCHEMA if f.name != "split"]
-    conversations = (
-        corpus[columns]
-        .take(kept)
-        .reset_index(drop=True)
-        .assign(split=[split_of(seed_id, fraction) for seed_id in seed_ids[kept]])
-    )
+    splits = assign_splits(seed_ids[kept].tolist(), eval_size)
+    conversations = corpus[columns].take(kept).reset_index(drop=True).assign(split=splits)
     duplicates = pa.concat_tables([pa.Table.from_pydict(t, schema=DUPLICATE_SCHEMA) for t in tables])
     return TrainingSet(conversations, duplicates.to_pandas(), recomputed)
 
