@@ -1,69 +1,47 @@
-"""Seed-file sensors: a changed seed file requests exactly the shards whose seeds changed.
+"""Seed-file sensors: a changed seed file refreshes the seed table, then exactly the shards whose seeds changed.
 
-One sensor per source watches the source's configured paths. A tick that sees the files
-unchanged (size and modification time) is skipped cheaply. Otherwise the sensor reads the
-seeds as the seed asset would, fingerprints each shard's seeds, compares them with the
-fingerprints it requested last (on its first tick: with the materialized seed table) and
-requests one backfill: the seed table refresh, then the transcripts and conversations of
-the changed shards only. The backfill daemon runs them in dependency order, and the
-retrain automation takes it from there.
+One sensor per source watches the source's configured paths, in two steps, each a plain run:
+
+1. Files: the tick fingerprints the files (size and modification time; a file whose stat
+   changed is hashed) and, when their contents differ from what it saw last, requests a run
+   of the seed table. The seeds are read and parsed in that run, never in the tick.
+2. Shards: the seed table's materialization records a fingerprint per shard. When a new one
+   appears, the tick compares it with the fingerprints it requested the corpus for last and
+   requests one run per changed shard: its transcripts and conversations.
+
+On its first tick the sensor takes the latest seed table as its baseline, so an up-to-date
+deployment reruns nothing. The retrain automation takes it from there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable
 
-import pandas as pd
 from dagster import (
     AssetKey,
     DefaultSensorStatus,
+    EventLogRecord,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
-    SkipReason,
     sensor,
 )
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
-from dagster._core.definitions.events import AssetKeyPartitionKey
 
 from .assets import conversations_key, seed_key, transcripts_key
-from .core import seeds
+from .assets.seed_assets import (
+    SEED_FILES_METADATA,
+    SHARD_FINGERPRINTS_METADATA,
+    seed_files_digest,
+    seed_files_state,
+)
 from .core.config import PipelineConfig, SourceConfig
-from .core.storage import read_parquet, shard_keys
-from .resources import BaizeStorage
 
 TRIGGER_TAG = "baize/trigger"
-SEED_COLUMNS_FINGERPRINTED = ["seed_id", "seed", "context", "response"]
 
 
 def seed_sensor_name(source: str) -> str:
     return f"{source}_seed_files"
-
-
-def seed_files_state(source: SourceConfig) -> dict[str, list[int]]:
-    """Size and modification time of every file under the source's paths."""
-    state: dict[str, list[int]] = {}
-    for root in source.resolved_paths():
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for path in files:
-            stat = path.stat() if path.exists() else None
-            state[str(path)] = [stat.st_size, stat.st_mtime_ns] if stat else [-1, -1]
-    return state
-
-
-def shard_fingerprints(seed_table: pd.DataFrame, shards: int) -> dict[str, str]:
-    """One hash per shard over its seeds' ids and texts; an empty shard has a hash too."""
-    fingerprints = {}
-    for key in shard_keys(shards):
-        rows = seed_table[seed_table["shard"] == int(key)].sort_values("seed_id")
-        digest = hashlib.sha256()
-        for row in rows[SEED_COLUMNS_FINGERPRINTED].itertuples(index=False):
-            digest.update(json.dumps([None if pd.isna(v) else v for v in row]).encode("utf-8"))
-        fingerprints[key] = digest.hexdigest()[:16]
-    return fingerprints
 
 
 def corpus_keys(source: SourceConfig) -> list[AssetKey]:
@@ -72,15 +50,20 @@ def corpus_keys(source: SourceConfig) -> list[AssetKey]:
     return keys + [conversations_key(source.name)]
 
 
-def corpus_refresh_request(context: SensorEvaluationContext, source: SourceConfig, shards: Iterable[str]) -> RunRequest:
-    """A backfill request: the seed table of ``source`` first, then the corpus of ``shards``."""
-    partitions = {AssetKeyPartitionKey(seed_key(source.name), None)}
-    partitions |= {AssetKeyPartitionKey(key, shard) for key in corpus_keys(source) for shard in shards}
-    subset = AssetGraphSubset.from_asset_partition_set(partitions, context.repository_def.asset_graph)
-    return RunRequest.for_asset_graph_subset(subset, tags={TRIGGER_TAG: seed_sensor_name(source.name)})
+def latest_seed_table(context: SensorEvaluationContext, source: SourceConfig) -> EventLogRecord | None:
+    records = context.instance.fetch_materializations(seed_key(source.name), limit=1).records
+    return records[0] if records else None
+
+
+def recorded(record: EventLogRecord | None, name: str):
+    """A metadata value of the seed table's materialization; None for one made before it was recorded."""
+    entry = record.asset_materialization.metadata.get(name) if record else None
+    return entry.value if entry is not None else None
 
 
 def build_seed_file_sensor(source: SourceConfig, config: PipelineConfig) -> SensorDefinition:
+    tags = {TRIGGER_TAG: seed_sensor_name(source.name)}
+
     @sensor(
         name=seed_sensor_name(source.name),
         minimum_interval_seconds=config.automation.seed_sensor_interval_s,
@@ -93,24 +76,49 @@ def build_seed_file_sensor(source: SourceConfig, config: PipelineConfig) -> Sens
             "of exactly the shards whose seeds changed."
         ),
     )
-    def seed_files(context: SensorEvaluationContext, storage: BaizeStorage):
+    def seed_files(context: SensorEvaluationContext) -> SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        files = seed_files_state(source)
-        if files == cursor.get("files"):
-            return SkipReason(f"seed files of '{source.name}' unchanged")
-        known = cursor.get("shards")
-        if known is None:
-            materialized = storage.layout.seeds(source.name)
-            known = shard_fingerprints(read_parquet(materialized), source.shards) if materialized.exists() else {}
-        current = shard_fingerprints(seeds.load_seed_table(source).seeds, source.shards)
-        changed = [shard for shard, fingerprint in current.items() if known.get(shard) != fingerprint]
-        new_cursor = json.dumps({"files": files, "shards": current})
-        if not changed:
-            return SensorResult(
-                skip_reason=f"seed files of '{source.name}' changed, but no shard's seeds did", cursor=new_cursor
-            )
-        context.log.info(f"seed shards changed in '{source.name}': {', '.join(changed)}")
-        return SensorResult(run_requests=[corpus_refresh_request(context, source, changed)], cursor=new_cursor)
+        latest = latest_seed_table(context, source)
+        if not cursor:
+            # First tick: the latest seed table is the baseline; with none, every shard is new.
+            cursor = {
+                "digest": recorded(latest, SEED_FILES_METADATA),
+                "seed_table": latest.storage_id if latest else None,
+                "shards": recorded(latest, SHARD_FINGERPRINTS_METADATA) or {},
+            }
+        files = seed_files_state(source, cursor.get("files"))
+        digest = seed_files_digest(files)
+        run_requests = []
+        if digest != cursor["digest"]:
+            context.log.info(f"seed files of '{source.name}' changed: refreshing its seed table")
+            run_requests.append(RunRequest(asset_selection=[seed_key(source.name)], tags=tags))
+        # The shard fingerprints the corpus was last requested for, and those of the latest seed table.
+        requested_for = cursor["shards"]
+        fingerprints = recorded(latest, SHARD_FINGERPRINTS_METADATA)
+        new_table = latest is not None and latest.storage_id != cursor["seed_table"] and fingerprints is not None
+        if new_table:
+            changed = [shard for shard, value in fingerprints.items() if requested_for.get(shard) != value]
+            if changed:
+                context.log.info(f"seed shards changed in '{source.name}': {', '.join(changed)}")
+            run_requests += [
+                RunRequest(asset_selection=corpus_keys(source), partition_key=shard, tags=tags) for shard in changed
+            ]
+            requested_for = fingerprints
+        new_cursor = json.dumps(
+            {
+                "files": files,
+                "digest": digest,
+                "seed_table": latest.storage_id if latest else None,
+                "shards": requested_for,
+            }
+        )
+        if run_requests:
+            return SensorResult(run_requests=run_requests, cursor=new_cursor)
+        if new_table:
+            reason = f"seed table of '{source.name}' refreshed, but no shard's seeds changed"
+        else:
+            reason = f"seed files of '{source.name}' unchanged"
+        return SensorResult(skip_reason=reason, cursor=new_cursor)
 
     return seed_files
 

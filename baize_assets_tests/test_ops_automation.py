@@ -39,13 +39,6 @@ from baize_assets.sensors import seed_sensor_name
 
 from .ops_support import faq_config, report_materialization, resources_for, write_faq_csv
 
-
-@pytest.fixture(autouse=True)
-def openai_key(monkeypatch):
-    # The teacher resource reads its key when the sensor's resources are built; no call is made.
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
-
-
 QUESTIONS = [f"How does topic number {i} work in practice?" for i in range(24)]
 
 
@@ -54,69 +47,102 @@ def ids_per_shard(config) -> dict[int, set[str]]:
     return {int(k): set(g["seed_id"]) for k, g in table.groupby("shard")}
 
 
+def changed_shards(before: dict[int, set[str]], after: dict[int, set[str]]) -> set[str]:
+    return {str(s) for s in range(4) if before.get(s, set()) != after.get(s, set())}
+
+
 def requested(tick) -> set[tuple[str, str | None]]:
-    (request,) = tick.run_requests
-    partitions = request.asset_graph_subset.iterate_asset_partitions()
-    return {(ap.asset_key.to_user_string(), ap.partition_key) for ap in partitions}
+    """(asset, partition) of every run the tick requests; one partition per run."""
+    return {(key.to_user_string(), r.partition_key) for r in tick.run_requests for key in r.asset_selection}
 
 
 def tick_of(defs, name, instance, cursor=None):
     sensor = defs.resolve_sensor_def(name)
-    with build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
+    with build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
         return sensor.evaluate_tick(context)
 
 
-def test_seed_file_change_requests_the_seed_table_and_exactly_the_changed_shards(tmp_path):
+def refresh_seed_table(defs, instance) -> None:
+    """What the seed table run the sensor requests does."""
+    assert materialize([defs.resolve_assets_def(seed_key("faq"))], instance=instance).success
+
+
+SEED_TABLE_ONLY = {("faq/seed_questions", None)}
+
+
+def corpus_of(shards) -> set[tuple[str, str]]:
+    return {(f"faq/{step}", s) for step in ("transcripts", "conversations") for s in shards}
+
+
+def test_seed_file_change_requests_the_seed_table_and_exactly_the_changed_shards(tmp_path, monkeypatch):
     csv = write_faq_csv(tmp_path / "faq.csv", QUESTIONS)
     config = faq_config(csv)
     defs = build_definitions(config, resources_for(tmp_path / "out"))
     sensor = seed_sensor_name("faq")
+    load_seed_table = seeds.load_seed_table
+
+    def parsed_in_the_tick(*args, **kwargs):
+        raise AssertionError("a sensor tick parsed the seed files")
+
     with DagsterInstance.ephemeral() as instance:
-        # First tick, nothing materialized yet: every shard is new.
+        # First tick, nothing materialized yet: the seed table first, parsed in its run.
+        monkeypatch.setattr(seeds, "load_seed_table", parsed_in_the_tick)
         first = tick_of(defs, sensor, instance)
-        assert requested(first) == {("faq/seed_questions", None)} | {
-            (f"faq/{step}", str(s)) for step in ("transcripts", "conversations") for s in range(4)
-        }
+        assert requested(first) == SEED_TABLE_ONLY
+        assert first.run_requests[0].tags["baize/trigger"] == sensor
 
         unchanged = tick_of(defs, sensor, instance, first.cursor)
         assert not unchanged.run_requests and "unchanged" in unchanged.skip_message
 
-        # One seed added, one removed: only their shards change.
+        # Once the seed table is materialized, every shard is new: one run per shard.
+        monkeypatch.setattr(seeds, "load_seed_table", load_seed_table)
+        refresh_seed_table(defs, instance)
+        monkeypatch.setattr(seeds, "load_seed_table", parsed_in_the_tick)
+        every_shard = tick_of(defs, sensor, instance, first.cursor)
+        assert requested(every_shard) == corpus_of(["0", "1", "2", "3"])
+        assert sorted(r.partition_key for r in every_shard.run_requests) == ["0", "1", "2", "3"]
+        assert {r.tags["baize/trigger"] for r in every_shard.run_requests} == {sensor}
+        monkeypatch.setattr(seeds, "load_seed_table", load_seed_table)
+
+        # One seed added, one removed: the seed table, then only their shards.
         before = ids_per_shard(config)
         write_faq_csv(csv, QUESTIONS[1:] + ["What is an entirely new question about tides?"])
-        after = ids_per_shard(config)
-        changed = {str(s) for s in range(4) if before.get(s, set()) != after.get(s, set())}
+        changed = changed_shards(before, ids_per_shard(config))
         assert 1 <= len(changed) <= 2
-        second = tick_of(defs, sensor, instance, first.cursor)
-        assert requested(second) == {("faq/seed_questions", None)} | {
-            (f"faq/{step}", s) for step in ("transcripts", "conversations") for s in changed
-        }
-        assert second.run_requests[0].tags["baize/trigger"] == sensor
+        edited = tick_of(defs, sensor, instance, every_shard.cursor)
+        assert requested(edited) == SEED_TABLE_ONLY
+        refresh_seed_table(defs, instance)
+        second = tick_of(defs, sensor, instance, edited.cursor)
+        assert requested(second) == corpus_of(changed)
 
         # Rewriting the same seeds (new modification time, same content) requests nothing.
         write_faq_csv(csv, QUESTIONS[1:] + ["What is an entirely new question about tides?"])
         rewritten = tick_of(defs, sensor, instance, second.cursor)
-        assert not rewritten.run_requests and "no shard's seeds did" in rewritten.skip_message
+        assert not rewritten.run_requests and "unchanged" in rewritten.skip_message
+
+        # A seed table rebuilt from the same seeds (a manual refresh) reruns no shard.
+        refresh_seed_table(defs, instance)
+        rebuilt = tick_of(defs, sensor, instance, rewritten.cursor)
+        assert not rebuilt.run_requests and "no shard's seeds changed" in rebuilt.skip_message
 
 
 def test_first_tick_compares_with_the_materialized_seed_table(tmp_path):
     csv = write_faq_csv(tmp_path / "faq.csv", QUESTIONS)
     config = faq_config(csv)
-    resources = resources_for(tmp_path / "out")
-    defs = build_definitions(config, resources)
+    defs = build_definitions(config, resources_for(tmp_path / "out"))
+    sensor = seed_sensor_name("faq")
     with DagsterInstance.ephemeral() as instance:
-        seed_asset = defs.resolve_assets_def(seed_key("faq"))
-        assert materialize([seed_asset], instance=instance).success
-        assert not tick_of(defs, seed_sensor_name("faq"), instance).run_requests
+        refresh_seed_table(defs, instance)
+        current = tick_of(defs, sensor, instance)
+        assert not current.run_requests and "unchanged" in current.skip_message
 
+        before = ids_per_shard(config)
         write_faq_csv(csv, QUESTIONS + ["Why is the sky blue at noon?"])
-        (new_shard,) = {str(s) for s, ids in ids_per_shard(config).items() if len(ids) > 0} - {
-            str(s) for s, ids in ids_per_shard(faq_config(write_faq_csv(tmp_path / "old.csv", QUESTIONS))).items()
-            if ids == ids_per_shard(config)[s]
-        }
-        assert requested(tick_of(defs, seed_sensor_name("faq"), instance)) == {
-            ("faq/seed_questions", None), ("faq/transcripts", new_shard), ("faq/conversations", new_shard)
-        }
+        (new_shard,) = changed_shards(before, ids_per_shard(config))
+        edited = tick_of(defs, sensor, instance, current.cursor)
+        assert requested(edited) == SEED_TABLE_ONLY
+        refresh_seed_table(defs, instance)
+        assert requested(tick_of(defs, sensor, instance, edited.cursor)) == corpus_of([new_shard])
 
 
 def test_refresh_schedule_uses_the_configured_cron_and_requests_every_shard(tmp_path):

@@ -10,13 +10,30 @@ from dagster import (
 )
 
 from ..core import corpus, filter_quality, report
-from ..core.config import PipelineConfig, SourceConfig
+from ..core.config import CorpusConfig, PipelineConfig, SourceConfig
 from ..core.plots_markdown import plots_markdown
 from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import conversations_key, seed_key, shard_partitions, transcripts_key
-from .metadata import config_hash, table_metadata
+from .metadata import active_settings, settings_hash, table_metadata
+
+# Settings that only judge or report a shard, never change the conversations and rejects it writes:
+# min_kept_ratio is the floor of the kept-ratio check; near_dedup.threshold is applied across shards by
+# the training set (a shard stores MinHash signatures, whose scheme the other near_dedup fields name).
+CHECK_ONLY_SETTINGS = {"min_kept_ratio": True, "near_dedup": {"threshold"}}
+# A single-turn source's pairs are not parsed from transcripts, and the voice check is for self-chat only.
+SELF_CHAT_ONLY_SETTINGS = ("role_confusion", "truncated", "unfinished_turns", "role_voice")
+
+
+def corpus_output_settings(settings: CorpusConfig, source: SourceConfig) -> dict:
+    """The corpus settings that change what a shard of ``source`` keeps, rejects or rewrites."""
+    excluded: dict = dict(CHECK_ONLY_SETTINGS)
+    if source.language is None:
+        excluded["language"] = True  # the language filter runs only for a declared language
+    if not source.is_self_chat:
+        excluded.update(dict.fromkeys(SELF_CHAT_ONLY_SETTINGS, True))
+    return active_settings(settings.model_dump(mode="json", exclude=excluded))
 
 
 def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
@@ -34,7 +51,10 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
             "every dropped transcript is in the rejects table with its reason."
         ),
         # The corpus holds each conversation's training text, so the chat format is part of it.
-        code_version=f"{corpus.CORPUS_LOGIC_VERSION}-{CHAT_FORMAT_VERSION}-{config_hash(settings)}-{source.language}",
+        code_version=(
+            f"{corpus.CORPUS_LOGIC_VERSION}-{CHAT_FORMAT_VERSION}-"
+            f"{settings_hash(corpus_output_settings(settings, source))}-{source.language}"
+        ),
     )
     def conversations(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout

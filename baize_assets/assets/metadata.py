@@ -7,9 +7,21 @@ import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
 
 
-def config_hash(*models) -> str:
-    payload = json.dumps([m.model_dump(mode="json") for m in models], sort_keys=True)
+def settings_hash(*settings) -> str:
+    """Fingerprint of JSON-able settings, for a code_version that changes when they do."""
+    payload = json.dumps(list(settings), sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+def config_hash(*models) -> str:
+    return settings_hash(*(m.model_dump(mode="json") for m in models))
+
+
+def active_settings(dumped: dict) -> dict:
+    """``dumped`` (a settings section) without the parameters of switched-off parts: those change nothing."""
+    if dumped.get("enabled") is False:
+        return {"enabled": False}
+    return {key: active_settings(value) if isinstance(value, dict) else value for key, value in dumped.items()}
 
 
 def table_metadata(frame: pd.DataFrame, path, schema) -> dict:

@@ -10,7 +10,21 @@ from ..core.storage import read_parquet, shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
 from .corpus_assets import read_rejects
 from .keys import TRAINING_SETS_GROUP, conversations_key, training_set_key
-from .metadata import config_hash, table_metadata
+from .metadata import active_settings, settings_hash, table_metadata
+
+
+def training_set_settings(adapter: AdapterConfig, config: PipelineConfig) -> dict:
+    """Every setting the written set reads: its split, its dedup, and what its dataset card says."""
+    sources = [config.source(name) for name in adapter.sources]
+    teacher = config.teacher
+    self_chatted = any(s.is_self_chat for s in sources)
+    return {
+        "eval_size": adapter.training.eval_size,
+        "near_dedup": active_settings(config.corpus.near_dedup.model_dump(mode="json")),
+        "sources": [[s.name, s.domain, s.format, s.language, s.is_self_chat] for s in sources],
+        # The card names the teacher only when a source was self-chatted.
+        "teacher": [teacher.model, teacher.mode, teacher.temperature, teacher.max_rounds] if self_chatted else None,
+    }
 
 
 def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
@@ -27,7 +41,7 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
             "exact and near (MinHash LSH) duplicates removed across all of them, with a stable train/eval split; "
             "also written as chat messages, one Parquet file per split with a dataset card, for other tools."
         ),
-        code_version=f"3-{config_hash(near)}",
+        code_version=f"4-{settings_hash(training_set_settings(adapter, config))}",
     )
     def training_set(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
