@@ -139,3 +139,11 @@ def test_cli_passes_the_repetition_penalty(adapter_dir, capsys, monkeypatch):
     assert main(args) == 0 and seen[-1] == 1.1
     assert main([*args, "--repetition-penalty", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_a_folder_with_an_adapter_config_but_no_weights_is_named_with_the_missing_file(tmp_path):
+    from baize_assets.core.chat import adapter_base_model
+
+    (tmp_path / "adapter_config.json").write_text('{"base_model_name_or_path": "gpt2"}')
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not an adapter directory: adapter_model.safetensors"):
+        adapter_base_model(tmp_path)

@@ -18,6 +18,7 @@ from .prompts import BAIZE_SYSTEM_PROMPT, STOP_MARKERS, Turn, render_inference_p
 from .training import encode
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_FILES = (ADAPTER_CONFIG_FILE, "adapter_model.safetensors")  # what peft's save_pretrained writes
 # Mild by default: enough to keep a small model out of loops, little effect on a good one.
 DEFAULT_REPETITION_PENALTY = 1.1
 
@@ -161,13 +162,17 @@ class ChatModel:
 
 
 def adapter_base_model(adapter_dir: Path) -> str:
-    """The base model of the adapter in ``adapter_dir`` (a resolved local path or a hub id)."""
+    """The base model of the adapter in ``adapter_dir`` (a resolved local path or a hub id).
+
+    Raises ``FileNotFoundError`` naming the path and the missing file unless it holds an adapter.
+    """
     adapter_dir = Path(adapter_dir)
     if not adapter_dir.is_dir():
         raise FileNotFoundError(f"adapter directory not found: {adapter_dir}")
+    for name in ADAPTER_FILES:
+        if not (adapter_dir / name).is_file():
+            raise FileNotFoundError(f"{adapter_dir} is not an adapter directory: {name} is missing")
     config_file = adapter_dir / ADAPTER_CONFIG_FILE
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{adapter_dir} is not an adapter directory: {ADAPTER_CONFIG_FILE} is missing")
     base_model = json.loads(config_file.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base_model:
         raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path)")

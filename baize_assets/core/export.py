@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # How to turn the merged directory into a GGUF file with llama.cpp's own converter.
 GGUF_COMMAND = (
     "git clone https://github.com/ggml-org/llama.cpp && pip install -r llama.cpp/requirements.txt && "
@@ -24,15 +23,6 @@ GGUF_COMMAND = (
 
 class ExportError(ValueError):
     """An export that cannot be done as asked; the message says why and what to do."""
-
-
-def check_adapter_dir(adapter_dir: Path) -> None:
-    """Raise :class:`ExportError` naming the path and the missing file unless ``adapter_dir`` holds an adapter."""
-    if not adapter_dir.is_dir():
-        raise ExportError(f"adapter directory not found: {adapter_dir}")
-    for name in ADAPTER_FILES:
-        if not (adapter_dir / name).is_file():
-            raise ExportError(f"{adapter_dir} is not an adapter directory: {name} is missing")
 
 
 def check_target_dir(out_dir: Path, adapter_dir: Path) -> None:
@@ -55,8 +45,13 @@ def export_adapter(adapter_dir: Path, out_dir: Path, gguf: bool = False, log: Ca
 
     ``out_dir`` is replaced whole, or left as it was if the export fails. Returns it.
     """
+    from .chat import adapter_base_model
+
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
-    check_adapter_dir(adapter_dir)
+    try:
+        base_ref = adapter_base_model(adapter_dir)
+    except (FileNotFoundError, ValueError) as error:
+        raise ExportError(str(error)) from None
     check_target_dir(out_dir, adapter_dir)
     if gguf:
         raise ExportError(gguf_instructions(out_dir))
@@ -64,11 +59,9 @@ def export_adapter(adapter_dir: Path, out_dir: Path, gguf: bool = False, log: Ca
     from transformers import AutoTokenizer
 
     from .base_model import export_merged
-    from .chat import adapter_base_model
     from .chat_template import attach_chat_template
     from .storage import staged_output_dir
 
-    base_ref = adapter_base_model(adapter_dir)
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
     if not tokenizer.chat_template:
         log(f"{adapter_dir} has no chat template (trained before it was saved); adding the Baize one")
