@@ -98,9 +98,11 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
         assert materialize(assets_with(config.teacher), selection=[seed_key("quora")], instance=instance,
                            resources=resources).success
 
-        def transcripts(teacher: TeacherConfig):
+        def transcripts(teacher: TeacherConfig, regenerate: bool = False):
+            # regenerate is run config of the transcripts step, as a user sets it in the launchpad.
+            run_config = {"ops": {"quora__transcripts": {"config": {"regenerate": regenerate}}}}
             return materialize(assets_with(teacher), selection=[transcripts_key("quora")], partition_key="0",
-                               instance=instance, resources=resources, raise_on_error=False)
+                               instance=instance, resources=resources, raise_on_error=False, run_config=run_config)
 
         partial = transcripts(capped)
         assert partial.success
@@ -119,7 +121,7 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
         assert chat_requests(server) == before and again["openai.calls"] == 0  # a finished partition is free
 
         env.setenv("OPENAI_API_KEY", wrong_key)
-        refused = transcripts(config.teacher.model_copy(update={"regenerate": True}))
+        refused = transcripts(config.teacher, regenerate=True)
         assert not refused.success
         (failure,) = [e for e in refused.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         assert "rejected the API key" in failure.step_failure_data.error.to_string()
@@ -127,7 +129,7 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
         # Credentials in the endpoint's URL are secrets too: a typo'd port must not print them.
         env.setenv("OPENAI_API_KEY", right_key)
         env.setenv("OPENAI_BASE_URL", f"http://baize:{url_password}@127.0.0.1:{free_port()}/v1")
-        unreachable = transcripts(config.teacher.model_copy(update={"regenerate": True, **FAST_RETRIES}))
+        unreachable = transcripts(config.teacher.model_copy(update=FAST_RETRIES), regenerate=True)
         assert not unreachable.success
         (failure,) = [e for e in unreachable.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         message = failure.step_failure_data.error.message

@@ -67,9 +67,14 @@ def test_rerun_asks_only_for_missing_conversations_and_regenerate_asks_again(tmp
         hotter = collect_transcripts(seeds.head(5), changed, "k", teacher.base_url, lambda _: None, cache=cache)
         assert hotter.requests == 5 and hotter.cached == 0  # other sampling parameters, other conversations
 
-        forced = teacher_config.model_copy(update={"regenerate": True})
-        redone = collect_transcripts(seeds.head(5), forced, "k", teacher.base_url, lambda _: None, cache=cache)
+    # A run that regenerates reads nothing back and writes anew; its rows are the cache's from then on.
+    with TranscriptCache(tmp_path / "cache.sqlite", reuse=False) as regenerating:
+        redone = collect_transcripts(seeds.head(5), teacher_config, "k", teacher.base_url, lambda _: None,
+                                     cache=regenerating)
         assert redone.requests == 5 and redone.cached == 0
+    with TranscriptCache(tmp_path / "cache.sqlite") as cache:
+        after = collect_transcripts(seeds.head(5), teacher_config, "k", teacher.base_url, lambda _: None, cache=cache)
+        assert after.requests == 0 and after.cached == 5
 
 
 def test_wrong_key_fails_fast_after_one_request_even_with_many_workers():

@@ -96,7 +96,7 @@ BAD_CONFIGS = {
         'teacher.rate_limit.requests_per_minute: Input should be a valid number (got "600")',
     ),
     "string for a float": (training('epochs: "4"'), "adapters.0.training.epochs: Input should be a valid number"),
-    "int for a bool": (section("teacher", "regenerate: 1"), "teacher.regenerate: Input should be a valid boolean"),
+    "int for a bool": (section("judge", "enabled: 1"), "judge.enabled: Input should be a valid boolean"),
     "bool for eval_size": (training("eval_size: true"), "adapters.0.training.eval_size: must be a count"),
     "fraction eval_size of one": (training("eval_size: 1.5"), "a float eval_size is a fraction"),
     # Finite numbers only.

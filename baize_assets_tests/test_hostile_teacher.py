@@ -226,8 +226,9 @@ def test_arbitrary_seeds_and_answers_never_raise_and_every_seed_is_one_row(scrip
     replies = dict(pairs)
     scripted_teacher.scripted_reply = lambda subject: replies.get(subject, pairs[0][1])
     seeds = pd.DataFrame([{"seed_id": seed_id(s), "seed": s, "source": "quora", "shard": 0} for s, _ in pairs])
-    config = TeacherConfig(mode=mode, max_retries=1, max_rounds=2, max_concurrency=2, regenerate=True, **FAST_RETRIES)
-    with tempfile.TemporaryDirectory() as directory, TranscriptCache(Path(directory) / "cache.sqlite") as cache:
+    config = TeacherConfig(mode=mode, max_retries=1, max_rounds=2, max_concurrency=2, **FAST_RETRIES)
+    with tempfile.TemporaryDirectory() as directory, \
+            TranscriptCache(Path(directory) / "cache.sqlite", reuse=False) as cache:
         result = collect_transcripts(seeds, config, API_KEY, scripted_teacher.base_url, lambda _: None, cache=cache)
     frame = result.transcripts
     assert sorted(frame["seed_id"]) == sorted(seeds["seed_id"])

@@ -42,18 +42,23 @@ def collect_shard(
     cache: Path,
     step: str,
     writer: Writer | None = None,
+    regenerate: bool = False,
 ) -> ShardCollection:
-    """Ask the teacher for every row of ``requests`` (the seed-table shape); a fatal error is a ``Failure``."""
+    """Ask the teacher for every row of ``requests`` (the seed-table shape); a fatal error is a ``Failure``.
+
+    With ``regenerate`` nothing cached is reused: every row is asked again (and cached anew).
+    """
     limit_store = None
     try:
         limit_store = open_limit_store(teacher.rate_limit_store, layout.rate_limit_store())
         with (
             exclusive_lease(lease, f"run {context.run.run_id}", log=context.log.info,
                             log_every_s=teacher.progress_every_s),
-            TranscriptCache(cache) as opened_cache,
+            TranscriptCache(cache, reuse=not regenerate) as opened_cache,
         ):
             if teacher.processes > 1:
-                stores = SharedStores(teacher.rate_limit_store, layout.rate_limit_store(), opened_cache.path)
+                stores = SharedStores(teacher.rate_limit_store, layout.rate_limit_store(), opened_cache.path,
+                                      reuse_cache=not regenerate)
                 result = collect_transcripts_in_processes(
                     requests, teacher, openai.api_key, stores, base_url=openai.base_url,
                     log=context.log.info, ledger=context.run.run_id, writer=writer,

@@ -3,6 +3,7 @@
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    Config,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -20,6 +21,12 @@ from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata
 from .shard_collection import all_failed, collect_shard
 from .step_process import die_with_the_run_process
+
+
+class TranscriptsRun(Config):
+    """What one run of a transcripts shard does beyond the configuration (the launchpad's run config)."""
+
+    regenerate: bool = False  # ask the teacher again for every seed instead of reusing cached conversations
 
 
 def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
@@ -42,7 +49,9 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         ),
         code_version=f"{inputs['prompt_version']}-{code_version}",
     )
-    def transcripts(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource) -> MaterializeResult:
+    def transcripts(
+        context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource, config: TranscriptsRun
+    ) -> MaterializeResult:
         # A killed run must stop spending: its orphaned step would go on calling the teacher.
         die_with_the_run_process(context)
         layout = storage.layout
@@ -58,6 +67,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             context, layout, openai, shard_seeds, teacher,
             # One run at a time collects a shard: a second run of it waits, then finds it all in the cache.
             lease=layout.transcripts_lease(source.name, shard), cache=layout.transcript_cache(source.name), step=step,
+            regenerate=config.regenerate,
         )
         result = collected.result
         path = write_parquet_atomic(

@@ -343,7 +343,7 @@ class _BatchCollector:
         self.seed_of = {}
         for seed, key in zip(self.seeds, keys):
             self.seed_of.setdefault(key, seed)
-        stored = self.cache.get_many(keys) if self.cache is not None and not self.teacher.regenerate else {}
+        stored = self.cache.get_many(keys) if self.cache is not None else {}
         pending = [key for key in dict.fromkeys(keys) if key not in stored]
         # Batches an earlier run submitted are waited on, not submitted again: they are paid for.
         waiting = {batch_id: (submitted & set(pending), submitted)

@@ -59,6 +59,7 @@ class SharedStores:
     limit_store: RateLimitStoreConfig
     limit_store_path: Path
     cache_path: Path | None
+    reuse_cache: bool = True  # False in a run that regenerates (see ``TranscriptCache``)
 
 
 @dataclass
@@ -83,7 +84,8 @@ def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame,
     try:
         limit_store = open_limit_store(stores.limit_store, stores.limit_store_path)
         try:
-            with TranscriptCache(stores.cache_path) if stores.cache_path else nullcontext() as cache:
+            with TranscriptCache(stores.cache_path, stores.reuse_cache) if stores.cache_path else nullcontext() \
+                    as cache:
                 result = collect_transcripts(seeds, teacher, api_key, base_url,
                                              lambda line: connection.send(("log", line)), progress_every_s, cache,
                                              limit_store, ledger, writer)
@@ -98,13 +100,13 @@ def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame,
         connection.close()
 
 
-def _slices(seeds: pd.DataFrame, teacher: TeacherConfig, cache_path: Path | None,
+def _slices(seeds: pd.DataFrame, teacher: TeacherConfig, stores: SharedStores,
             writer: Writer | None) -> list[pd.DataFrame]:
     """The seeds in up to ``teacher.processes`` slices, the pending ones spread evenly, each slice in seed order."""
     stored: set[str] = set()
-    if cache_path is not None and not teacher.regenerate:
+    if stores.cache_path is not None and stores.reuse_cache:
         inputs = generation_inputs(teacher, writer)
-        with TranscriptCache(cache_path) as cache:
+        with TranscriptCache(stores.cache_path) as cache:
             stored = cache.stored_keys(cache_key(seed, inputs) for seed in seeds["seed"])
         is_stored = [cache_key(seed, inputs) in stored for seed in seeds["seed"]]
     else:
@@ -177,11 +179,12 @@ def collect_transcripts_in_processes(
     """
     started = time.monotonic()
     ledger = ledger or f"collection-{uuid.uuid4()}"  # one ledger for every child
-    slices = _slices(seeds, teacher, stores.cache_path, writer)
+    slices = _slices(seeds, teacher, stores, writer)
     if len(slices) == 1:
         limit_store = open_limit_store(stores.limit_store, stores.limit_store_path)
         try:
-            with TranscriptCache(stores.cache_path) if stores.cache_path else nullcontext() as cache:
+            with TranscriptCache(stores.cache_path, stores.reuse_cache) if stores.cache_path else nullcontext() \
+                    as cache:
                 return collect_transcripts(seeds, teacher, api_key, base_url, log, progress_every_s, cache,
                                            limit_store, ledger, writer)
         finally:

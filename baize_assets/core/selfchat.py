@@ -297,7 +297,7 @@ class _Collector:
 
     async def run(self) -> None:
         keys = [cache_key(seed["seed"], self.inputs) for seed in self.seeds]
-        stored = self.cache.get_many(keys) if self.cache is not None and not self.teacher.regenerate else {}
+        stored = self.cache.get_many(keys) if self.cache is not None else {}
         queue: asyncio.Queue[tuple[dict, str]] = asyncio.Queue()
         for seed, key in zip(self.seeds, keys):
             if key in stored:

@@ -98,8 +98,6 @@ class TeacherConfig(StrictModel):
     rate_limit_store: RateLimitStoreConfig = RateLimitStoreConfig()
     prices: dict[Text, ModelPrice] = Field(default_factory=dict)
     budget: BudgetConfig = BudgetConfig()
-    # Ignore cached conversations and ask the teacher again for every seed.
-    regenerate: bool = False
     progress_every_s: float = Field(default=10.0, gt=0)
     # chat: one request per call; batch: the shard's requests as one Batch API job (v1 only).
     api: Literal["chat", "batch"] = "chat"

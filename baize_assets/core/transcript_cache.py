@@ -42,10 +42,15 @@ def cache_key(seed: str, generation: dict[str, Any]) -> str:
 
 
 class TranscriptCache:
-    """Append-only SQLite store of finished conversations of one source."""
+    """Append-only SQLite store of finished conversations of one source.
 
-    def __init__(self, path: Path) -> None:
+    With ``reuse=False`` (a run that regenerates) nothing stored is read back, while new rows
+    are still written and are the newest from then on.
+    """
+
+    def __init__(self, path: Path, reuse: bool = True) -> None:
         self.path = Path(path)
+        self.reuse = reuse
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit: every insert is its own durable transaction.
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
@@ -57,7 +62,7 @@ class TranscriptCache:
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The newest stored row of each key that has one."""
         found: dict[str, dict[str, Any]] = {}
-        keys = list(dict.fromkeys(keys))
+        keys = list(dict.fromkeys(keys)) if self.reuse else []
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -72,7 +77,7 @@ class TranscriptCache:
     def stored_keys(self, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` have a stored row (without reading the rows)."""
         found: set[str] = set()
-        keys = list(dict.fromkeys(keys))
+        keys = list(dict.fromkeys(keys)) if self.reuse else []
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
