@@ -1,8 +1,8 @@
-"""Dagster resources: where outputs go, and the teacher endpoint."""
+"""Dagster resources: where outputs go, the teacher endpoint, and the Pipes client that runs training."""
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource, EnvVar
+from dagster import ConfigurableResource, EnvVar, PipesSubprocessClient
 from dagster_openai import OpenAIResource
 from pydantic import Field
 
@@ -30,4 +30,6 @@ def default_resources() -> dict:
     return {
         "storage": BaizeStorage(output_dir=str(output_dir())),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+        # Runs adapter training in a child process that reports back to the step (dagster-pipes).
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }

@@ -15,7 +15,15 @@ from typing import Iterator
 
 import pytest
 import yaml
-from dagster import AssetKey, AssetMaterialization, DagsterEventType, DagsterInstance, EnvVar, materialize
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterEventType,
+    DagsterInstance,
+    EnvVar,
+    PipesSubprocessClient,
+    materialize,
+)
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets
@@ -66,6 +74,7 @@ def resources_for(output_dir: Path) -> dict:
     return {
         "storage": BaizeStorage(output_dir=str(output_dir)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }
 
 
@@ -195,6 +204,7 @@ class CommandLineDeployment:
         resources = {
             "storage": BaizeStorage(output_dir=str(self.output)),
             "openai": OpenAIResource(api_key=self.api_key, base_url=self.teacher_url),
+            "pipes_subprocess_client": PipesSubprocessClient(),
         }
         with self.instance() as instance:
             return materialize(build_assets(self.config), selection=selection, partition_key=partition,

@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, EnvVar, instance_for_test, materialize
+from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
@@ -255,7 +255,8 @@ def test_a_dagster_materialization_of_a_transcripts_partition_in_batch_mode(tmp_
     teacher = config.teacher.model_copy(update={"api": "batch", "batch": BatchConfig(poll_interval_s=0.05)})
     assets = build_assets(config.model_copy(update={"teacher": teacher}))
     resources = {"storage": BaizeStorage(output_dir=str(tmp_path / "output")),
-                 "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY"))}
+                 "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+                 "pipes_subprocess_client": PipesSubprocessClient()}
     (tmp_path / "instance").mkdir()
     with pytest.MonkeyPatch.context() as env, instance_for_test(temp_dir=str(tmp_path / "instance")) as instance, \
             SimulatedTeacher(batch_completion_delay_s=0.2) as server:

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, EnvVar, instance_for_test, materialize
+from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
@@ -85,6 +85,7 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
     resources = {
         "storage": BaizeStorage(output_dir=str(output)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }
 
     def assets_with(teacher: TeacherConfig):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from dagster import AssetSelection, DagsterEventType, instance_for_test, materialize
+from dagster import AssetSelection, DagsterEventType, PipesSubprocessClient, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets.adapter_assets import build_adapter_asset
@@ -49,7 +49,8 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_i
                             judge=JudgeConfig(questions=5, max_new_tokens=24))
     assets = [build_adapter_asset(adapter, config), build_evaluation_asset(adapter, config)]
     resources = {"storage": BaizeStorage(output_dir=str(tmp_path)),
-                 "openai": OpenAIResource(api_key="sk-test-not-a-real-key", base_url=teacher.base_url)}
+                 "openai": OpenAIResource(api_key="sk-test-not-a-real-key", base_url=teacher.base_url),
+                 "pipes_subprocess_client": PipesSubprocessClient()}
     with instance_for_test() as instance:
         result = materialize(assets, instance=instance, resources=resources)
         assert result.success
@@ -99,3 +100,12 @@ def test_an_adapter_is_not_judged_against_itself_and_needs_no_teacher_then():
     judged = build_evaluation_asset(adapter, PipelineConfig(sources=config.sources, adapters=[adapter]))
     assert judged.required_resource_keys - {"io_manager"} == {"storage", "openai"}
     assert judged.code_versions_by_key[judged.key] != evaluation.code_versions_by_key[evaluation.key]
+
+
+def test_the_pipes_client_is_a_resource_the_adapter_needs_only_to_train_in_a_child():
+    in_a_child = AdapterConfig(name="tiny", sources=["synthetic"])
+    in_process = AdapterConfig(name="tiny", sources=["synthetic"], training=TrainingConfig(run_in_subprocess=False))
+    config = PipelineConfig(sources=[SourceConfig(name="synthetic", format="text", paths=["x"])], adapters=[in_a_child])
+    assert build_adapter_asset(in_a_child, config).required_resource_keys - {"io_manager"} == {
+        "storage", "pipes_subprocess_client"}
+    assert build_adapter_asset(in_process, config).required_resource_keys - {"io_manager"} == {"storage"}

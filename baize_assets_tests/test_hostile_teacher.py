@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, EnvVar, instance_for_test, materialize
+from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
@@ -245,7 +245,8 @@ def test_a_partition_whose_every_seed_failed_is_a_failed_step_and_an_unreachable
     assets = build_assets(config.model_copy(update={"teacher": failing}))
     output = tmp_path / "output"
     resources = {"storage": BaizeStorage(output_dir=str(output)),
-                 "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY"))}
+                 "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+                 "pipes_subprocess_client": PipesSubprocessClient()}
     (tmp_path / "instance").mkdir()
     with pytest.MonkeyPatch.context() as env, instance_for_test(temp_dir=str(tmp_path / "instance")) as instance, \
             SimulatedTeacher(fault_rate=1.0, fault_kinds=["server_error"]) as server:

@@ -12,6 +12,7 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     EnvVar,
+    PipesSubprocessClient,
     instance_for_test,
     materialize,
 )
@@ -53,6 +54,7 @@ def built_graph(tmp_path_factory):
     resources = {
         "storage": BaizeStorage(output_dir=str(output)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }
     # The deployed wiring (checks, automation, jobs), with outputs in a temporary folder.
     defs = build_definitions(config, resources)

@@ -14,6 +14,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    PipesSubprocessClient,
     asset,
 )
 
@@ -97,18 +98,7 @@ def build_adapter_asset(
     deps += [adapter_key(init_from)] if init_from else []
     started_from = f", starting from the weights of '{init_from}'" if init_from else ""
 
-    @asset(
-        key=adapter_key(adapter.name),
-        deps=deps,
-        group_name=group_name,
-        kinds={"pytorch"},
-        pool=TRAINING_POOL,
-        description=(
-            f"LoRA adapter '{adapter.name}' trained on the corpus of {', '.join(adapter.sources)}{started_from}."
-        ),
-        code_version=f"2-{CHAT_FORMAT_VERSION}-{config_hash(adapter)}",
-    )
-    def lora_adapter(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
+    def train(context: AssetExecutionContext, storage: BaizeStorage, pipes: PipesSubprocessClient | None):
         die_with_the_run_process(context)
         layout = storage.layout
         name = adapter.name
@@ -124,17 +114,17 @@ def build_adapter_asset(
         base = str(layout.tiny_base()) if adapter.uses_tiny_base else adapter.base_model
         paths = (layout.training_set(name), layout.adapter(name), layout.adapter_checkpoints(name))
         init_adapter = layout.adapter(init_from) if init_from else None
-        if adapter.training.run_in_subprocess:
+        if pipes is not None:
             import warnings
 
-            from dagster import PipesSubprocessClient, PreviewWarning
+            from dagster import PreviewWarning
 
             from ..core.pipes_training import training_env, training_request
 
             with warnings.catch_warnings():
                 # Dagster 1.13's Pipes session reads a preview property of its own message reader.
                 warnings.filterwarnings("ignore", message=".*expected_writer_count", category=PreviewWarning)
-                PipesSubprocessClient().run(
+                pipes.run(
                     command=[sys.executable, "-m", "baize_assets.core.pipes_training"],
                     context=context,
                     extras=training_request(adapter, base, *paths, init_adapter=init_adapter),
@@ -147,5 +137,30 @@ def build_adapter_asset(
 
         write_model_card(layout.adapter(name), training_set_lineage(layout.training_set(name)))
         return MaterializeResult(metadata=adapter_metadata(summary, layout.adapter(adapter.name)))
+
+    decorate = asset(
+        key=adapter_key(adapter.name),
+        deps=deps,
+        group_name=group_name,
+        kinds={"pytorch"},
+        pool=TRAINING_POOL,
+        description=(
+            f"LoRA adapter '{adapter.name}' trained on the corpus of {', '.join(adapter.sources)}{started_from}."
+        ),
+        code_version=f"2-{CHAT_FORMAT_VERSION}-{config_hash(adapter)}",
+    )
+    # Dagster reads the resources an asset needs from its signature: the Pipes client only for a child.
+    if adapter.training.run_in_subprocess:
+        @decorate
+        def lora_adapter_in_a_child(
+            context: AssetExecutionContext, storage: BaizeStorage, pipes_subprocess_client: PipesSubprocessClient
+        ) -> MaterializeResult:
+            return train(context, storage, pipes_subprocess_client)
+
+        return lora_adapter_in_a_child
+
+    @decorate
+    def lora_adapter(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
+        return train(context, storage, None)
 
     return lora_adapter
