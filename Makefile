@@ -22,7 +22,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -q && apt-get install -y -q chromium; fi
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=15
 
 # Everything but the end-to-end tests that start Dagster processes, services or training.
 test-quick: $(VENV)/.installed
