@@ -17,6 +17,7 @@ from baize_assets.core.storage import Layout, write_parquet_atomic
 from baize_assets.core.tiny_base import build_tiny_base
 from baize_assets.core.trainingset import TRAINING_SET_SCHEMA
 from baize_assets.resources import BaizeStorage
+from baize_assets.teacher.server import SimulatedTeacher
 
 from .test_training import TINY, synthetic_conversations
 
@@ -89,6 +90,24 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_i
         rejudged = json.loads(layout.evaluation("tiny").read_text())["judge"]
         assert rejudged["api_requests"] == 0 and rejudged["cached_answers"] == 15
         assert rejudged["relative_score_pct"] == judge["relative_score_pct"]
+
+        # A teacher that fails every request: the step fails saying so, and the last report stays whole.
+        questions_file = tmp_path / "new_questions.txt"
+        questions_file.write_text("How do glaciers move?\nWhat is a prime number?\n")
+        failing = config.model_copy(update={
+            "judge": JudgeConfig(questions_path=str(questions_file), max_new_tokens=8),
+            "teacher": config.teacher.model_copy(update={"max_retries": 0}),
+        })
+        with SimulatedTeacher(fault_rate=1.0, fault_kinds=["server_error"]) as broken:
+            down = {**resources, "openai": OpenAIResource(api_key="sk-test-not-a-real-key", base_url=broken.base_url)}
+            failed = materialize([build_adapter_asset(adapter, failing), build_evaluation_asset(adapter, failing)],
+                                 selection=AssetSelection.assets(build_evaluation_asset(adapter, failing).key),
+                                 instance=instance, resources=down, raise_on_error=False)
+        assert not failed.success
+        (failure,) = [e for e in failed.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+        assert "every one of the 2 requests of tiny judge reference answers failed" in str(
+            failure.step_failure_data.user_failure_data.description)
+        assert json.loads(layout.evaluation("tiny").read_text())["judge"] == rejudged
 
 
 def test_an_adapter_is_not_judged_against_itself_and_needs_no_teacher_then():
