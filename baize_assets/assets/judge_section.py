@@ -12,10 +12,10 @@ from dagster_openai import OpenAIResource
 
 from ..core import judge_eval
 from ..core.config import TEACHER_REFERENCE, PipelineConfig
+from ..core.parallel_collect import merge_results
 from ..core.prompts import JUDGE_PROMPT_VERSION
 from ..core.selfchat_modes import JUDGE_WRITER
 from ..core.storage import Layout, write_parquet_atomic
-from ..core.teacher_client import Usage
 from .shard_collection import all_failed, collect_shard
 
 
@@ -59,21 +59,17 @@ def judge_adapter(
     spent.append(judged)
     table, summary = judge_eval.judge_table(questions, candidate, reference, judged.result.transcripts)
     path = write_parquet_atomic(table, layout.evaluation_judge_table(adapter))
-    tokens = Usage()
-    for collected in spent:
-        for total, counted in zip((tokens.calls, tokens.prompt_tokens, tokens.completion_tokens),
-                                  (collected.result.usage.calls, collected.result.usage.prompt_tokens,
-                                   collected.result.usage.completion_tokens)):
-            total.update(counted)
+    # Both collections' counts as one, as the collector processes' are merged.
+    merged = merge_results([c.result for c in spent], seconds=sum(c.result.seconds for c in spent))
+    tokens = merged.usage
     usage = {
-        "api_requests": sum(c.result.requests for c in spent),
+        "api_requests": merged.requests,
         "prompt_tokens": sum(tokens.prompt_tokens.values()),
         "completion_tokens": sum(tokens.completion_tokens.values()),
-        "cached_answers": sum(c.result.cached for c in spent),
+        "cached_answers": merged.cached,
     }
-    dollars = [c.result.spent_dollars for c in spent]
-    if all(d is not None for d in dollars):
-        usage["dollars"] = round(sum(dollars), 6)
+    if merged.spent_dollars is not None:
+        usage["dollars"] = round(merged.spent_dollars, 6)
     report = {
         **summary.as_dict(),
         "reference": judge.reference,
