@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from .assets import ADAPTERS_GROUP, TRAINING_SETS_GROUP
-from .core.config import PipelineConfig
+from .core.config.pipeline import PipelineConfig
 
 RETRAIN_SENSOR = "retrain_on_corpus_change"
 RETRAINED_GROUPS = (TRAINING_SETS_GROUP, ADAPTERS_GROUP)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from .core.export import add_export_command, export_main
+from .core.train.export import add_export_command, export_main
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,10 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo()
     if args.command == "serve":
-        from .core.serving import serve_main
+        from .core.chat.server import serve_main
 
         return serve_main(args.adapter, args.host, args.port, args.max_batch, args.batch_wait_ms)
-    from .core.chat import DEFAULT_REPETITION_PENALTY, chat_main
+    from .core.chat.chat_model import DEFAULT_REPETITION_PENALTY, chat_main
 
     penalty = DEFAULT_REPETITION_PENALTY if args.repetition_penalty is None else args.repetition_penalty
     if penalty <= 0:

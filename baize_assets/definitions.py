@@ -4,7 +4,7 @@ from dagster import Definitions
 
 from .assets import build_asset_checks, build_assets
 from .automation import build_automation_sensors, with_retrain_automation
-from .core.config import PipelineConfig, load_config
+from .core.config.pipeline import PipelineConfig, load_config
 from .executors import executor_from_env
 from .jobs import build_jobs
 from .resources import default_resources

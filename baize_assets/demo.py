@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .core.config import PROJECT_ROOT, output_dir
+from .core.config.pipeline import PROJECT_ROOT, output_dir
 from .core.storage import Layout, shard_keys
 
 # Step logs at INFO: the run's full DEBUG event stream stays in the instance.

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from dagster import ExecutorDefinition, in_process_executor
 
-from .core.config import PROJECT_ROOT, ConfigError
+from .core.config.pipeline import PROJECT_ROOT, ConfigError
 
 DEFAULT_CELERY_CONFIG = PROJECT_ROOT / "deploy" / "celery.yaml"
 

@@ -17,7 +17,7 @@ from .assets import (
     training_set_key,
     transcripts_key,
 )
-from .core.config import PipelineConfig
+from .core.config.pipeline import PipelineConfig
 
 SEED_TABLES_JOB = "seed_tables"
 TRAIN_ADAPTERS_JOB = "train_adapters"

@@ -6,7 +6,7 @@ from dagster import ConfigurableResource, EnvVar, PipesSubprocessClient
 from dagster_openai import OpenAIResource
 from pydantic import Field
 
-from .core.config import output_dir
+from .core.config.pipeline import output_dir
 from .core.storage import Layout
 
 

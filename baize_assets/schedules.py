@@ -16,7 +16,7 @@ from dagster import (
     schedule,
 )
 
-from .core.config import PipelineConfig, SourceConfig
+from .core.config.pipeline import PipelineConfig, SourceConfig
 from .core.storage import shard_keys
 from .jobs import corpus_job_name
 

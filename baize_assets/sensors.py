@@ -35,7 +35,7 @@ from .assets.seed_assets import (
     seed_files_digest,
     seed_files_state,
 )
-from .core.config import PipelineConfig, SourceConfig
+from .core.config.pipeline import PipelineConfig, SourceConfig
 
 TRIGGER_TAG = "baize/trigger"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.config.pipeline import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import Turn, render_conversation
-from baize_assets.core.tiny_base import build_tiny_base
-from baize_assets.core.training import train_from_training_set
+from baize_assets.core.train.trainer import train_from_training_set
 
 # Briefly pretrained: the card and the export need real files, not a good model.
 TINY = TinyBaseConfig(

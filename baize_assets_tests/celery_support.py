@@ -12,7 +12,7 @@ from typing import Iterator
 
 from dagster import DagsterEventType, DagsterInstance
 
-from baize_assets.core.config import PROJECT_ROOT
+from baize_assets.core.config.pipeline import PROJECT_ROOT
 
 from .ops_support import process_group
 

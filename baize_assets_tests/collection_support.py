@@ -12,10 +12,10 @@ import sys
 
 import pandas as pd
 
-from baize_assets.core.config import TeacherConfig
-from baize_assets.core.selfchat import collect_transcripts
+from baize_assets.core.collect.cache import TranscriptCache
+from baize_assets.core.collect.collector import collect_transcripts
+from baize_assets.core.config.pipeline import TeacherConfig
 from baize_assets.core.storage import seed_id
-from baize_assets.core.transcript_cache import TranscriptCache
 
 _TOPICS = ["tides", "bread", "glass", "volcanoes", "bees", "rust", "clouds", "magnets", "coffee", "maps"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from baize_assets.core.config import PipelineConfig, load_config
+from baize_assets.core.config.pipeline import PipelineConfig, load_config
 from baize_assets.teacher.server import SimulatedTeacher
 
 

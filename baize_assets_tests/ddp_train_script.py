@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from baize_assets.core import training
-from baize_assets.core.config import AdapterConfig, LoraConfig, TrainingConfig
+from baize_assets.core.config.pipeline import AdapterConfig, LoraConfig, TrainingConfig
 from baize_assets.core.prompts import Turn
+from baize_assets.core.train import trainer as training
 
 
 class StopHere(Exception):

@@ -7,7 +7,7 @@ Outputs go to ``BAIZE_OUTPUT_DIR``; the executor follows ``BAIZE_EXECUTOR``.
 
 from pathlib import Path
 
-from baize_assets.core.config import load_config
+from baize_assets.core.config.pipeline import load_config
 from baize_assets.definitions import build_definitions
 
 CONFIG_PATH = Path(__file__).with_name("ops_baize.yaml")

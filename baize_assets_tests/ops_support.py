@@ -27,7 +27,13 @@ from dagster import (
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets
-from baize_assets.core.config import PROJECT_ROOT, AdapterConfig, PipelineConfig, SourceConfig, TrainingConfig
+from baize_assets.core.config.pipeline import (
+    PROJECT_ROOT,
+    AdapterConfig,
+    PipelineConfig,
+    SourceConfig,
+    TrainingConfig,
+)
 from baize_assets.core.storage import Layout
 from baize_assets.resources import BaizeStorage
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, TypeVar
 
 from dagster import DagsterEventType, DagsterInstance
 
-from baize_assets.core.config import PROJECT_ROOT, load_config
+from baize_assets.core.config.pipeline import PROJECT_ROOT, load_config
 from baize_assets.definitions import build_definitions
 
 from .ops_location import CONFIG_PATH

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from baize_assets.core.chat import ChatModel, load_chat_model
-from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.chat.chat_model import ChatModel, load_chat_model
+from baize_assets.core.config.pipeline import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import Turn, render_conversation, render_inference_prompt
-from baize_assets.core.tiny_base import build_tiny_base
-from baize_assets.core.training import train_adapter
+from baize_assets.core.train.trainer import train_adapter
 
 # Few positions, so that the cap on new tokens is exercised.
 TINY = TinyBaseConfig(

@@ -15,13 +15,13 @@ from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_fo
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
-from baize_assets.core.batch_collect import BatchJobs, collect_transcripts_batch
-from baize_assets.core.config import BatchConfig, BudgetConfig, ModelPrice, TeacherConfig
+from baize_assets.core.collect.batch import BatchJobs, collect_transcripts_batch
+from baize_assets.core.collect.cache import TranscriptCache, cache_key
+from baize_assets.core.collect.client import estimate_tokens
+from baize_assets.core.collect.collector import BUDGET_EXHAUSTED, collect_transcripts, generation_inputs
+from baize_assets.core.config.pipeline import BatchConfig, BudgetConfig, ModelPrice, TeacherConfig
 from baize_assets.core.prompts import self_chat_prompt
-from baize_assets.core.selfchat import BUDGET_EXHAUSTED, collect_transcripts, generation_inputs
 from baize_assets.core.storage import Layout
-from baize_assets.core.teacher_client import estimate_tokens
-from baize_assets.core.transcript_cache import TranscriptCache, cache_key
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import DEFAULT_MODEL, SimulatedTeacher
 
@@ -35,9 +35,9 @@ COMPARED = ["seed_id", "seed", "transcript", "finish_reason", "ended_by", "promp
 # Collects a seed Parquet file in batch mode with a transcript cache, as a run's process would.
 COLLECTOR = """
 import sys, pandas as pd
-from baize_assets.core.batch_collect import collect_transcripts_batch
-from baize_assets.core.config import TeacherConfig
-from baize_assets.core.transcript_cache import TranscriptCache, cache_key
+from baize_assets.core.collect.batch import collect_transcripts_batch
+from baize_assets.core.config.pipeline import TeacherConfig
+from baize_assets.core.collect.cache import TranscriptCache, cache_key
 seeds, cache, base_url, teacher = sys.argv[1:]
 with TranscriptCache(cache) as c:
     collect_transcripts_batch(pd.read_parquet(seeds), TeacherConfig.model_validate_json(teacher), "sk-test",
@@ -74,9 +74,9 @@ def test_one_row_per_seed_matching_chat_mode_and_feeding_the_same_cache(tmp_path
 
 
 def test_judgments_go_through_the_batch_api_the_same_as_through_chat(tmp_path):
-    from baize_assets.core.judge_eval import judge_requests
-    from baize_assets.core.judging import read_pair_scores
-    from baize_assets.core.selfchat_modes import JUDGE_WRITER
+    from baize_assets.core.collect.modes import JUDGE_WRITER
+    from baize_assets.core.evaluate.judge import judge_requests
+    from baize_assets.core.feedback.judgments import read_pair_scores
 
     questions = ["How do volcanoes form?", "Why is the sky blue?", "How do I brew tea?"]
     requests = judge_requests(questions, ["Magma rises through the crust.", "Bananas.", "Steep leaves in hot water."],
@@ -97,7 +97,7 @@ def test_judgments_go_through_the_batch_api_the_same_as_through_chat(tmp_path):
 
 
 def test_a_turn_by_turn_writer_is_refused_by_batch_mode():
-    from baize_assets.core.selfchat_modes import V15_WRITER
+    from baize_assets.core.collect.modes import V15_WRITER
 
     with pytest.raises(ValueError, match="one request per row; mode 'v1.5' asks turn by turn"):
         collect_transcripts_batch(make_seeds(1), BATCH, "k", "http://127.0.0.1:9", quiet, writer=V15_WRITER)

@@ -7,7 +7,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from baize_assets.core.batched_generation import BatchedGenerator, SamplingParams, cut_at_stop, streamable_prefix
+from baize_assets.core.chat.batched import BatchedGenerator, SamplingParams, cut_at_stop, streamable_prefix
 from baize_assets.core.prompts import AI, HUMAN, Turn
 
 from .serving_support import a_stop_string_inside, served_adapter_dir, served_chat  # noqa: F401

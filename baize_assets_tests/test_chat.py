@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from baize_assets.core.chat import (
+from baize_assets.core.chat.chat_model import (
     chat_main,
     cut_at_marker,
     load_chat_model,
@@ -111,7 +111,7 @@ def test_load_chat_model_names_the_missing_file(tmp_path):
 
 
 def test_streamer_holds_back_what_may_become_a_marker(chat):
-    from baize_assets.core.chat import AnswerStreamer
+    from baize_assets.core.chat.chat_model import AnswerStreamer
 
     chunks = []
     streamer = AnswerStreamer(chat.tokenizer, chunks.append)
@@ -133,7 +133,7 @@ def test_cli_passes_the_repetition_penalty(adapter_dir, capsys, monkeypatch):
         seen.append(options["repetition_penalty"])
         return original(self, history, **options)
 
-    monkeypatch.setattr("baize_assets.core.chat.ChatModel.reply", spy)
+    monkeypatch.setattr("baize_assets.core.chat.chat_model.ChatModel.reply", spy)
     args = ["chat", "--adapter", str(adapter_dir), "--message", "Hello", "--max-new-tokens", "4"]
     assert main([*args, "--repetition-penalty", "1.3"]) == 0 and seen == [1.3]
     assert main(args) == 0 and seen[-1] == 1.1
@@ -142,7 +142,7 @@ def test_cli_passes_the_repetition_penalty(adapter_dir, capsys, monkeypatch):
 
 
 def test_a_folder_with_an_adapter_config_but_no_weights_is_named_with_the_missing_file(tmp_path):
-    from baize_assets.core.chat import adapter_base_model
+    from baize_assets.core.chat.chat_model import adapter_base_model
 
     (tmp_path / "adapter_config.json").write_text('{"base_model_name_or_path": "gpt2"}')
     with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not an adapter directory: adapter_model.safetensors"):

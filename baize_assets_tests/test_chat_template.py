@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from jinja2.exceptions import TemplateError
 
-from baize_assets.core.batching import IGNORE_INDEX
-from baize_assets.core.chat_template import attach_chat_template
 from baize_assets.core.messages import messages_to_turns, turns_to_messages
+from baize_assets.core.model.batching import IGNORE_INDEX
+from baize_assets.core.model.chat_template import attach_chat_template
+from baize_assets.core.model.tiny_base import train_tokenizer
 from baize_assets.core.prompts import (
     BAIZE_SYSTEM_PROMPT,
     HUMAN,
@@ -15,8 +16,7 @@ from baize_assets.core.prompts import (
     render_conversation,
     render_inference_prompt,
 )
-from baize_assets.core.tiny_base import train_tokenizer
-from baize_assets.core.training import build_sample, encode
+from baize_assets.core.train.trainer import build_sample, encode
 
 MULTI_TURN = [
     Turn("human", "What is the river like in winter?"),

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from baize_assets.assets import conversations_key, seed_key, training_set_key, transcripts_key
-from baize_assets.core.config import PipelineConfig
+from baize_assets.core.config.pipeline import PipelineConfig
 from baize_assets.definitions import build_definitions
 
 from .ops_support import resources_for, write_faq_csv

@@ -13,10 +13,10 @@ from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_fo
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
-from baize_assets.core.config import BudgetConfig, TeacherConfig
-from baize_assets.core.selfchat import BUDGET_EXHAUSTED, collect_transcripts
+from baize_assets.core.collect.cache import TranscriptCache
+from baize_assets.core.collect.collector import BUDGET_EXHAUSTED, collect_transcripts
+from baize_assets.core.config.pipeline import BudgetConfig, TeacherConfig
 from baize_assets.core.storage import Layout
-from baize_assets.core.transcript_cache import TranscriptCache
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 

@@ -5,14 +5,20 @@ import time
 
 import pytest
 
-from baize_assets.core.config import BudgetConfig, CorpusConfig, ModelPrice, RateLimitConfig, TeacherConfig
-from baize_assets.core.corpus import build_corpus, parse_transcript
+from baize_assets.core.collect.cache import TranscriptCache
+from baize_assets.core.collect.collector import BUDGET_EXHAUSTED, TeacherFatalError, collect_transcripts
+from baize_assets.core.collect.limiter import MAX_RESET_PAUSE_S, RateLimiter, parse_reset, parse_retry_after
+from baize_assets.core.collect.shared_limits import MemoryLimitStore
+from baize_assets.core.collect.transcript import guard_transcript
+from baize_assets.core.config.pipeline import (
+    BudgetConfig,
+    CorpusConfig,
+    ModelPrice,
+    RateLimitConfig,
+    TeacherConfig,
+)
+from baize_assets.core.corpus.build import build_corpus, parse_transcript
 from baize_assets.core.prompts import SELF_CHAT_TURN_PROMPT_VERSION
-from baize_assets.core.ratelimit import MAX_RESET_PAUSE_S, RateLimiter, parse_reset, parse_retry_after
-from baize_assets.core.selfchat import BUDGET_EXHAUSTED, TeacherFatalError, collect_transcripts
-from baize_assets.core.shared_limits import MemoryLimitStore
-from baize_assets.core.transcript_cache import TranscriptCache
-from baize_assets.core.transcript_format import guard_transcript
 from baize_assets.teacher.server import DEFAULT_FAULT_KINDS, SimulatedTeacher
 
 from .collection_support import make_seeds

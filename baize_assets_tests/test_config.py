@@ -5,9 +5,15 @@ import pytest
 import yaml
 from dagster import DagsterInvalidDefinitionError, ScheduleDefinition
 
-from baize_assets.core.config import PROJECT_ROOT, TINY_BASE_MODEL, ConfigError, PipelineConfig, load_config
-from baize_assets.core.cron import cron_problem
-from baize_assets.core.seeds import load_seed_table
+from baize_assets.core.config.cron import cron_problem
+from baize_assets.core.config.pipeline import (
+    PROJECT_ROOT,
+    TINY_BASE_MODEL,
+    ConfigError,
+    PipelineConfig,
+    load_config,
+)
+from baize_assets.core.seeds.table import load_seed_table
 
 
 def write(tmp_path: Path, text: str) -> Path:

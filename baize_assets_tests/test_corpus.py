@@ -1,9 +1,9 @@
 import pandas as pd
 
-from baize_assets.core import corpus
-from baize_assets.core.config import CorpusConfig
+from baize_assets.core.collect.transcript import TRANSCRIPT_SCHEMA
+from baize_assets.core.config.pipeline import CorpusConfig
+from baize_assets.core.corpus import build as corpus
 from baize_assets.core.prompts import BAIZE_SYSTEM_PROMPT, RAW_AI, RAW_HUMAN, Turn
-from baize_assets.core.transcript_format import TRANSCRIPT_SCHEMA
 
 CONFIG = CorpusConfig()
 

@@ -7,12 +7,12 @@ import pytest
 from datasketch import MinHash
 from hypothesis import given, settings, strategies as st
 
-from baize_assets.core import corpus, dedup, langid, shingles
-from baize_assets.core.config import CorpusConfig, NearDedupConfig, ScrubConfig
+from baize_assets.core.collect.transcript import TRANSCRIPT_SCHEMA
+from baize_assets.core.config.pipeline import CorpusConfig, NearDedupConfig, ScrubConfig
+from baize_assets.core.corpus import build as corpus, dedup, langid, shingles
+from baize_assets.core.corpus.trainingset import EXACT_DUPLICATE, NEAR_DUPLICATE, build_training_set
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn
-from baize_assets.core.seeds import normalize_text
-from baize_assets.core.trainingset import EXACT_DUPLICATE, NEAR_DUPLICATE, build_training_set
-from baize_assets.core.transcript_format import TRANSCRIPT_SCHEMA
+from baize_assets.core.seeds.table import normalize_text
 
 CONFIG = CorpusConfig()
 ANSWER = "Rain forms when water vapour condenses into droplets that grow heavy enough to fall from the clouds."

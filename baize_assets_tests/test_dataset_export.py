@@ -13,8 +13,7 @@ import yaml
 from dagster import instance_for_test, materialize
 
 from baize_assets.assets.trainingset_assets import build_training_set_asset
-from baize_assets.core.chat_dataset import CARD_FILE, Provenance, chat_dir, write_chat_dataset
-from baize_assets.core.config import (
+from baize_assets.core.config.pipeline import (
     AdapterConfig,
     NearDedupConfig,
     PipelineConfig,
@@ -22,12 +21,13 @@ from baize_assets.core.config import (
     TeacherConfig,
     TrainingConfig,
 )
-from baize_assets.core.corpus import CONVERSATION_SCHEMA, data_version, turns_of
+from baize_assets.core.corpus.build import CONVERSATION_SCHEMA, data_version, turns_of
+from baize_assets.core.corpus.chat_dataset import CARD_FILE, Provenance, chat_dir, write_chat_dataset
+from baize_assets.core.corpus.trainingset import build_training_set
 from baize_assets.core.messages import turns_to_messages
 from baize_assets.core.plots_markdown import MAX_WIDTH, plots_markdown, png_data_uri
 from baize_assets.core.prompts import render_conversation
 from baize_assets.core.storage import Layout, write_parquet_atomic
-from baize_assets.core.trainingset import build_training_set
 from baize_assets.resources import BaizeStorage
 
 from .test_training import TINY, synthetic_conversations
@@ -159,7 +159,7 @@ def test_trl_sft_trainer_trains_on_the_exported_dataset(exported, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from baize_assets.core.tiny_base import build_tiny_base
+    from baize_assets.core.model.tiny_base import build_tiny_base
 
     directory, _ = exported
     corpus = load(directory, tmp_path)
@@ -195,7 +195,7 @@ def test_trl_sft_trainer_trains_on_the_exported_dataset(exported, tmp_path):
 def test_plots_are_inlined_small_and_missing_ones_named(tmp_path):
     from PIL import Image
 
-    from baize_assets.core.report import plot_distributions
+    from baize_assets.core.corpus.report import plot_distributions
 
     plots = plot_distributions(corpus_frame(), tmp_path / "report")
     markdown = plots_markdown(plots)

@@ -10,12 +10,18 @@ from dagster_openai import OpenAIResource
 
 from baize_assets.assets.adapter_assets import build_adapter_asset
 from baize_assets.assets.evaluation_assets import BEATS_BASE_CHECK, build_evaluation_asset
-from baize_assets.core.config import AdapterConfig, JudgeConfig, PipelineConfig, SourceConfig, TrainingConfig
-from baize_assets.core.judge_eval import load_questions
+from baize_assets.core.config.pipeline import (
+    AdapterConfig,
+    JudgeConfig,
+    PipelineConfig,
+    SourceConfig,
+    TrainingConfig,
+)
+from baize_assets.core.corpus.trainingset import TRAINING_SET_SCHEMA
+from baize_assets.core.evaluate.judge import load_questions
+from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import render_conversation
 from baize_assets.core.storage import Layout, write_parquet_atomic
-from baize_assets.core.tiny_base import build_tiny_base
-from baize_assets.core.trainingset import TRAINING_SET_SCHEMA
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 

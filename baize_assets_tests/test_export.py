@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from baize_assets.cli import main
-from baize_assets.core.chat import load_chat_model
-from baize_assets.core.chat_template import BAIZE_CHAT_TEMPLATE
-from baize_assets.core.export import ExportError, export_adapter
+from baize_assets.core.chat.chat_model import load_chat_model
+from baize_assets.core.model.chat_template import BAIZE_CHAT_TEMPLATE
 from baize_assets.core.prompts import Turn
+from baize_assets.core.train.export import ExportError, export_adapter
 
 from .adapter_files_support import train_tiny_adapter
 

@@ -5,12 +5,12 @@ import re
 import pandas as pd
 import pytest
 
-from baize_assets.core import corpus, filter_quality, report
-from baize_assets.core.config import load_config
-from baize_assets.core.corpus_config import CorpusConfig, UnfinishedTurnConfig
-from baize_assets.core.labelled_cases import ROLE_VOICE_CASES, UNFINISHED_CASES
-from baize_assets.core.seeds import load_seed_table
-from baize_assets.core.unfinished import unfinished_cause
+from baize_assets.core.config.corpus import CorpusConfig, UnfinishedTurnConfig
+from baize_assets.core.config.pipeline import load_config
+from baize_assets.core.corpus import build as corpus, filter_quality, report
+from baize_assets.core.corpus.labelled_cases import ROLE_VOICE_CASES, UNFINISHED_CASES
+from baize_assets.core.corpus.unfinished import unfinished_cause
+from baize_assets.core.seeds.table import load_seed_table
 from baize_assets.teacher.text import self_chat_transcript
 
 CONFIG = CorpusConfig()

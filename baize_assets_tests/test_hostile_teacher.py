@@ -17,11 +17,11 @@ from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
-from baize_assets.core import corpus
-from baize_assets.core.config import CorpusConfig, TeacherConfig
-from baize_assets.core.selfchat import TeacherFatalError, collect_transcripts
+from baize_assets.core.collect.cache import TranscriptCache
+from baize_assets.core.collect.collector import TeacherFatalError, collect_transcripts
+from baize_assets.core.config.pipeline import CorpusConfig, TeacherConfig
+from baize_assets.core.corpus import build as corpus
 from baize_assets.core.storage import Layout, seed_id
-from baize_assets.core.transcript_cache import TranscriptCache
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.faults import FaultSchedule
 from baize_assets.teacher.server import SimulatedTeacher

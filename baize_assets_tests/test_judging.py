@@ -2,7 +2,7 @@
 
 import pytest
 
-from baize_assets.core.judging import (
+from baize_assets.core.feedback.judgments import (
     EMPTY_JUDGMENT,
     JUDGE_REFUSED,
     NO_SCORE,
@@ -124,7 +124,7 @@ def test_judge_evaluation_reads_both_orders_from_the_teacher(teacher, tmp_path):
     import pandas as pd
     from openai import OpenAI
 
-    from baize_assets.core.judge_eval import judge_requests, judge_table, load_questions
+    from baize_assets.core.evaluate.judge import judge_requests, judge_table, load_questions
     from baize_assets.teacher.judge import reference_answer
 
     questions_file = tmp_path / "questions.jsonl"
@@ -149,7 +149,7 @@ def test_judge_evaluation_reads_both_orders_from_the_teacher(teacher, tmp_path):
 
 
 def test_a_judge_question_file_with_a_bad_line_is_named(tmp_path):
-    from baize_assets.core.judge_eval import load_questions
+    from baize_assets.core.evaluate.judge import load_questions
 
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"question": "ok?"}\n{"q": 1}\n')
@@ -172,7 +172,7 @@ def test_the_v2_check_compares_the_judges_scores_of_v2_and_v1(tmp_path, v1_score
     import json
 
     from baize_assets.assets.checks import _judged_not_worse_check
-    from baize_assets.core.config import SelfDistillationConfig
+    from baize_assets.core.config.pipeline import SelfDistillationConfig
     from baize_assets.core.storage import Layout
     from baize_assets.resources import BaizeStorage
 
@@ -191,7 +191,7 @@ def test_the_v2_check_fails_naming_an_evaluation_without_a_judge_section(tmp_pat
     import json
 
     from baize_assets.assets.checks import _judged_not_worse_check
-    from baize_assets.core.config import SelfDistillationConfig
+    from baize_assets.core.config.pipeline import SelfDistillationConfig
     from baize_assets.core.storage import Layout
     from baize_assets.resources import BaizeStorage
 
@@ -206,7 +206,7 @@ def test_the_v2_check_fails_naming_an_evaluation_without_a_judge_section(tmp_pat
 
 
 def test_a_judge_reference_that_is_no_adapter_is_named():
-    from baize_assets.core.config import AdapterConfig, JudgeConfig, PipelineConfig, SourceConfig
+    from baize_assets.core.config.pipeline import AdapterConfig, JudgeConfig, PipelineConfig, SourceConfig
 
     with pytest.raises(ValueError, match="judge.reference is 'gpt5': neither 'teacher' nor a declared adapter"):
         PipelineConfig(sources=[SourceConfig(name="s", format="text", paths=["x"])],

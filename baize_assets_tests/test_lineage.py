@@ -242,7 +242,7 @@ def test_rerunning_one_samples_shard_rebuilds_only_its_scores_and_v2(built_graph
 
 def test_every_adapter_is_judged_and_the_judge_checks_v2_against_v1(built_graph):
     from baize_assets.assets.checks import judge_check_name
-    from baize_assets.core.judge_eval import load_questions
+    from baize_assets.core.evaluate.judge import load_questions
 
     config, _, _, instance, layout, run_ids = built_graph
     questions = load_questions(config.judge.resolved_questions_path(), config.judge.questions)

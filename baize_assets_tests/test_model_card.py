@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from baize_assets.core.corpus import data_version
-from baize_assets.core.model_card import (
+from baize_assets.core.corpus.build import data_version
+from baize_assets.core.prompts import BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION
+from baize_assets.core.train.model_card import (
     MODEL_CARD_FILE,
     render_model_card,
     training_set_lineage,
     write_model_card,
 )
-from baize_assets.core.prompts import BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION
 
 from .adapter_files_support import SOURCES, train_tiny_adapter
 

@@ -31,8 +31,8 @@ from baize_assets.assets import (
     transcripts_key,
 )
 from baize_assets.automation import RETRAIN_SENSOR
-from baize_assets.core import seeds
-from baize_assets.core.config import ConfigError, load_config
+from baize_assets.core.config.pipeline import ConfigError, load_config
+from baize_assets.core.seeds import table as seeds
 from baize_assets.definitions import build_definitions
 from baize_assets.schedules import corpus_refresh_schedule_name
 from baize_assets.sensors import seed_sensor_name

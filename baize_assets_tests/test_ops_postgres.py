@@ -8,7 +8,7 @@ import pytest
 from dagster import DagsterInstance, ReexecutionOptions, execute_job
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-from baize_assets.core.config import PROJECT_ROOT
+from baize_assets.core.config.pipeline import PROJECT_ROOT
 from baize_assets.teacher.server import SimulatedTeacher
 
 from .ops_support import fresh_postgres_database, materialized_in_run

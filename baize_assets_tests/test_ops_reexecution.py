@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from baize_assets.assets import conversations_key, transcripts_key
-from baize_assets.core.config import PROJECT_ROOT, load_config
+from baize_assets.core.config.pipeline import PROJECT_ROOT, load_config
 from baize_assets.core.storage import Layout
 from baize_assets.definitions import build_definitions
 from baize_assets.jobs import SEED_TABLES_JOB, corpus_job_name

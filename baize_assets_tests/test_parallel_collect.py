@@ -18,7 +18,11 @@ import pandas as pd
 import pytest
 
 from baize_assets.assets import seed_key, transcripts_key
-from baize_assets.core.config import (
+from baize_assets.core.collect.cache import TranscriptCache
+from baize_assets.core.collect.collector import BUDGET_EXHAUSTED, collect_transcripts
+from baize_assets.core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
+from baize_assets.core.collect.shared_limits import SqliteLimitStore
+from baize_assets.core.config.pipeline import (
     PROJECT_ROOT,
     BudgetConfig,
     PipelineConfig,
@@ -26,10 +30,6 @@ from baize_assets.core.config import (
     SourceConfig,
     TeacherConfig,
 )
-from baize_assets.core.parallel_collect import CollectionProcessError, SharedStores, collect_transcripts_in_processes
-from baize_assets.core.selfchat import BUDGET_EXHAUSTED, collect_transcripts
-from baize_assets.core.shared_limits import SqliteLimitStore
-from baize_assets.core.transcript_cache import TranscriptCache
 from baize_assets.teacher.server import SimulatedTeacher
 
 from .collection_support import make_seeds
@@ -78,8 +78,8 @@ def test_two_processes_make_the_rows_one_process_makes_and_a_rerun_asks_nothing(
 
 
 def test_two_processes_ask_the_judge_as_one_process_does(tmp_path, teacher):
-    from baize_assets.core.judge_eval import judge_requests
-    from baize_assets.core.selfchat_modes import JUDGE_WRITER
+    from baize_assets.core.collect.modes import JUDGE_WRITER
+    from baize_assets.core.evaluate.judge import judge_requests
 
     questions = [f"How do I look after plant number {i}?" for i in range(6)]
     requests = judge_requests(questions, [f"Water plant {i} weekly." for i in range(6)], ["Give it light."] * 6)
@@ -141,8 +141,8 @@ PARENT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from baize_assets.core.config import RateLimitStoreConfig, TeacherConfig
-    from baize_assets.core.parallel_collect import SharedStores, collect_transcripts_in_processes
+    from baize_assets.core.config.pipeline import RateLimitStoreConfig, TeacherConfig
+    from baize_assets.core.collect.parallel import SharedStores, collect_transcripts_in_processes
     from baize_assets_tests.collection_support import make_seeds
 
     folder, base_url = Path(sys.argv[1]), sys.argv[2]

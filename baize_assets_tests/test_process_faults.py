@@ -29,8 +29,9 @@ from baize_assets.assets import (
     training_set_key,
     transcripts_key,
 )
-from baize_assets.core.checkpoints import CHECKPOINT_FILE
-from baize_assets.core.config import (
+from baize_assets.core.collect.cache import TranscriptCache
+from baize_assets.core.collect.leases import LeaseTimeout, exclusive_lease
+from baize_assets.core.config.pipeline import (
     AdapterConfig,
     PipelineConfig,
     SourceConfig,
@@ -38,11 +39,10 @@ from baize_assets.core.config import (
     TinyBaseConfig,
     TrainingConfig,
 )
-from baize_assets.core.leases import LeaseTimeout, exclusive_lease
+from baize_assets.core.corpus.trainingset import TRAINING_SET_SCHEMA
 from baize_assets.core.storage import Layout, write_parquet_atomic
-from baize_assets.core.training import SUMMARY_FILE
-from baize_assets.core.trainingset import TRAINING_SET_SCHEMA
-from baize_assets.core.transcript_cache import TranscriptCache
+from baize_assets.core.train.checkpoints import CHECKPOINT_FILE
+from baize_assets.core.train.trainer import SUMMARY_FILE
 from baize_assets.jobs import SEED_TABLES_JOB
 from baize_assets.teacher.server import SimulatedTeacher
 
@@ -115,7 +115,7 @@ LEASE_HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from baize_assets.core.leases import exclusive_lease
+    from baize_assets.core.collect.leases import exclusive_lease
 
     with exclusive_lease(Path(sys.argv[1]), holder="the killed holder"):
         print("held", flush=True)

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from baize_assets.core.config import CorpusConfig, SourceConfig, load_config
-from baize_assets.core.corpus import single_turn_corpus
-from baize_assets.core.seeds import (
+from baize_assets.core.config.pipeline import CorpusConfig, SourceConfig, load_config
+from baize_assets.core.corpus.build import single_turn_corpus
+from baize_assets.core.seeds.table import (
     QUARANTINE_RAW_CHARS,
     SeedFileError,
     load_seed_table,

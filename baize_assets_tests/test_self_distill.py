@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from baize_assets.core.feedback.self_distill import best_answer_conversations, feedback_contexts
 from baize_assets.core.prompts import Turn
-from baize_assets.core.self_distill import best_answer_conversations, feedback_contexts
 
 
 def _conversations(n):

@@ -3,10 +3,10 @@ import time
 import pandas as pd
 import pytest
 
-from baize_assets.core.config import CorpusConfig, TeacherConfig
-from baize_assets.core.corpus import build_corpus
+from baize_assets.core.collect.collector import TeacherFatalError, collect_transcripts
+from baize_assets.core.config.pipeline import CorpusConfig, TeacherConfig
+from baize_assets.core.corpus.build import build_corpus
 from baize_assets.core.prompts import SELF_CHAT_PROMPT_VERSION
-from baize_assets.core.selfchat import TeacherFatalError, collect_transcripts
 from baize_assets.core.storage import seed_id
 from baize_assets.teacher.server import SimulatedTeacher
 

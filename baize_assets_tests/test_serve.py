@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from baize_assets.cli import main
+from baize_assets.core.chat.server import AdapterServer
 from baize_assets.core.prompts import AI, HUMAN
-from baize_assets.core.serving import AdapterServer
 
 from .serving_support import a_stop_string_inside, served_adapter_dir, served_chat  # noqa: F401
 

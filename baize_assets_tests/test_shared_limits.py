@@ -20,7 +20,9 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance
 
 from baize_assets.assets import seed_key, transcripts_key
-from baize_assets.core.config import (
+from baize_assets.core.collect.collector import collect_transcripts
+from baize_assets.core.collect.shared_limits import LimitStoreError, SqliteLimitStore, limit_key, open_limit_store
+from baize_assets.core.config.pipeline import (
     PROJECT_ROOT,
     BudgetConfig,
     PipelineConfig,
@@ -29,8 +31,6 @@ from baize_assets.core.config import (
     SourceConfig,
     TeacherConfig,
 )
-from baize_assets.core.selfchat import collect_transcripts
-from baize_assets.core.shared_limits import LimitStoreError, SqliteLimitStore, limit_key, open_limit_store
 from baize_assets.teacher.server import SimulatedTeacher, busiest_window
 
 from .celery_support import BIN, celery_worker_hosts, celery_workers
@@ -73,9 +73,9 @@ ACQUIRE = textwrap.dedent(
     """
     import asyncio, json, sys, time
     from pathlib import Path
-    from baize_assets.core.config import RateLimitConfig, RateLimitStoreConfig
-    from baize_assets.core.ratelimit import RateLimiter
-    from baize_assets.core.shared_limits import open_limit_store
+    from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig
+    from baize_assets.core.collect.limiter import RateLimiter
+    from baize_assets.core.collect.shared_limits import open_limit_store
 
     start_at, kind, path, key, rpm, count = sys.argv[1:]
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
@@ -116,8 +116,8 @@ SPEND = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from baize_assets.core.config import RateLimitStoreConfig
-    from baize_assets.core.shared_limits import open_limit_store
+    from baize_assets.core.config.pipeline import RateLimitStoreConfig
+    from baize_assets.core.collect.shared_limits import open_limit_store
 
     start_at, kind, path, ledger = sys.argv[1:]
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
@@ -151,8 +151,8 @@ PAUSE = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from baize_assets.core.config import RateLimitStoreConfig
-    from baize_assets.core.shared_limits import open_limit_store
+    from baize_assets.core.config.pipeline import RateLimitStoreConfig
+    from baize_assets.core.collect.shared_limits import open_limit_store
 
     start_at, kind, path, key = sys.argv[1:]
     open_limit_store(RateLimitStoreConfig(kind=kind), Path(path)).pause(key, 1.5)
@@ -165,7 +165,7 @@ PAUSE = textwrap.dedent(
 def test_a_pause_written_by_one_process_holds_back_another(tmp_path, kind, monkeypatch):
     import asyncio
 
-    from baize_assets.core.ratelimit import RateLimiter
+    from baize_assets.core.collect.limiter import RateLimiter
 
     env, key, path = store_env(kind), uuid.uuid4().hex, tmp_path / "limits.sqlite"
     monkeypatch.setenv("BAIZE_REDIS_URL", REDIS_URL)
@@ -183,9 +183,9 @@ COLLECT_TOKENS = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from baize_assets.core.config import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
-    from baize_assets.core.selfchat import collect_transcripts
-    from baize_assets.core.shared_limits import open_limit_store
+    from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
+    from baize_assets.core.collect.collector import collect_transcripts
+    from baize_assets.core.collect.shared_limits import open_limit_store
     from baize_assets_tests.collection_support import make_seeds
 
     start_at, kind, path, base_url, tpm, worker, count = sys.argv[1:]

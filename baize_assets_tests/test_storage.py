@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from baize_assets.core.seeds import normalize_text
+from baize_assets.core.seeds.table import normalize_text
 from baize_assets.core.storage import (
     Layout,
     read_parquet,

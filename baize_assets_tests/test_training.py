@@ -11,21 +11,21 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from baize_assets.core import lm_loss
-from baize_assets.core.base_model import quiet_peft_deprecation
-from baize_assets.core.batching import collate, length_grouped_batches
-from baize_assets.core.config import (
+from baize_assets.core.config.pipeline import (
     AdapterConfig,
     LoraConfig,
     TinyBaseConfig,
     TrainingConfig,
 )
-from baize_assets.core.eval_split import eval_count
-from baize_assets.core.packing import collate_packed, pack_rows, packing_layout
+from baize_assets.core.corpus.eval_split import eval_count
+from baize_assets.core.model import lm_loss
+from baize_assets.core.model.base import quiet_peft_deprecation
+from baize_assets.core.model.batching import collate, length_grouped_batches
+from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import AI, HUMAN, TRAINING_HEADER, Turn, render_conversation
 from baize_assets.core.storage import staged_output_dir
-from baize_assets.core.tiny_base import build_tiny_base
-from baize_assets.core.training import (
+from baize_assets.core.train.packing import collate_packed, pack_rows, packing_layout
+from baize_assets.core.train.trainer import (
     IGNORE_INDEX,
     build_sample,
     fit_conversation,

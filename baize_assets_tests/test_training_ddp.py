@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baize_assets.core.config import AdapterConfig, LoraConfig, TrainingConfig
+from baize_assets.core.config.pipeline import AdapterConfig, LoraConfig, TrainingConfig
+from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import render_conversation
-from baize_assets.core.tiny_base import build_tiny_base
-from baize_assets.core.training import train_adapter
+from baize_assets.core.train.trainer import train_adapter
 
 from .test_training import TINY, synthetic_conversations
 

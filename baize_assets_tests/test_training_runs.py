@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from baize_assets.core.base_model import quiet_peft_deprecation
-from baize_assets.core.checkpoints import CHECKPOINT_FILE
-from baize_assets.core.evaluation import evaluate_adapter
-from baize_assets.core.training import held_out_split, train_adapter
+from baize_assets.core.evaluate.held_out import evaluate_adapter
+from baize_assets.core.model.base import quiet_peft_deprecation
+from baize_assets.core.train.checkpoints import CHECKPOINT_FILE
+from baize_assets.core.train.trainer import held_out_split, train_adapter
 
 # Module-scoped fixtures shared with the training tests.
 from .test_training import conversations, small_adapter, synthetic_conversations, tiny_base  # noqa: F401
@@ -43,7 +43,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from baize_assets_tests.test_training import small_adapter, synthetic_conversations
     from baize_assets_tests.test_training_runs import KILL_AT, RESUME_SETTINGS
-    from baize_assets.core.training import train_adapter
+    from baize_assets.core.train.trainer import train_adapter
 
     base, out, checkpoints, reached = map(Path, sys.argv[1:5])
 

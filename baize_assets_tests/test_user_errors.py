@@ -9,7 +9,7 @@ from dagster import DagsterEventType, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key
-from baize_assets.core.config import PipelineConfig, SourceConfig
+from baize_assets.core.config.pipeline import PipelineConfig, SourceConfig
 from baize_assets.resources import BaizeStorage
 
 DAGSTER_CLI = Path(sys.executable).with_name("dagster")

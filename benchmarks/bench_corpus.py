@@ -45,20 +45,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasketch import MinHash, MinHashLSH
 
-from baize_assets.core import corpus, dedup, filter_quality, role_voice
-from baize_assets.core.config import PROJECT_ROOT, CorpusConfig, load_config
-from baize_assets.core.prompts import RAW_AI, RAW_HUMAN
-from baize_assets.core.seeds import load_seed_table
-from baize_assets.core.storage import read_parquet, write_parquet_atomic
-from baize_assets.core.trainingset import (
+from baize_assets.core.collect.transcript import TRANSCRIPT_SCHEMA
+from baize_assets.core.config.pipeline import PROJECT_ROOT, CorpusConfig, load_config
+from baize_assets.core.corpus import build as corpus, dedup, filter_quality, role_voice
+from baize_assets.core.corpus.trainingset import (
     DUPLICATE_SCHEMA,
     EXACT_DUPLICATE,
     NEAR_DUPLICATE,
     TRAINING_SET_SCHEMA,
     build_training_set,
 )
-from baize_assets.core.transcript_format import TRANSCRIPT_SCHEMA
-from baize_assets.core.unfinished import unfinished_cause
+from baize_assets.core.corpus.unfinished import unfinished_cause
+from baize_assets.core.prompts import RAW_AI, RAW_HUMAN
+from baize_assets.core.seeds.table import load_seed_table
+from baize_assets.core.storage import read_parquet, write_parquet_atomic
 from baize_assets.teacher.text import self_chat_transcript
 
 SHARDS = 8
@@ -178,7 +178,7 @@ def time_new_filters(directory: Path) -> tuple[float, float, str]:
 def report_new_filters() -> None:
     """The unfinished-turn and role-voice checks: labelled cases, sample seeds, the seed files' own text."""
     config = CorpusConfig()
-    print("new filters on their labelled cases (core/labelled_cases.py):")
+    print("new filters on their labelled cases (core/corpus/labelled_cases.py):")
     print(filter_quality.quality_table(config).to_string(index=False))
     pipeline = load_config()
     tables = [load_seed_table(source).seeds for source in pipeline.sources]

@@ -3,7 +3,7 @@
 Builds the tiny offline base and trains a small adapter on synthetic conversations
 (seconds), then samples ``--k`` answers for each of ``--seeds`` seed questions twice
 with the same sampling parameters and a seed per answer: once submitted together to
-:class:`~baize_assets.core.batched_generation.BatchedGenerator` (up to ``--max-batch``
+:class:`~baize_assets.core.chat.batched.BatchedGenerator` (up to ``--max-batch``
 rows per forward pass), once one request at a time (a batch of one each) — the baseline.
 Each answer has its own seed, so both runs draw the same answers and do the same work;
 the figures count how many came out identical.
@@ -20,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from baize_assets.core.batched_generation import BatchedGenerator, Completion, SamplingParams
-from baize_assets.core.chat import load_chat_model
-from baize_assets.core.config import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.chat.batched import BatchedGenerator, Completion, SamplingParams
+from baize_assets.core.chat.chat_model import load_chat_model
+from baize_assets.core.config.pipeline import AdapterConfig, TinyBaseConfig, TrainingConfig
+from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import Turn, render_conversation
-from baize_assets.core.tiny_base import build_tiny_base
-from baize_assets.core.training import train_adapter
+from baize_assets.core.train.trainer import train_adapter
 
 WORDS = (
     "river mountain cloud apple orange table chair light dark water fire garden train music "

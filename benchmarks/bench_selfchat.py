@@ -39,10 +39,10 @@ from pathlib import Path
 
 import openai
 
-from baize_assets.core.config import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
-from baize_assets.core.parallel_collect import SharedStores, collect_transcripts_in_processes
+from baize_assets.core.collect.collector import collect_transcripts
+from baize_assets.core.collect.parallel import SharedStores, collect_transcripts_in_processes
+from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
 from baize_assets.core.prompts import self_chat_prompt
-from baize_assets.core.selfchat import collect_transcripts
 from baize_assets.core.storage import seed_id
 
 MODEL = "baize-simulated-teacher"

@@ -88,8 +88,8 @@ def build_real_base(out: Path, layers: int, hidden: int) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from baize_assets.core.model.tiny_base import train_tokenizer
     from baize_assets.core.prompts import render_conversation
-    from baize_assets.core.tiny_base import train_tokenizer
 
     rng = random.Random(3)
     words = pseudo_words(20_000)
@@ -120,9 +120,9 @@ def peak_rss_mib() -> float:
 
 
 def run_toy_variant(variant: str, base: Path, conversations: int, steps: int, out: Path) -> dict:
-    from baize_assets.core import training as trainer
-    from baize_assets.core.batching import shuffled_batches
-    from baize_assets.core.config import AdapterConfig, TrainingConfig
+    from baize_assets.core.config.pipeline import AdapterConfig, TrainingConfig
+    from baize_assets.core.model.batching import shuffled_batches
+    from baize_assets.core.train import trainer as trainer
 
     if variant == RANDOM_DYNAMIC:
         # length_grouped's collation (pad to the micro-batch's longest sample) fed pad_to_cutoff's
@@ -157,7 +157,7 @@ def run_toy_variant(variant: str, base: Path, conversations: int, steps: int, ou
 
 
 def real_training_config(steps: int):
-    from baize_assets.core.config import TrainingConfig
+    from baize_assets.core.config.pipeline import TrainingConfig
 
     return TrainingConfig(
         cutoff_len=REAL_CUTOFF,
@@ -174,8 +174,8 @@ def real_training_config(steps: int):
 
 
 def run_real_project(base: Path, conversations: int, steps: int, out: Path, option: str | None) -> dict:
-    from baize_assets.core.config import AdapterConfig
-    from baize_assets.core.training import train_adapter
+    from baize_assets.core.config.pipeline import AdapterConfig
+    from baize_assets.core.train.trainer import train_adapter
 
     train, held_out = real_conversations(conversations)
     training = real_training_config(steps).model_copy(update={option: True} if option else {})
@@ -199,10 +199,10 @@ def run_real_trl(base: Path, conversations: int, steps: int, out: Path, padding_
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from baize_assets.core.batching import IGNORE_INDEX
-    from baize_assets.core.config import LoraConfig
-    from baize_assets.core.lm_loss import evaluate
-    from baize_assets.core.training import fit_conversations
+    from baize_assets.core.config.pipeline import LoraConfig
+    from baize_assets.core.model.batching import IGNORE_INDEX
+    from baize_assets.core.model.lm_loss import evaluate
+    from baize_assets.core.train.trainer import fit_conversations
 
     training = real_training_config(steps)
     lora = LoraConfig()
@@ -278,9 +278,9 @@ def child(variant: str, args: argparse.Namespace) -> dict:
 
 
 def toy(args: argparse.Namespace) -> None:
-    from baize_assets.core.config import TinyBaseConfig
+    from baize_assets.core.config.pipeline import TinyBaseConfig
+    from baize_assets.core.model.tiny_base import build_tiny_base
     from baize_assets.core.prompts import render_conversation
-    from baize_assets.core.tiny_base import build_tiny_base
 
     args.base_dir = Path(args.tmp) / "tiny_llama"
     texts = [render_conversation(turns) for turns in synthetic_conversations(args.conversations)]

@@ -47,8 +47,8 @@ def main() -> None:
             f"cuda_check: no CUDA device here (torch {torch.__version__}, CUDA build {torch.version.cuda}); "
             "run it on a machine with an NVIDIA GPU and a CUDA build of torch"
         )
-    from baize_assets.core.config import AdapterConfig
-    from baize_assets.core.training import train_adapter
+    from baize_assets.core.config.pipeline import AdapterConfig
+    from baize_assets.core.train.trainer import train_adapter
 
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     train, held_out = bench_training.real_conversations(args.conversations)

@@ -18,7 +18,7 @@ and per ``self_distillation`` entry (Baize v2), see :mod:`.feedback_assets`::
 
 from dagster import AssetsDefinition
 
-from ..core.config import PipelineConfig
+from ..core.config.pipeline import PipelineConfig
 from .adapter_assets import build_adapter_asset, build_tiny_base_asset
 from .checks import build_asset_checks
 from .corpus_assets import build_conversations_asset

@@ -18,8 +18,8 @@ from dagster import (
     asset,
 )
 
-from ..core import trainingset
-from ..core.config import AdapterConfig, PipelineConfig
+from ..core.config.pipeline import AdapterConfig, PipelineConfig
+from ..core.corpus import trainingset
 from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
@@ -49,7 +49,7 @@ def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
         code_version=f"1-{config_hash(config.tiny_base)}",
     )
     def tiny_llama(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        from ..core.tiny_base import build_tiny_base
+        from ..core.model.tiny_base import build_tiny_base
 
         layout = storage.layout
         texts = pd.concat([read_parquet(layout.seeds(s.name))["seed"] for s in config.sources])
@@ -64,7 +64,7 @@ def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
 def adapter_metadata(summary: dict, adapter_dir) -> dict:
     """What the Dagster UI shows of a trained adapter: where it is, how it trained, the loss curve."""
     from ..core.plots_markdown import plots_markdown
-    from ..core.training import LOSS_CURVE_FILE
+    from ..core.train.trainer import LOSS_CURVE_FILE
 
     return {
         "path": MetadataValue.path(str(adapter_dir)),
@@ -109,7 +109,7 @@ def build_adapter_asset(
         if problem:
             raise Failure(description=problem)
 
-        from ..core.training import read_summary, train_from_training_set
+        from ..core.train.trainer import read_summary, train_from_training_set
 
         base = str(layout.tiny_base()) if adapter.uses_tiny_base else adapter.base_model
         paths = (layout.training_set(name), layout.adapter(name), layout.adapter_checkpoints(name))
@@ -119,13 +119,13 @@ def build_adapter_asset(
 
             from dagster import PreviewWarning
 
-            from ..core.pipes_training import training_env, training_request
+            from ..core.train.pipes import training_env, training_request
 
             with warnings.catch_warnings():
                 # Dagster 1.13's Pipes session reads a preview property of its own message reader.
                 warnings.filterwarnings("ignore", message=".*expected_writer_count", category=PreviewWarning)
                 pipes.run(
-                    command=[sys.executable, "-m", "baize_assets.core.pipes_training"],
+                    command=[sys.executable, "-m", "baize_assets.core.train.pipes"],
                     context=context,
                     extras=training_request(adapter, base, *paths, init_adapter=init_adapter),
                     env=training_env(),
@@ -133,7 +133,7 @@ def build_adapter_asset(
             summary = read_summary(layout.adapter(adapter.name))
         else:
             summary = train_from_training_set(adapter, base, *paths, log=context.log.info, init_adapter=init_adapter)
-        from ..core.model_card import training_set_lineage, write_model_card
+        from ..core.train.model_card import training_set_lineage, write_model_card
 
         write_model_card(layout.adapter(name), training_set_lineage(layout.training_set(name)))
         return MaterializeResult(metadata=adapter_metadata(summary, layout.adapter(adapter.name)))

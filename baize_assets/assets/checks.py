@@ -19,8 +19,8 @@ from dagster import (
     asset_check,
 )
 
-from ..core import corpus
-from ..core.config import PipelineConfig, SelfDistillationConfig, SourceConfig
+from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
+from ..core.corpus import build as corpus
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .evaluation_assets import judges

@@ -9,8 +9,8 @@ from dagster import (
     asset,
 )
 
-from ..core import corpus, filter_quality, report
-from ..core.config import CorpusConfig, PipelineConfig, SourceConfig
+from ..core.config.pipeline import CorpusConfig, PipelineConfig, SourceConfig
+from ..core.corpus import build as corpus, filter_quality, report
 from ..core.plots_markdown import plots_markdown
 from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import read_parquet, write_parquet_atomic

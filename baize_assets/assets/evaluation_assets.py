@@ -18,7 +18,7 @@ from dagster import (
 )
 from dagster_openai import OpenAIResource
 
-from ..core.config import TEACHER_REFERENCE, AdapterConfig, PipelineConfig
+from ..core.config.pipeline import TEACHER_REFERENCE, AdapterConfig, PipelineConfig
 from ..core.prompts import JUDGE_PROMPT_VERSION
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
@@ -54,8 +54,8 @@ def build_evaluation_asset(
     judge_version = f"-judge-{JUDGE_PROMPT_VERSION}-{config_hash(config.judge)[:8]}" if judged else ""
 
     def evaluate(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource | None):
-        from ..core import corpus
-        from ..core.evaluation import evaluate_adapter, write_report
+        from ..core.corpus import build as corpus
+        from ..core.evaluate.held_out import evaluate_adapter, write_report
 
         layout = storage.layout
         frame = read_parquet(layout.training_set(adapter.name))

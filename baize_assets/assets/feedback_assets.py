@@ -14,10 +14,11 @@ scores shard and v2.
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 from dagster_openai import OpenAIResource
 
-from ..core import corpus, judging, self_distill
-from ..core.config import PipelineConfig, SelfDistillationConfig, SourceConfig
+from ..core.collect.modes import JUDGE_WRITER
+from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
+from ..core.corpus import build as corpus
+from ..core.feedback import judgments as judging, self_distill
 from ..core.prompts import CHAT_FORMAT_VERSION, JUDGE_PROMPT_VERSION
-from ..core.selfchat_modes import JUDGE_WRITER
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .adapter_assets import build_adapter_asset
@@ -53,7 +54,7 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> A
         code_version=f"1-{CHAT_FORMAT_VERSION}-{config_hash(sampling)}",
     )
     def samples(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        from ..core.feedback_sampling import sample_answers
+        from ..core.feedback.sampling import sample_answers
 
         layout = storage.layout
         shard = int(context.partition_key)

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from dagster import AssetExecutionContext, Failure, MetadataValue
 from dagster_openai import OpenAIResource
 
-from ..core import judge_eval
-from ..core.config import TEACHER_REFERENCE, PipelineConfig
-from ..core.parallel_collect import merge_results
+from ..core.collect.modes import JUDGE_WRITER
+from ..core.collect.parallel import merge_results
+from ..core.config.pipeline import TEACHER_REFERENCE, PipelineConfig
+from ..core.evaluate import judge as judge_eval
 from ..core.prompts import JUDGE_PROMPT_VERSION
-from ..core.selfchat_modes import JUDGE_WRITER
 from ..core.storage import Layout, write_parquet_atomic
 from .shard_collection import all_failed, collect_shard
 

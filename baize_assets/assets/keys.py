@@ -2,7 +2,7 @@
 
 from dagster import AssetKey, StaticPartitionsDefinition
 
-from ..core.config import SourceConfig
+from ..core.config.pipeline import SourceConfig
 from ..core.storage import shard_keys
 
 BASE_MODELS_GROUP = "base_models"

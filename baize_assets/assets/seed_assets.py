@@ -19,8 +19,8 @@ from dagster import (
     asset,
 )
 
-from ..core import seeds
-from ..core.config import SourceConfig
+from ..core.config.pipeline import SourceConfig
+from ..core.seeds import table as seeds
 from ..core.storage import shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import seed_key

@@ -16,14 +16,14 @@ import pandas as pd
 from dagster import AssetExecutionContext, Failure, MetadataValue
 from dagster_openai import OpenAIResource
 
-from ..core import batch_collect, selfchat
-from ..core.config import TeacherConfig
-from ..core.leases import exclusive_lease
-from ..core.parallel_collect import CollectionProcessError, SharedStores, collect_transcripts_in_processes
-from ..core.selfchat_modes import Writer
-from ..core.shared_limits import open_limit_store
+from ..core.collect import batch as batch_collect, collector as selfchat
+from ..core.collect.cache import TranscriptCache
+from ..core.collect.leases import exclusive_lease
+from ..core.collect.modes import Writer
+from ..core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
+from ..core.collect.shared_limits import open_limit_store
+from ..core.config.pipeline import TeacherConfig
 from ..core.storage import Layout
-from ..core.transcript_cache import TranscriptCache
 
 
 @dataclass

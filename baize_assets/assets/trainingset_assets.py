@@ -3,8 +3,8 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from ..core import chat_dataset, corpus, report, trainingset
-from ..core.config import AdapterConfig, PipelineConfig
+from ..core.config.pipeline import AdapterConfig, PipelineConfig
+from ..core.corpus import build as corpus, chat_dataset, report, trainingset
 from ..core.plots_markdown import plots_markdown
 from ..core.storage import read_parquet, shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage

@@ -11,11 +11,11 @@ from dagster import (
 )
 from dagster_openai import OpenAIResource
 
-from ..core import selfchat
-from ..core.config import PipelineConfig, SourceConfig
+from ..core.collect import collector as selfchat
+from ..core.collect.cache import cache_key
+from ..core.collect.transcript import TRANSCRIPT_SCHEMA
+from ..core.config.pipeline import PipelineConfig, SourceConfig
 from ..core.storage import read_parquet, write_parquet_atomic
-from ..core.transcript_cache import cache_key
-from ..core.transcript_format import TRANSCRIPT_SCHEMA
 from ..resources import BaizeStorage
 from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata

@@ -1,0 +1,154 @@
+"""What the collector asks the teacher per row: a self-chat conversation (Baize v1 or v1.5) or one answer.
+
+* **v1** — one call writes the whole transcript, both sides, and the model stops on its own;
+* **v1.5** — one call per human turn and one per AI turn, the dialogue so far in each prompt;
+* **judge** — the row's text is the whole prompt, and the one answer is the row's text
+  (the teacher's judgments and reference answers, Baize v2).
+
+The self-chat modes are guarded against loops (rounds, tokens, repeated turns); every mode
+returns the row fields of one row. ``call(messages, stop, valid)`` is the collector's
+request, with its retries, pacing and budget; a valid answer is one ``valid(text)`` accepts.
+v1 and judge ask once per row (:class:`OneCall`), which is what the Batch API can send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from ..config.pipeline import TeacherConfig
+from ..prompts import (
+    JUDGE_PROMPT_VERSION,
+    RAW_AI,
+    RAW_END,
+    RAW_HUMAN,
+    SELF_CHAT_PROMPT_VERSION,
+    SELF_CHAT_TURN_PROMPT_VERSION,
+    Turn,
+    self_chat_prompt,
+    self_chat_turn_prompt,
+)
+from .client import CONTENT_FILTER, Answer
+from .transcript import guard_transcript, has_markers, human_statement, same_text
+
+Call = Callable[[list[dict[str, str]], list[str] | None, Callable[[str], bool]], Awaitable[Answer]]
+
+
+def _self_chat_messages(seed: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": self_chat_prompt(seed)}]
+
+
+def _v1_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
+    text, ended_by = guard_transcript(answer.text, teacher.max_rounds)
+    if answer.finish_reason == CONTENT_FILTER:
+        ended_by = CONTENT_FILTER
+    elif ended_by is None:
+        ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
+    return {
+        "model": answer.model, "transcript": text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
+        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
+    }
+
+
+async def v15_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dict[str, Any]:
+    dialogue: list[Turn] = []
+    calls = prompt_tokens = completion_tokens = 0
+    ended_by, finish_reason, model = "max_turns", None, teacher.model
+    for _ in range(teacher.max_rounds):
+        human = await call([{"role": "user", "content": self_chat_turn_prompt(seed, dialogue)}], [RAW_AI],
+                           lambda _: True)
+        question = human_statement(human.text)
+        calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + human.prompt_tokens,
+                                                   completion_tokens + human.completion_tokens)
+        if human.finish_reason == CONTENT_FILTER:
+            ended_by, finish_reason = CONTENT_FILTER, CONTENT_FILTER
+            break
+        if not question or RAW_END.lower() in question.lower():
+            ended_by = "human_done"
+            break
+        if any(t.role == "human" and same_text(t.text) == same_text(question) for t in dialogue):
+            ended_by = "repeated_turn"
+            break
+        messages = [{"role": "user" if t.role == "human" else "assistant", "content": t.text} for t in dialogue]
+        ai = await call(messages + [{"role": "user", "content": question}], None, lambda text: bool(text.strip()))
+        calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + ai.prompt_tokens,
+                                                   completion_tokens + ai.completion_tokens)
+        model, finish_reason = ai.model, ai.finish_reason
+        if finish_reason == CONTENT_FILTER:  # the row ends here, and the corpus rejects it
+            ended_by = CONTENT_FILTER
+            break
+        if any(t.role == "ai" and same_text(t.text) == same_text(ai.text) for t in dialogue):
+            ended_by = "repeated_turn"
+            break
+        dialogue += [Turn("human", question), Turn("ai", ai.text.strip())]
+        if completion_tokens >= teacher.max_conversation_tokens:
+            ended_by = "max_tokens"
+            break
+    transcript = "\n".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}" for t in dialogue)
+    return {
+        "model": model, "transcript": transcript, "finish_reason": finish_reason, "ended_by": ended_by,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "api_calls": calls,
+    }
+
+
+def _prompt_messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def _non_empty(text: str) -> bool:
+    return bool(text.strip())
+
+
+def _answer_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
+    if answer.finish_reason == CONTENT_FILTER:
+        ended_by = CONTENT_FILTER
+    else:
+        ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
+    return {
+        "model": answer.model, "transcript": answer.text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
+        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
+    }
+
+
+@dataclass(frozen=True)
+class OneCall:
+    """A row answered by one request: its messages, which answers are valid, and the row fields of an answer.
+
+    The Batch API can only send rows of this shape (one request each, known up front).
+    """
+
+    messages: Callable[[str], list[dict[str, str]]]
+    valid: Callable[[str], bool]
+    fields: Callable[[Answer, TeacherConfig], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """How the collector turns a row's text into an answer; ``mode`` and ``prompt_version`` key its cache.
+
+    ``one_call`` is set for writers that ask once per row (v1, judge); ``turns`` for v1.5.
+    """
+
+    mode: str
+    prompt_version: str
+    progress: str  # how the collector's progress lines count the rows: a format of done and total
+    one_call: OneCall | None = None
+    turns: Callable[[Call, str, TeacherConfig], Awaitable[dict[str, Any]]] | None = None
+
+    async def write(self, call: Call, text: str, teacher: TeacherConfig) -> dict[str, Any]:
+        if self.one_call is None:
+            return await self.turns(call, text, teacher)
+        answer = await call(self.one_call.messages(text), None, self.one_call.valid)
+        return self.one_call.fields(answer, teacher)
+
+
+_SELF_CHAT_PROGRESS = "self-chat: {done}/{total} conversations"
+V1_WRITER = Writer("v1", SELF_CHAT_PROMPT_VERSION, _SELF_CHAT_PROGRESS,
+                   one_call=OneCall(_self_chat_messages, has_markers, _v1_fields))
+V15_WRITER = Writer("v1.5", SELF_CHAT_TURN_PROMPT_VERSION, _SELF_CHAT_PROGRESS, turns=v15_conversation)
+JUDGE_WRITER = Writer("judge", JUDGE_PROMPT_VERSION, "teacher: {done}/{total} answers",
+                      one_call=OneCall(_prompt_messages, _non_empty, _answer_fields))
+
+
+def self_chat_writer(teacher: TeacherConfig) -> Writer:
+    return V1_WRITER if teacher.mode == "v1" else V15_WRITER

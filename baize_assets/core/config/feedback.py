@@ -1,0 +1,71 @@
+"""Settings of Baize v2: self-distillation with feedback, and the LLM-as-judge evaluation.
+
+Part of the one configuration model (re-exported by ``config``): a ``self_distillation``
+entry names the adapter it improves; its new adapter is trained like any other. ``judge``
+says how every adapter's evaluation is judged by the teacher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from .base import PROJECT_ROOT, StrictModel, Text
+
+SAMPLE_JUDGE_QUESTIONS = "data/judge/questions.txt"
+TEACHER_REFERENCE = "teacher"
+
+
+class SamplingConfig(StrictModel):
+    """How the trained adapter answers each feedback context (the paper: 4 answers, temperature 1, top-p 0.95)."""
+
+    answers_per_seed: int = Field(default=4, ge=2)
+    seeds_per_shard: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    seed: int = 0
+
+
+class SelfDistillationConfig(StrictModel):
+    """One v2 adapter: ``adapter`` (v1) answers its sources' seeds, the teacher scores, v2 learns the best."""
+
+    adapter: Text = Field(description="the v1 adapter whose answers are sampled and which v2 starts from")
+    name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    sampling: SamplingConfig = SamplingConfig()
+    judge_check: Literal["warn", "block"] = Field(
+        default="warn",
+        description="when the judge rates v2 below v1: a warning, or a failed check that blocks what depends on v2",
+    )
+
+    @property
+    def adapter_name(self) -> str:
+        return self.name or f"{self.adapter}_v2"
+
+
+class JudgeConfig(StrictModel):
+    """The judge section of every adapter's evaluation (the paper's protocol, see ``judge_eval``).
+
+    The adapter and the reference answer the same questions; the teacher scores both
+    answers in one prompt, in both orders.
+    """
+
+    enabled: bool = True
+    questions_path: Text = Field(
+        default=SAMPLE_JUDGE_QUESTIONS,
+        description="one question per line (# comments) or JSONL with a 'question' field; relative to the project",
+    )
+    questions: int | None = Field(default=None, ge=1, description="judge only the file's first N questions")
+    reference: Text = Field(
+        default=TEACHER_REFERENCE,
+        description="whose answers the adapter's are compared with: 'teacher' (its own answers) or an adapter name",
+    )
+    max_new_tokens: int = Field(default=128, ge=1, description="length limit of the adapters' answers")
+    batch_size: int = Field(default=16, ge=1, description="answers generated per forward pass")
+
+    def resolved_questions_path(self, root: Path = PROJECT_ROOT) -> Path:
+        path = Path(self.questions_path)
+        return path if path.is_absolute() else root / path

@@ -1,0 +1,381 @@
+"""The pipeline's configuration: one YAML file, one typed model.
+
+Sources and adapters are declared in ``baize.yaml`` (or the file named by
+``BAIZE_CONFIG``); a team adds a domain by adding entries, not Python. Every model
+forbids unknown keys and takes values of its exact type only (finite numbers, no
+duplicate YAML keys), so a typo fails at load time with the key's path in the message.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+import os
+import zoneinfo
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .base import PROJECT_ROOT as PROJECT_ROOT, StrictModel, Text, UniqueTexts, no_repeats
+from .corpus import (  # the corpus filters' settings are part of this one configuration
+    CorpusConfig as CorpusConfig,
+    LanguageFilterConfig as LanguageFilterConfig,
+    NearDedupConfig as NearDedupConfig,
+    RepetitionConfig as RepetitionConfig,
+    ScrubConfig as ScrubConfig,
+    TurnLengthConfig as TurnLengthConfig,
+)
+from .cron import cron_problem
+from .feedback import (  # Baize v2's settings are part of this one configuration
+    TEACHER_REFERENCE,
+    JudgeConfig as JudgeConfig,
+    SamplingConfig as SamplingConfig,
+    SelfDistillationConfig as SelfDistillationConfig,
+)
+from .teacher import (  # the teacher's settings are part of this one configuration
+    BatchConfig as BatchConfig,
+    BudgetConfig as BudgetConfig,
+    ModelPrice as ModelPrice,
+    RateLimitConfig as RateLimitConfig,
+    RateLimitStoreConfig as RateLimitStoreConfig,
+    TeacherConfig as TeacherConfig,
+)
+from .unique_key_yaml import DuplicateKeyError, load_unique_key_yaml
+
+DEFAULT_CONFIG_PATH = PROJECT_ROOT / "baize.yaml"
+DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "data" / "output"
+
+# The offline default base model: built from a config and a locally trained tokenizer
+# by the ``base_models/tiny_llama`` asset, no download.
+TINY_BASE_MODEL = "builtin:tiny-llama"
+
+SeedFormat = Literal["quora_tsv", "stackoverflow", "medquad", "alpaca_json", "csv", "jsonl", "text"]
+SINGLE_TURN_FORMATS = {"alpaca_json"}
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class SourceConfig(StrictModel):
+    """One seed source: where its seeds are, how to read them, how to shard them."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    format: SeedFormat
+    paths: UniqueTexts = Field(min_length=1)
+    domain: Text = "general"
+    shards: int = Field(default=4, ge=1, le=4096)
+    # Column (csv) or field (jsonl) holding the seed text, for the generic formats.
+    text_field: Text | None = None
+    # Character encoding of the text files (StackSample's Questions.csv is latin-1).
+    encoding: str = "utf-8"
+    # A broken file found inside a folder path (one MedQuAD XML of thousands) is
+    # quarantined and counted, or fails the source; a file named in paths always fails.
+    on_bad_file: Literal["quarantine", "fail"] = "quarantine"
+    # Longer seeds are quarantined: a seed is a question, and it is sent with every request.
+    max_seed_chars: int = Field(default=4000, ge=16)
+    # Seeds are either self-chatted by the teacher or, like Alpaca, already an
+    # instruction/response pair used as single-turn data.
+    self_chat: bool | None = None
+    # ISO 639-1 code of the language the corpus must be in; None turns the language filter off.
+    language: str | None = Field(default="en", pattern=r"^[a-z]{2}$")
+
+    @field_validator("paths")
+    @classmethod
+    def _distinct_paths(cls, paths: list[str]) -> list[str]:
+        no_repeats([os.path.normpath(p) for p in paths])
+        return paths
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, encoding: str) -> str:
+        try:
+            b"\n".decode(encoding, "ignore")  # also refuses codecs that are not text encodings (base64)
+        except LookupError:
+            raise ValueError(f"unknown text encoding '{encoding}' (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+        return encoding
+
+    @model_validator(mode="after")
+    def _check_format_options(self) -> "SourceConfig":
+        if self.format in ("csv", "jsonl") and not self.text_field:
+            raise ValueError(f"format '{self.format}' needs text_field (the column holding the seed)")
+        if self.format in SINGLE_TURN_FORMATS and self.self_chat:
+            raise ValueError(f"format '{self.format}' holds finished answers and cannot be self-chatted")
+        return self
+
+    @property
+    def is_self_chat(self) -> bool:
+        return self.self_chat if self.self_chat is not None else self.format not in SINGLE_TURN_FORMATS
+
+    @property
+    def is_utf8(self) -> bool:
+        return codecs.lookup(self.encoding).name == "utf-8"
+
+    def resolved_paths(self, root: Path = PROJECT_ROOT) -> list[Path]:
+        return [p if p.is_absolute() else root / p for p in map(Path, self.paths)]
+
+
+class LoraConfig(StrictModel):
+    """LoRA hyperparameters; defaults are Baize's."""
+
+    r: int = Field(default=8, ge=1)
+    alpha: int = Field(default=16, ge=1)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: UniqueTexts = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+    )
+
+
+class TrainingConfig(StrictModel):
+    """Training hyperparameters; defaults are Baize's 7B recipe."""
+
+    learning_rate: float = Field(default=2e-4, gt=0)
+    epochs: float = Field(default=1.0, gt=0)
+    effective_batch_size: int = Field(default=64, ge=1)
+    micro_batch_size: int = Field(default=4, ge=1)
+    warmup_steps: int = Field(default=100, ge=0)
+    cutoff_len: int = Field(default=512, ge=16)
+    # Conversations held out for evaluation: a count (an int; Baize held out 2,000), at most a fifth
+    # of the training set, or a fraction of it (a float below 1). Sets under 5 conversations hold none out.
+    eval_size: int | float = Field(default=2000, gt=0)
+    eval_steps: int = Field(default=200, ge=1)
+    # "last_ai": only the final AI turn, the rest is context (what self-distillation trains).
+    loss_on: Literal["ai", "all", "last_ai"] = "ai"
+    seed: int = 42
+    max_steps: int | None = Field(default=None, ge=1)
+    # A conversation longer than cutoff_len is split at turn boundaries into several
+    # samples ("split"), each repeating earlier turns as unlabeled context up to
+    # split_context_fraction of the cutoff, or left out ("drop"); either way it is counted.
+    overflow: Literal["split", "drop"] = "split"
+    split_context_fraction: float = Field(default=0.5, ge=0.0, lt=1.0)
+    # "length_grouped" pads each micro-batch of similar lengths to its longest sample;
+    # "pad_to_cutoff" pads every sample to cutoff_len, as the original did.
+    batching: Literal["length_grouped", "pad_to_cutoff"] = "length_grouped"
+    # Several samples per row up to cutoff_len, kept from attending to each other (a
+    # block-diagonal mask on eager/SDPA, variable-length kernels on flash-attention).
+    packing: bool = False
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"  # auto: transformers' pick
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% more compute
+    optimizer: Literal["auto", "adamw", "adamw_fused"] = "auto"  # auto: fused AdamW where torch has the kernel
+    checkpoint_steps: int = Field(default=100, ge=1)
+    keep_best: bool = True  # save the weights of the best eval loss, not the last step's
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 (else fp16) on CUDA, fp32 on CPU
+    quantization: Literal["none", "8bit", "4bit"] = "none"  # base loading via bitsandbytes (QLoRA), CUDA only
+    export_merged: bool = False  # also write the base with the adapter merged in, as a plain model
+    # Train in a child process (dagster-pipes): the run's process stays small and
+    # gets the logs streamed; a killed child resumes from its checkpoint on rerun.
+    run_in_subprocess: bool = True
+    eval_prompts: list[Text] = Field(
+        default_factory=lambda: [
+            "How do I make a good cup of coffee?",
+            "What is the difference between a list and a tuple in Python?",
+            "What are common symptoms of the flu?",
+            "How can I prepare for a job interview?",
+        ]
+    )
+
+    @field_validator("eval_size", mode="before")
+    @classmethod
+    def _count_or_fraction(cls, value: object) -> object:
+        # One message instead of one per member of the int | float union.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError("must be a count of conversations (e.g. 2000) or a fraction below 1 (e.g. 0.05)")
+        return value
+
+    @field_validator("eval_size")
+    @classmethod
+    def _fraction_below_one(cls, value: int | float) -> int | float:
+        if isinstance(value, float) and value >= 1:
+            raise ValueError("a float eval_size is a fraction and must be below 1")
+        return value
+
+    @model_validator(mode="after")
+    def _micro_batch_fits(self) -> "TrainingConfig":
+        if self.micro_batch_size > self.effective_batch_size:
+            raise ValueError(
+                f"micro_batch_size ({self.micro_batch_size}) is larger than "
+                f"effective_batch_size ({self.effective_batch_size})"
+            )
+        return self
+
+
+class AdapterConfig(StrictModel):
+    """One LoRA adapter trained on the corpus of some sources."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    sources: UniqueTexts = Field(min_length=1)
+    base_model: Text = TINY_BASE_MODEL
+    lora: LoraConfig = LoraConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @property
+    def uses_tiny_base(self) -> bool:
+        return self.base_model == TINY_BASE_MODEL
+
+
+class TinyBaseConfig(StrictModel):
+    """Shape of the offline tiny Llama base and its locally trained BPE tokenizer."""
+
+    vocab_size: int = Field(default=2048, ge=300)
+    hidden_size: int = Field(default=64, ge=8)
+    intermediate_size: int = Field(default=176, ge=8)
+    num_hidden_layers: int = Field(default=2, ge=1)
+    num_attention_heads: int = Field(default=4, ge=1)
+    max_position_embeddings: int = Field(default=1024, ge=64)
+    seed: int = 0
+    # Full-parameter pretraining on the seed texts, so the tiny base is a (very) small
+    # language model rather than random weights and adapter evaluation means something.
+    pretrain_steps: int = Field(default=150, ge=0)
+    pretrain_learning_rate: float = Field(default=3e-3, gt=0)
+    pretrain_batch_size: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden_size(self) -> "TinyBaseConfig":
+        # Each head gets hidden_size / heads dimensions, rotated in pairs by RoPE.
+        if self.hidden_size % (2 * self.num_attention_heads):
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of twice "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        return self
+
+
+class AutomationConfig(StrictModel):
+    """How a deployment keeps the graph fresh (schedules, sensors, declarative automation)."""
+
+    # Retrain training sets and adapters when their corpus changes (AutomationCondition.eager).
+    retrain_on_corpus_change: bool = True
+    # Cron of the full corpus refresh: every seed table, then every shard of every source.
+    refresh_cron: str = "0 3 * * 0"
+    refresh_timezone: str = "UTC"
+    # Whether the seed-file sensors and the refresh schedule start running when deployed;
+    # either way they can be switched on and off in the Dagster UI.
+    sensors_running: bool = False
+    schedule_running: bool = False
+    seed_sensor_interval_s: int = Field(default=60, ge=5)
+
+    @field_validator("refresh_cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if problem := cron_problem(value):
+            raise ValueError(f"'{value}' is not a cron schedule: {problem}")
+        return value
+
+    @field_validator("refresh_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{value}' is not an IANA time zone (e.g. UTC, Europe/Paris)") from None
+        return value
+
+
+class PipelineConfig(StrictModel):
+    teacher: TeacherConfig = TeacherConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    automation: AutomationConfig = AutomationConfig()
+    tiny_base: TinyBaseConfig = TinyBaseConfig()
+    sources: list[SourceConfig] = Field(min_length=1)
+    adapters: list[AdapterConfig] = Field(default_factory=list)
+    self_distillation: list[SelfDistillationConfig] = Field(default_factory=list)
+    judge: JudgeConfig = JudgeConfig()
+
+    @field_validator("sources", "adapters")
+    @classmethod
+    def _names_declared_once(cls, entries: list) -> list:
+        names = [entry.name for entry in entries]
+        for name in dict.fromkeys(n for i, n in enumerate(names) if n in names[:i]):
+            raise ValueError(f"'{name}' is declared twice")
+        return entries
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "PipelineConfig":
+        names = [s.name for s in self.sources]
+        for adapter in self.adapters:
+            for source in adapter.sources:
+                if source not in names:
+                    raise ValueError(
+                        f"adapter '{adapter.name}' uses source '{source}', which is not declared "
+                        f"(declared: {', '.join(names)})"
+                    )
+        adapter_names = [a.name for a in self.adapters]
+        for index, plan in enumerate(self.self_distillation):
+            if plan.adapter not in adapter_names:
+                raise ValueError(
+                    f"self_distillation[{index}] improves adapter '{plan.adapter}', which is not declared "
+                    f"(declared: {', '.join(adapter_names) or 'none'})"
+                )
+            if plan.adapter_name in adapter_names:
+                raise ValueError(f"self_distillation[{index}]: name '{plan.adapter_name}' is already an adapter's")
+            adapter_names.append(plan.adapter_name)
+        if self.judge.reference != TEACHER_REFERENCE and self.judge.reference not in adapter_names:
+            raise ValueError(
+                f"judge.reference is '{self.judge.reference}': neither 'teacher' nor a declared adapter "
+                f"(declared: {', '.join(adapter_names) or 'none'})"
+            )
+        language = self.corpus.language
+        for source in self.sources:
+            if language.enabled and source.language is not None and source.language not in language.candidates:
+                raise ValueError(
+                    f"source '{source.name}' declares language '{source.language}', which is not among "
+                    f"corpus.language.candidates ({', '.join(language.candidates)})"
+                )
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        return next(s for s in self.sources if s.name == name)
+
+    def adapter(self, name: str) -> AdapterConfig:
+        return next(a for a in self.adapters if a.name == name)
+
+    def distilled_adapter(self, plan: SelfDistillationConfig) -> AdapterConfig:
+        """The v2 adapter of ``plan``: v1's base, LoRA and training, its loss on the best answer only."""
+        v1 = self.adapter(plan.adapter)
+        training = v1.training.model_copy(update={"loss_on": "last_ai"})
+        return v1.model_copy(update={"name": plan.adapter_name, "training": training})
+
+
+def _format_validation_error(path: Path, error: ValidationError) -> str:
+    """One line per problem, the first naming the file: ``invalid configuration in F: key.path: message``."""
+    problems = []
+    for item in error.errors():
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        if item["type"] not in ("extra_forbidden", "value_error") and isinstance(item["input"], (str, int, float)):
+            message += f" (got {json.dumps(item['input'], ensure_ascii=False)})"
+        where = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{where}: {message}" if where else message)
+    first, *rest = problems
+    return "\n  ".join([f"invalid configuration in {path}: {first}", *rest])
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("BAIZE_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def load_config(path: Path | str | None = None) -> PipelineConfig:
+    """Read and validate the pipeline configuration; errors name the file and the key."""
+    path = Path(path) if path is not None else config_path()
+    try:
+        raw = load_unique_key_yaml(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"invalid configuration in {path}: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse configuration file {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"configuration file {path} must hold a mapping at the top level")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+
+
+def output_dir() -> Path:
+    """Root of every generated file; ``BAIZE_OUTPUT_DIR`` moves it."""
+    return Path(os.environ.get("BAIZE_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR).resolve()

@@ -1,0 +1,129 @@
+"""Settings of the teacher and of collection: the ``teacher`` section of the configuration.
+
+The endpoint and key come from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``, never from this
+file, so they never land in a file that is committed or recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .base import StrictModel, Text
+
+
+class RateLimitConfig(StrictModel):
+    """Client-side limits of one endpoint; None means no limit of that kind."""
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    # Pace this share below the limits: arrival times jitter on the way to the provider,
+    # and a provider counting over short windows must never see the limit crossed.
+    headroom: float = Field(default=0.02, ge=0.0, lt=0.5)
+
+
+class RateLimitStoreConfig(StrictModel):
+    """Where the rate limit and the budget that every process shares live."""
+
+    # sqlite: one file, shared by the processes of one machine; redis: by any number of machines.
+    kind: Literal["sqlite", "redis"] = "sqlite"
+    # The SQLite file; None means rate_limits.sqlite in the output folder.
+    path: Text | None = None
+    # The environment variable holding the Redis URL, which may carry a password.
+    url_env: str = Field(default="BAIZE_REDIS_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _check_path_is_sqlite(self) -> "RateLimitStoreConfig":
+        if self.path is not None and self.kind != "sqlite":
+            raise ValueError(f"path is for the sqlite store; the {self.kind} store's URL comes from {self.url_env}")
+        return self
+
+
+class ModelPrice(StrictModel):
+    """Dollars per million tokens of one model."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
+class BudgetConfig(StrictModel):
+    """Spending cap of one Dagster run (all its transcript steps together); None means no cap."""
+
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_dollars: float | None = Field(default=None, gt=0)
+
+
+class BatchConfig(StrictModel):
+    """How ``api: batch`` collects: OpenAI's Batch API, at batch prices, results within the window."""
+
+    poll_interval_s: float = Field(default=60.0, gt=0)
+    completion_window: Literal["24h"] = "24h"
+    # Batch prices are this share of teacher.prices, unless the model has its own under prices.
+    price_factor: float = Field(default=0.5, gt=0, le=1)
+    prices: dict[Text, ModelPrice] = Field(default_factory=dict)
+
+
+class TeacherConfig(StrictModel):
+    """The chat model that writes self-chat transcripts, and how collection runs.
+
+    The endpoint and key come from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` so they
+    never land in a file that is committed or recorded.
+    """
+
+    model: Text = "baize-simulated-teacher"
+    # v1: one call writes the whole transcript; v1.5: one call per human turn and per AI turn.
+    mode: Literal["v1", "v1.5"] = "v1"
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=1024, ge=1)
+    # A longer answer is refused (kind "oversized"), not stored; None derives it from max_tokens.
+    max_answer_chars: int | None = Field(default=None, ge=1)
+    # Loop guards: exchanges kept per conversation, completion tokens per v1.5 conversation.
+    max_rounds: int = Field(default=8, ge=1)
+    max_conversation_tokens: int = Field(default=4096, ge=1)
+    # Conversations in flight per collecting process.
+    max_concurrency: int = Field(default=8, ge=1, le=1024)
+    # Processes that collect one shard's pending seeds together (api chat): one process is bound
+    # by one core of client work, so a machine with N cores collects up to N times as fast.
+    processes: int = Field(default=1, ge=1, le=64)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    # Limits of the teacher's endpoint; ``endpoint_rate_limits`` overrides them per base URL.
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    endpoint_rate_limits: dict[Text, RateLimitConfig] = Field(default_factory=dict)
+    # Shared by every process that uses the same endpoint and key, as is the budget.
+    rate_limit_store: RateLimitStoreConfig = RateLimitStoreConfig()
+    prices: dict[Text, ModelPrice] = Field(default_factory=dict)
+    budget: BudgetConfig = BudgetConfig()
+    progress_every_s: float = Field(default=10.0, gt=0)
+    # chat: one request per call; batch: the shard's requests as one Batch API job (v1 only).
+    api: Literal["chat", "batch"] = "chat"
+    batch: BatchConfig = BatchConfig()
+
+    @model_validator(mode="after")
+    def _check_batch_mode(self) -> "TeacherConfig":
+        if self.api == "batch" and self.mode == "v1.5":
+            raise ValueError("api 'batch' supports mode 'v1' only: v1.5 asks turn by turn and would need one batch "
+                             "per round")
+        if self.api == "batch" and self.processes > 1:
+            raise ValueError(f"processes ({self.processes}) is for api 'chat': a batch is one job the provider runs")
+        return self
+
+    @model_validator(mode="after")
+    def _check_dollar_budget_has_price(self) -> "TeacherConfig":
+        if self.budget.max_dollars is not None and self.model not in self.prices:
+            raise ValueError(f"budget.max_dollars needs a price for model '{self.model}' in teacher.prices")
+        if self.retry_max_s < self.retry_base_s:
+            raise ValueError(f"retry_max_s ({self.retry_max_s}) is below retry_base_s ({self.retry_base_s})")
+        return self
+
+    def rate_limit_for(self, base_url: str | None) -> RateLimitConfig:
+        return self.endpoint_rate_limits.get((base_url or "").rstrip("/"), self.rate_limit)
+
+    @property
+    def answer_char_limit(self) -> int:
+        """Characters an answer may have: ``max_answer_chars``, else far more than ``max_tokens`` can make."""
+        return self.max_answer_chars if self.max_answer_chars is not None else self.max_tokens * 16 + 1024

@@ -1,0 +1,161 @@
+"""Self-distillation with feedback (Baize v2), the data side: what to sample, and what v2 trains on.
+
+For each chosen conversation of a corpus shard the trained adapter answers the last human
+turn, with the turns before it as context (the seed's own conversation, as in the paper),
+k times; the teacher scores every answer; v2 trains on the best-scored answer per seed,
+its loss on that answer only. Pure pandas, no Dagster, no model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+
+from ..prompts import Turn, render_conversation, score_answer_prompt
+from .judgments import best_of, read_single_score
+
+_TURNS = pa.list_(pa.struct([("role", pa.string()), ("text", pa.string())]))
+SAMPLE_SCHEMA = pa.schema(
+    [
+        ("seed_id", pa.string()),
+        ("source", pa.string()),
+        ("shard", pa.int32()),
+        ("sample_index", pa.int32()),
+        ("context", _TURNS),
+        ("answer", pa.string()),
+        ("finish_reason", pa.string()),
+    ]
+)
+SCORE_SCHEMA = pa.schema(
+    [
+        ("seed_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("score", pa.float64()),
+        ("reason", pa.string()),
+        ("judgment", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+# What v2 trains on, in the columns the trainer and the model card read of a training set.
+DISTILLED_SET_SCHEMA = pa.schema(
+    [
+        ("seed_id", pa.string()),
+        ("source", pa.string()),
+        ("shard", pa.int32()),
+        ("turns", _TURNS),
+        ("text", pa.string()),
+        ("split", pa.string()),
+    ]
+)
+# The judge request of one answer is keyed "<seed id>/<answer index>".
+_ANSWER_KEY = "{seed_id}/{index}"
+
+
+@dataclass(frozen=True)
+class FeedbackContext:
+    seed_id: str
+    source: str
+    shard: int
+    context: list[Turn]  # ends with the human turn to answer
+
+
+def _rank(seed_id: str, salt: int) -> str:
+    return hashlib.sha256(f"{salt}\0{seed_id}".encode()).hexdigest()
+
+
+def feedback_contexts(conversations: pd.DataFrame, limit: int | None, salt: int = 0) -> list[FeedbackContext]:
+    """Up to ``limit`` conversations of a shard (all with None), chosen by a stable hash of their seed id.
+
+    The same shard, limit and salt always give the same contexts, so a rerun samples the
+    same questions and a larger limit only adds to a smaller one's choice.
+    """
+    rows = sorted(conversations.itertuples(index=False), key=lambda row: _rank(row.seed_id, salt))
+    contexts = []
+    for row in rows[:limit] if limit is not None else rows:
+        turns = [Turn(t["role"], t["text"]) for t in row.turns]
+        last_human = max((i for i, turn in enumerate(turns) if turn.role == "human"), default=None)
+        if last_human is not None:
+            contexts.append(FeedbackContext(row.seed_id, row.source, int(row.shard), turns[: last_human + 1]))
+    return contexts
+
+
+def best_answer_conversations(samples: pd.DataFrame, scores: pd.DataFrame) -> tuple[dict[str, list[Turn]], dict]:
+    """The v2 training conversations by seed id (context + best answer) and counts of what was left out.
+
+    A seed whose answers all lack a score is left out (counted), never trained on at random.
+    """
+    scored = samples.merge(scores[["seed_id", "sample_index", "score"]], on=["seed_id", "sample_index"], how="left")
+    conversations, no_score = {}, 0
+    for seed_id, group in scored.sort_values(["seed_id", "sample_index"]).groupby("seed_id", sort=True):
+        values = [None if pd.isna(score) else float(score) for score in group["score"]]
+        best = best_of(values)
+        if best is None:
+            no_score += 1
+            continue
+        row = group.iloc[best]
+        context = [Turn(t["role"], t["text"]) for t in row["context"]]
+        conversations[seed_id] = context + [Turn("ai", row["answer"])]
+    return conversations, {"seeds": len(conversations) + no_score, "trained": len(conversations), "no_score": no_score}
+
+
+def judge_requests(samples: pd.DataFrame) -> pd.DataFrame:
+    """One teacher request per sampled answer, in the seed-table shape the collector takes."""
+    return pd.DataFrame(
+        {
+            "seed_id": [
+                _ANSWER_KEY.format(seed_id=seed_id, index=index)
+                for seed_id, index in zip(samples["seed_id"], samples["sample_index"])
+            ],
+            "seed": [
+                score_answer_prompt([Turn(t["role"], t["text"]) for t in context], answer)
+                for context, answer in zip(samples["context"], samples["answer"])
+            ],
+            "source": samples["source"],
+            "shard": samples["shard"],
+        }
+    )
+
+
+def read_judgments(samples: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
+    """One score row per sampled answer (``SCORE_SCHEMA``): its score, or the reason it has none.
+
+    ``judged`` is the collector's table for :func:`judge_requests` (``transcript`` holds
+    the judgment, ``failure_kind`` a request that failed). Every answer gets a row.
+    """
+    by_key = judged.set_index("seed_id")
+    rows = []
+    for seed_id, index in zip(samples["seed_id"], samples["sample_index"]):
+        reply = by_key.loc[_ANSWER_KEY.format(seed_id=seed_id, index=index)]
+        if isinstance(reply.get("failure_kind"), str):
+            rows.append((seed_id, index, None, f"request_{reply['failure_kind']}", None, reply.get("failure_message")))
+            continue
+        judgment = read_single_score(reply["transcript"])
+        score = judgment.scores[0] if judgment.ok else None
+        rows.append((seed_id, index, score, judgment.reason, reply["transcript"], judgment.detail or None))
+    return pd.DataFrame(rows, columns=SCORE_SCHEMA.names)
+
+
+def distilled_training_set(
+    samples: pd.DataFrame, scores: pd.DataFrame, held_out: pd.DataFrame
+) -> tuple[pd.DataFrame, dict]:
+    """v2's training set (``DISTILLED_SET_SCHEMA``): the best answer per seed (train), v1's held-out set (eval).
+
+    Evaluating v2 on v1's eval split keeps the two adapters' held-out losses comparable.
+    """
+    conversations, counts = best_answer_conversations(samples, scores)
+    seeds = samples.drop_duplicates("seed_id").set_index("seed_id")
+    train = pd.DataFrame(
+        {
+            "seed_id": list(conversations),
+            "source": [seeds.at[seed_id, "source"] for seed_id in conversations],
+            "shard": [int(seeds.at[seed_id, "shard"]) for seed_id in conversations],
+            "turns": [[t.as_dict() for t in turns] for turns in conversations.values()],
+            "text": [render_conversation(turns) for turns in conversations.values()],
+            "split": "train",
+        }
+    )
+    evaluation = held_out[[name for name in DISTILLED_SET_SCHEMA.names if name != "split"]].assign(split="eval")
+    return pd.concat([train, evaluation], ignore_index=True), counts
