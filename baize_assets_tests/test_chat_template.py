@@ -8,6 +8,7 @@ from jinja2.exceptions import TemplateError
 from baize_assets.core.messages import messages_to_turns, turns_to_messages
 from baize_assets.core.model.batching import IGNORE_INDEX
 from baize_assets.core.model.chat_template import attach_chat_template
+from baize_assets.core.model.samples import build_sample, encode
 from baize_assets.core.model.tiny_base import train_tokenizer
 from baize_assets.core.prompts import (
     BAIZE_SYSTEM_PROMPT,
@@ -16,7 +17,6 @@ from baize_assets.core.prompts import (
     render_conversation,
     render_inference_prompt,
 )
-from baize_assets.core.train.trainer import build_sample, encode
 
 MULTI_TURN = [
     Turn("human", "What is the river like in winter?"),

@@ -17,21 +17,16 @@ from baize_assets.core.config.pipeline import (
     TinyBaseConfig,
     TrainingConfig,
 )
-from baize_assets.core.corpus.eval_split import eval_count
+from baize_assets.core.corpus.eval_split import eval_count, split_by_hash
 from baize_assets.core.model import lm_loss
 from baize_assets.core.model.base import quiet_peft_deprecation
-from baize_assets.core.model.batching import collate, length_grouped_batches
+from baize_assets.core.model.batching import IGNORE_INDEX, collate, length_grouped_batches
+from baize_assets.core.model.samples import build_sample, fit_conversation
 from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import AI, HUMAN, TRAINING_HEADER, Turn, render_conversation
 from baize_assets.core.storage import staged_output_dir
 from baize_assets.core.train.packing import collate_packed, pack_rows, packing_layout
-from baize_assets.core.train.trainer import (
-    IGNORE_INDEX,
-    build_sample,
-    fit_conversation,
-    split_by_hash,
-    train_adapter,
-)
+from baize_assets.core.train.trainer import train_adapter
 
 TINY = TinyBaseConfig(
     vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2

@@ -62,7 +62,7 @@ def test_split_of_holds_out_the_pinned_ids_and_grows_by_adding_only():
 
 
 def test_training_set_and_trainer_hold_out_the_same_count():
-    from baize_assets.core.train.trainer import held_out_split
+    from baize_assets.core.corpus.eval_split import held_out_split
 
     frame = corpus({f"id{i:04d}": f"answer {i}" for i in range(5000)})
     no_near_dedup = NearDedupConfig(enabled=False)

@@ -202,7 +202,7 @@ def run_real_trl(base: Path, conversations: int, steps: int, out: Path, padding_
     from baize_assets.core.config.pipeline import LoraConfig
     from baize_assets.core.model.batching import IGNORE_INDEX
     from baize_assets.core.model.lm_loss import evaluate
-    from baize_assets.core.train.trainer import fit_conversations
+    from baize_assets.core.model.samples import fit_conversations
 
     training = real_training_config(steps)
     lora = LoraConfig()

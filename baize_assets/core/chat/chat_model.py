@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation import BaseStreamer
 
 from ..model.base import device_and_dtype, quiet_peft_deprecation, resolve_base_model
+from ..model.samples import encode
 from ..prompts import BAIZE_SYSTEM_PROMPT, STOP_MARKERS, Turn, render_inference_prompt
-from ..train.trainer import encode
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_FILES = (ADAPTER_CONFIG_FILE, "adapter_model.safetensors")  # what peft's save_pretrained writes

@@ -30,12 +30,35 @@ class SamplingConfig(StrictModel):
     seed: int = 0
 
 
+class PreferenceConfig(StrictModel):
+    """DPO on each seed's best- and worst-scored answers (``objective: dpo``), with v1 as the reference policy.
+
+    v2 starts from v1's LoRA weights and is pulled towards the better answer of each pair
+    and away from the worse, ``beta`` saying how far from v1 it may go (the DPO paper's 0.1).
+    Batch sizes, cutoff, warmup, seed and precision are v1's training settings; a pair is
+    two sequences per micro-batch slot, and each forward also runs the reference.
+    """
+
+    beta: float = Field(default=0.1, gt=0, description="the KL penalty: smaller lets v2 move further from v1")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = Field(
+        default="sigmoid", description="sigmoid: the DPO paper's loss; ipo and hinge: its bounded variants"
+    )
+    learning_rate: float = Field(default=5e-5, gt=0, description="lower than SFT's: DPO overshoots quickly")
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int | None = Field(default=None, ge=1, description="caps the optimizer steps the epochs give")
+
+
 class SelfDistillationConfig(StrictModel):
-    """One v2 adapter: ``adapter`` (v1) answers its sources' seeds, the teacher scores, v2 learns the best."""
+    """One v2 adapter: ``adapter`` (v1) answers its sources' seeds, the teacher scores, v2 learns from the scores."""
 
     adapter: Text = Field(description="the v1 adapter whose answers are sampled and which v2 starts from")
     name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
     sampling: SamplingConfig = SamplingConfig()
+    objective: Literal["sft", "dpo"] = Field(
+        default="sft",
+        description="sft: train on the best-scored answer per seed; dpo: prefer the best over the worst (needs trl)",
+    )
+    dpo: PreferenceConfig = PreferenceConfig()
     judge_check: Literal["warn", "block"] = Field(
         default="warn",
         description="when the judge rates v2 below v1: a warning, or a failed check that blocks what depends on v2",

@@ -17,9 +17,9 @@ from ..chat.chat_model import load_chat_model
 from ..config.pipeline import TrainingConfig
 from ..model.batching import collate
 from ..model.lm_loss import evaluate, predicted_tokens
+from ..model.samples import fit_conversations
 from ..prompts import Turn
 from ..storage import write_text_atomic
-from ..train.trainer import fit_conversations
 
 ANSWER_MAX_NEW_TOKENS = 64
 

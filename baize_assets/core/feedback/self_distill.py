@@ -3,13 +3,15 @@
 For each chosen conversation of a corpus shard the trained adapter answers the last human
 turn, with the turns before it as context (the seed's own conversation, as in the paper),
 k times; the teacher scores every answer; v2 trains on the best-scored answer per seed,
-its loss on that answer only. Pure pandas, no Dagster, no model.
+its loss on that answer only, or (``objective: dpo``) on each seed's best-versus-worst pair.
+Pure pandas, no Dagster, no model.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -48,6 +50,19 @@ DISTILLED_SET_SCHEMA = pa.schema(
         ("turns", _TURNS),
         ("text", pa.string()),
         ("split", pa.string()),
+    ]
+)
+# What a preference objective trains on: per seed, its best- and worst-scored answers.
+PAIR_SCHEMA = pa.schema(
+    [
+        ("seed_id", pa.string()),
+        ("source", pa.string()),
+        ("shard", pa.int32()),
+        ("context", _TURNS),
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
     ]
 )
 # The judge request of one answer is keyed "<seed id>/<answer index>".
@@ -99,6 +114,46 @@ def best_answer_conversations(samples: pd.DataFrame, scores: pd.DataFrame) -> tu
         context = [Turn(t["role"], t["text"]) for t in row["context"]]
         conversations[seed_id] = context + [Turn("ai", row["answer"])]
     return conversations, {"seeds": len(conversations) + no_score, "trained": len(conversations), "no_score": no_score}
+
+
+def preference_pairs(samples: pd.DataFrame, scores: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Each seed's best- and worst-scored answers (``PAIR_SCHEMA``) and counts of the seeds left out.
+
+    A seed with fewer than two scored answers has no pair (``no_score``); one whose best and
+    worst score tie, or whose two answers are the same text, has nothing to prefer (``tied``).
+    Of equal scores the first answer is the best and the last the worst.
+    """
+    scored = samples.merge(scores[["seed_id", "sample_index", "score"]], on=["seed_id", "sample_index"], how="left")
+    rows, no_score, tied = [], 0, 0
+    for seed_id, group in scored.sort_values(["seed_id", "sample_index"]).groupby("seed_id", sort=True):
+        group = group[group["score"].notna()]
+        if len(group) < 2:
+            no_score += 1
+            continue
+        best = group.iloc[best_of([float(score) for score in group["score"]])]
+        worst = group.iloc[len(group) - 1 - int(group["score"].iloc[::-1].to_numpy().argmin())]
+        if best["score"] == worst["score"] or best["answer"] == worst["answer"]:
+            tied += 1
+            continue
+        rows.append(
+            {
+                "seed_id": seed_id,
+                "source": best["source"],
+                "shard": int(best["shard"]),
+                "context": list(best["context"]),
+                "chosen": best["answer"],
+                "rejected": worst["answer"],
+                "chosen_score": float(best["score"]),
+                "rejected_score": float(worst["score"]),
+            }
+        )
+    counts = {"seeds": len(rows) + no_score + tied, "pairs": len(rows), "no_score": no_score, "tied": tied}
+    return pd.DataFrame(rows, columns=PAIR_SCHEMA.names), counts
+
+
+def pairs_path(training_set: Path) -> Path:
+    """The preference pairs file, beside the distilled training set it was built with."""
+    return Path(training_set).with_suffix(".pairs.parquet")
 
 
 def judge_requests(samples: pd.DataFrame) -> pd.DataFrame:

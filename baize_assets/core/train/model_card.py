@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from ..corpus.build import data_version
+from ..corpus.schema import data_version
 from ..prompts import AI, BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION, HUMAN, STOP_MARKERS
 from ..storage import write_text_atomic
-from .trainer import CONFIG_FILE, SUMMARY_FILE
+from .summary import CONFIG_FILE, SUMMARY_FILE
 
 MODEL_CARD_FILE = "README.md"
 # The weights derive from the base model and from a teacher model's output, each under its own terms.
@@ -108,6 +108,19 @@ def _lineage_section(lineage: dict | None, summary: dict, sources: list[str]) ->
     ]
 
 
+def _objective_row(summary: dict) -> str:
+    """The training table's row for a preference objective; a supervised run's table needs none."""
+    if summary.get("objective") != "dpo":
+        return ""
+    dpo = summary["dpo"]
+    return (
+        f"| objective | DPO ({dpo['loss_type']}, beta {dpo['beta']:g}, learning rate {dpo['learning_rate']:g}) on "
+        f"{summary['pairs']} best-vs-worst answer pairs, reference `{summary['init_adapter']}`; DPO loss "
+        f"{dpo['dpo_loss_first']:.4f} -> {dpo['dpo_loss_final']:.4f}, reward margin {dpo['reward_margin_final']:.4f}, "
+        f"accuracy {dpo['reward_accuracy_final']:.2f} |\n"
+    )
+
+
 def render_model_card(adapter_dir: Path, lineage: dict | None = None) -> str:
     """The card of the trained adapter in ``adapter_dir`` (its summary and config), with ``lineage`` if given."""
     adapter_dir = Path(adapter_dir)
@@ -146,6 +159,7 @@ def render_model_card(adapter_dir: Path, lineage: dict | None = None) -> str:
         "A system message replaces it; the adapter was trained under this one only.",
         "## Training",
         "| | |\n|---|---|\n"
+        f"{_objective_row(summary)}"
         f"| steps | {summary['steps']} (saved: step {summary.get('saved_step')}) |\n"
         f"| effective batch | {training['effective_batch_size']} (micro-batch {training['micro_batch_size']}) |\n"
         f"| learning rate | {training['learning_rate']:g}, warmup steps: {summary.get('warmup_steps')} |\n"
