@@ -15,10 +15,12 @@ from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_fo
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
-from baize_assets.core.collect.batch import BatchJobs, collect_transcripts_batch
+from baize_assets.core.collect.batch import collect_transcripts_batch
+from baize_assets.core.collect.batch_jobs import BatchJobs
 from baize_assets.core.collect.cache import TranscriptCache, cache_key
 from baize_assets.core.collect.client import estimate_tokens
-from baize_assets.core.collect.collector import BUDGET_EXHAUSTED, collect_transcripts, generation_inputs
+from baize_assets.core.collect.collector import collect_transcripts
+from baize_assets.core.collect.results import BUDGET_EXHAUSTED, generation_inputs
 from baize_assets.core.config.pipeline import BatchConfig, BudgetConfig, ModelPrice, TeacherConfig
 from baize_assets.core.prompts import self_chat_prompt
 from baize_assets.core.storage import Layout

@@ -6,8 +6,10 @@ import time
 import pytest
 
 from baize_assets.core.collect.cache import TranscriptCache
-from baize_assets.core.collect.collector import BUDGET_EXHAUSTED, TeacherFatalError, collect_transcripts
+from baize_assets.core.collect.client import TeacherFatalError
+from baize_assets.core.collect.collector import collect_transcripts
 from baize_assets.core.collect.limiter import MAX_RESET_PAUSE_S, RateLimiter, parse_reset, parse_retry_after
+from baize_assets.core.collect.results import BUDGET_EXHAUSTED
 from baize_assets.core.collect.shared_limits import MemoryLimitStore
 from baize_assets.core.collect.transcript import guard_transcript
 from baize_assets.core.config.pipeline import (
@@ -17,7 +19,8 @@ from baize_assets.core.config.pipeline import (
     RateLimitConfig,
     TeacherConfig,
 )
-from baize_assets.core.corpus.build import build_corpus, parse_transcript
+from baize_assets.core.corpus.build import build_corpus
+from baize_assets.core.corpus.parse import parse_transcript
 from baize_assets.core.prompts import SELF_CHAT_TURN_PROMPT_VERSION
 from baize_assets.teacher.server import DEFAULT_FAULT_KINDS, SimulatedTeacher
 

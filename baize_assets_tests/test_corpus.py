@@ -2,7 +2,7 @@ import pandas as pd
 
 from baize_assets.core.collect.transcript import TRANSCRIPT_SCHEMA
 from baize_assets.core.config.pipeline import CorpusConfig
-from baize_assets.core.corpus import build as corpus
+from baize_assets.core.corpus import build as corpus, parse, reasons, schema
 from baize_assets.core.prompts import BAIZE_SYSTEM_PROMPT, RAW_AI, RAW_HUMAN, Turn
 
 CONFIG = CorpusConfig()
@@ -23,7 +23,7 @@ def test_parser_keeps_the_last_exchange_and_drops_preamble_and_echoed_example():
         "[Human] What is rain?\n[AI] Water falling from clouds.\n"
         "[Human] Why is it wet?\n[AI] Because it is water.\n[Human] "
     )
-    parsed = corpus.parse_transcript(text)
+    parsed = parse.parse_transcript(text)
     assert parsed.reason is None
     assert parsed.turns == [
         Turn("human", "What is rain?"), Turn("ai", "Water falling from clouds."),
@@ -32,7 +32,7 @@ def test_parser_keeps_the_last_exchange_and_drops_preamble_and_echoed_example():
 
 
 def test_parser_tolerates_marker_variants_and_line_endings():
-    parsed = corpus.parse_transcript("[ human ]: Hi there?\r\n[AI]  Hello.\r[HUMAN] More?\n[ai] Yes.")
+    parsed = parse.parse_transcript("[ human ]: Hi there?\r\n[AI]  Hello.\r[HUMAN] More?\n[ai] Yes.")
     assert [t.text for t in parsed.turns] == ["Hi there?", "Hello.", "More?", "Yes."]
 
 
@@ -53,19 +53,19 @@ def test_build_corpus_gives_every_transcript_exactly_one_outcome():
     assert built.conversations.iloc[0]["text"] == (
         f"{BAIZE_SYSTEM_PROMPT}\n[|Human|] What is tea?\n[|AI|] A drink made from leaves.\n[|Human|] "
     )
-    reasons = dict(zip(built.rejects["seed_id"], built.rejects["reason"]))
-    assert reasons == {
-        "id1": corpus.EMPTY_TRANSCRIPT, "id2": corpus.NO_TURNS, "id3": corpus.REFUSAL,
-        "id4": corpus.OPENAI_MENTION, "id5": corpus.ROLE_CONFUSION, "id6": corpus.ROLE_CONFUSION,
-        "id7": corpus.EMPTY_TURN, "id8": corpus.ROLE_CONFUSION,
+    by_seed = dict(zip(built.rejects["seed_id"], built.rejects["reason"]))
+    assert by_seed == {
+        "id1": reasons.EMPTY_TRANSCRIPT, "id2": reasons.NO_TURNS, "id3": reasons.REFUSAL,
+        "id4": reasons.OPENAI_MENTION, "id5": reasons.ROLE_CONFUSION, "id6": reasons.ROLE_CONFUSION,
+        "id7": reasons.EMPTY_TURN, "id8": reasons.ROLE_CONFUSION,
     }
     assert set(built.rejects.columns) >= {"seed_id", "seed", "source", "reason", "detail"}
-    assert built.reason_counts()[corpus.ROLE_CONFUSION] == 3
+    assert built.reason_counts()[reasons.ROLE_CONFUSION] == 3
 
 
 def test_teacher_failures_become_rejects_with_their_kind():
     built = corpus.build_corpus(transcripts(None, failure="rate_limited"), CONFIG)
-    assert built.rejects.iloc[0]["reason"] == corpus.TEACHER_FAILURE
+    assert built.rejects.iloc[0]["reason"] == reasons.TEACHER_FAILURE
     assert built.rejects.iloc[0]["detail"].startswith("rate_limited")
 
 
@@ -80,7 +80,7 @@ def test_single_turn_corpus_filters_content():
     )
     built = corpus.single_turn_corpus(seeds, CONFIG)
     assert built.conversations["n_exchanges"].tolist() == [1]
-    assert built.rejects["reason"].tolist() == [corpus.MARKER_IN_TURN, corpus.MARKER_IN_TURN, corpus.OPENAI_MENTION]
+    assert built.rejects["reason"].tolist() == [reasons.MARKER_IN_TURN, reasons.MARKER_IN_TURN, reasons.OPENAI_MENTION]
     assert built.conversations["seed_id"].tolist() == ["a"]
     assert built.rejects["detail"].tolist()[:2] == [
         "turn 1 (ai) contains '[|Human|] '", "turn 0 (human) contains '[ai] '"
@@ -91,6 +91,6 @@ def test_data_version_tracks_content():
     built = corpus.build_corpus(
         transcripts(f"{RAW_HUMAN} Q? Why?\n{RAW_AI} A. Yes.", f"{RAW_HUMAN} R? How?\n{RAW_AI} B. No."), CONFIG
     )
-    version = corpus.data_version(built.conversations)
-    assert version == corpus.data_version(built.conversations.iloc[::-1])
-    assert version != corpus.data_version(built.conversations.iloc[:1])
+    version = schema.data_version(built.conversations)
+    assert version == schema.data_version(built.conversations.iloc[::-1])
+    assert version != schema.data_version(built.conversations.iloc[:1])

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from baize_assets.core.collect.transcript import TRANSCRIPT_SCHEMA
 from baize_assets.core.config.pipeline import CorpusConfig, NearDedupConfig, ScrubConfig
-from baize_assets.core.corpus import build as corpus, dedup, langid, shingles
+from baize_assets.core.corpus import build as corpus, dedup, langid, parse, reasons, schema, shingles
 from baize_assets.core.corpus.trainingset import EXACT_DUPLICATE, NEAR_DUPLICATE, build_training_set
 from baize_assets.core.prompts import RAW_AI, RAW_HUMAN, Turn
 from baize_assets.core.seeds.table import normalize_text
@@ -51,13 +51,13 @@ def test_each_filter_rejects_with_its_reason_and_every_reason_is_counted():
         "en",
     )
     assert outcome(built) == {
-        "id0": "kept", "id1": corpus.REFUSAL, "id2": corpus.OPENAI_MENTION, "id3": "kept",
-        "id4": corpus.REPETITION, "id5": corpus.REPETITION, "id6": corpus.WRONG_LANGUAGE,
-        "id7": corpus.TURN_TOO_SHORT, "id8": corpus.TURN_TOO_LONG,
+        "id0": "kept", "id1": reasons.REFUSAL, "id2": reasons.OPENAI_MENTION, "id3": "kept",
+        "id4": reasons.REPETITION, "id5": reasons.REPETITION, "id6": reasons.WRONG_LANGUAGE,
+        "id7": reasons.TURN_TOO_SHORT, "id8": reasons.TURN_TOO_LONG,
     }  # fmt: skip
     counts = built.reason_counts()
-    assert set(counts) == set(corpus.REASONS)
-    assert counts[corpus.REPETITION] == 2 and counts[corpus.TEACHER_FAILURE] == 0
+    assert set(counts) == set(reasons.REASONS)
+    assert counts[reasons.REPETITION] == 2 and counts[reasons.TEACHER_FAILURE] == 0
     assert built.rejects.set_index("seed_id").loc["id1", "detail"] == "turn 1: 'I'm sorry, but I'"
 
 
@@ -82,9 +82,9 @@ def test_truncated_transcripts_keep_complete_exchanges_or_are_dropped():
     text = f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} And then?\n{RAW_AI} It falls and"
     kept = corpus.build_corpus(table(text, finish_reason="length"), CONFIG)
     assert [t["text"] for t in kept.conversations.iloc[0]["turns"]] == ["Why?", ANSWER]
-    assert kept.counts[corpus.TRIMMED_CUT_OFF_TURN] == 1
+    assert kept.counts[reasons.TRIMMED_CUT_OFF_TURN] == 1
     dropped = corpus.build_corpus(table(text, finish_reason="length"), CorpusConfig(truncated="drop"))
-    assert outcome(dropped) == {"id0": corpus.TRUNCATED}
+    assert outcome(dropped) == {"id0": reasons.TRUNCATED}
 
 
 def test_scrubbing_replaces_and_counts_personal_data():
@@ -92,16 +92,16 @@ def test_scrubbing_replaces_and_counts_personal_data():
     built = corpus.build_corpus(table(text), CorpusConfig(scrub=ScrubConfig(emails=True, phones=True, urls=True)))
     answer = built.conversations.iloc[0]["turns"][1]["text"]
     assert answer == "Write to <email>, call <phone> or see <url>"
-    assert {k: built.counts[k] for k in corpus.SCRUBBED.values()} == {
+    assert {k: built.counts[k] for k in reasons.SCRUBBED.values()} == {
         "scrubbed_emails": 1, "scrubbed_phones": 1, "scrubbed_urls": 1,
     }  # fmt: skip
 
 
 BAD_INPUT = {
-    "null": (None, corpus.EMPTY_TRANSCRIPT),
-    "empty": ("", corpus.EMPTY_TRANSCRIPT),
-    "spaces": ("  \n\t ", corpus.EMPTY_TRANSCRIPT),
-    "no markers": ("just some prose", corpus.NO_TURNS),
+    "null": (None, reasons.EMPTY_TRANSCRIPT),
+    "empty": ("", reasons.EMPTY_TRANSCRIPT),
+    "spaces": ("  \n\t ", reasons.EMPTY_TRANSCRIPT),
+    "no markers": ("just some prose", reasons.NO_TURNS),
     "odd unicode": (f"\ufeff{RAW_HUMAN} Cafe\u0301 \u200bnaïve?\r\n{RAW_AI} Oui — très bien 👍 {ANSWER}", "kept"),
     "mixed line ends": (
         f"{RAW_HUMAN} Hi there?\r{RAW_AI} {ANSWER}\r\n{RAW_HUMAN} More?\n{RAW_AI} {ANSWER[:50]}",
@@ -113,10 +113,10 @@ BAD_INPUT = {
     "preamble": (f"Sure! Here it is:\n{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}", "kept"),
     "one line": (f"{RAW_HUMAN} Why? {RAW_AI} {ANSWER}", "kept"),
     "colon labels": (f"Human: Why?\nAI: {ANSWER}", "kept"),
-    "marker inside turn": (f"{RAW_HUMAN} Why?\n{RAW_AI} Type {RAW_HUMAN} to start. {ANSWER}", corpus.MARKER_IN_TURN),
-    "training marker inside": (f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER} [|Human|] next", corpus.MARKER_IN_TURN),
+    "marker inside turn": (f"{RAW_HUMAN} Why?\n{RAW_AI} Type {RAW_HUMAN} to start. {ANSWER}", reasons.MARKER_IN_TURN),
+    "training marker inside": (f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER} [|Human|] next", reasons.MARKER_IN_TURN),
     "control chars": (f"{RAW_HUMAN} Why\x00?\n{RAW_AI} {ANSWER}\x07", "kept"),
-    "only a question": (f"{RAW_HUMAN} Why?", corpus.NO_TURNS),
+    "only a question": (f"{RAW_HUMAN} Why?", reasons.NO_TURNS),
 }
 
 
@@ -140,14 +140,14 @@ def test_rows_with_missing_ids_are_rejected_not_raised():
     frame["shard"] = frame["shard"].astype(object)
     frame.loc[1, "shard"] = None
     built = corpus.build_corpus(frame, CONFIG)
-    assert built.rejects["reason"].tolist() == [corpus.INVALID_ROW, corpus.INVALID_ROW]
+    assert built.rejects["reason"].tolist() == [reasons.INVALID_ROW, reasons.INVALID_ROW]
     assert built.rejects["detail"].tolist() == ["missing or invalid seed_id", "missing or invalid shard"]
 
 
 _text = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp", "Cf"), blacklist_characters="[]［］"),
     min_size=1, max_size=60,
-).map(str.strip).filter(lambda s: s and ":" not in s and s == corpus.clean_text(s))  # fmt: skip
+).map(str.strip).filter(lambda s: s and ":" not in s and s == parse.clean_text(s))  # fmt: skip
 
 
 @settings(max_examples=150, deadline=None)
@@ -160,15 +160,15 @@ _text = st.text(
 def test_parse_of_render_is_the_conversation_for_any_marker_style(exchanges, newline, human, preamble):
     turns = [t for q, a in exchanges for t in (Turn("human", q), Turn("ai", a))]
     raw = preamble + newline.join(f"{human if t.role == 'human' else RAW_AI} {t.text}" for t in turns)
-    parsed = corpus.parse_transcript(raw)
+    parsed = parse.parse_transcript(raw)
     if [(t.role, t.text.lower()) for t in turns[:2]] == [("human", "hello!"), ("ai", "hi! how can i help you?")]:
         turns = turns[2:]
     if not turns:
-        assert parsed.reason == corpus.NO_TURNS
+        assert parsed.reason == reasons.NO_TURNS
         return
     assert parsed.reason is None
     assert parsed.turns == turns
-    assert (corpus.TRIMMED_PREAMBLE in parsed.trimmed) == bool(preamble)
+    assert (reasons.TRIMMED_PREAMBLE in parsed.trimmed) == bool(preamble)
 
 
 @given(st.lists(st.one_of(st.none(), st.text(max_size=200)), max_size=8))
@@ -229,15 +229,15 @@ def test_missing_signatures_are_recomputed_to_the_same_result():
 
 def test_schema_problems_name_row_and_field():
     good = conversation_frame({"a": ANSWER})
-    table_ = pa.Table.from_pandas(good, schema=corpus.CONVERSATION_SCHEMA, preserve_index=False)
-    assert corpus.schema_problems(table_) == []
+    table_ = pa.Table.from_pandas(good, schema=schema.CONVERSATION_SCHEMA, preserve_index=False)
+    assert schema.schema_problems(table_) == []
     broken = good.copy()
     broken.at[broken.index[0], "turns"] = [{"role": "human", "text": "Q"}, {"role": "ai", "text": " "}]
-    problems = corpus.schema_problems(
-        pa.Table.from_pandas(broken, schema=corpus.CONVERSATION_SCHEMA, preserve_index=False)
+    problems = schema.schema_problems(
+        pa.Table.from_pandas(broken, schema=schema.CONVERSATION_SCHEMA, preserve_index=False)
     )
     assert problems == ["row 0 (seed_id a): empty turn"]
-    assert corpus.schema_problems(table_.drop_columns(["text"])) == ["no column 'text'"]
+    assert schema.schema_problems(table_.drop_columns(["text"])) == ["no column 'text'"]
 
 
 NOT_ENGLISH = {
@@ -279,7 +279,7 @@ def test_other_languages_are_rejected_with_the_pre_check_on():
         CONFIG,
         "en",
     )
-    assert outcome(built) == {"id0": "kept", **{f"id{i + 1}": corpus.WRONG_LANGUAGE for i in range(len(NOT_ENGLISH))}}
+    assert outcome(built) == {"id0": "kept", **{f"id{i + 1}": reasons.WRONG_LANGUAGE for i in range(len(NOT_ENGLISH))}}
 
 
 def test_exact_duplicate_keys_normalize_like_the_seed_normalizer():
@@ -300,19 +300,19 @@ def test_an_unfinished_last_turn_is_trimmed_with_its_question_and_counted():
         f"{RAW_HUMAN} Show me.\n{RAW_AI} Like this:\n```python\nprint('rain')\n```\nThat prints it",
     )
     built = corpus.build_corpus(frame, CONFIG)
-    assert outcome(built) == {"id0": "kept", "id1": corpus.UNFINISHED_TURN, "id2": "kept"}
+    assert outcome(built) == {"id0": "kept", "id1": reasons.UNFINISHED_TURN, "id2": "kept"}
     assert [t["text"] for t in built.conversations.set_index("seed_id").loc["id0", "turns"]] == [
         "Why does it rain?", ANSWER,
     ]  # fmt: skip
-    assert built.counts[corpus.TRIMMED_UNFINISHED_TURN] == 1
+    assert built.counts[reasons.TRIMMED_UNFINISHED_TURN] == 1
     assert built.rejects.iloc[0]["detail"] == (
         "the AI turn ends unfinished (ends with the word 'to'), no complete exchange before it"
     )
     dropped = corpus.build_corpus(frame, CorpusConfig(truncated="drop"))
-    assert outcome(dropped) == {"id0": corpus.UNFINISHED_TURN, "id1": corpus.UNFINISHED_TURN, "id2": "kept"}
+    assert outcome(dropped) == {"id0": reasons.UNFINISHED_TURN, "id1": reasons.UNFINISHED_TURN, "id2": "kept"}
     off = corpus.build_corpus(frame, CorpusConfig.model_validate({"unfinished_turns": {"enabled": False}}))
     assert outcome(off) == {"id0": "kept", "id1": "kept", "id2": "kept"}
-    assert off.counts[corpus.TRIMMED_UNFINISHED_TURN] == 0
+    assert off.counts[reasons.TRIMMED_UNFINISHED_TURN] == 0
 
 
 def test_earlier_unfinished_turns_are_cut_only_when_every_ai_turn_is_checked():
@@ -328,14 +328,14 @@ def test_a_cut_off_turn_and_an_unfinished_one_before_it_are_both_trimmed():
     text = f"{RAW_HUMAN} Why?\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} How?\n{RAW_AI} {CUT}\n{RAW_HUMAN} And"
     built = corpus.build_corpus(table(text, finish_reason="length"), CONFIG)
     assert [t["text"] for t in built.conversations.iloc[0]["turns"]] == ["Why?", ANSWER]
-    assert built.counts[corpus.TRIMMED_CUT_OFF_TURN] == built.counts[corpus.TRIMMED_UNFINISHED_TURN] == 1
+    assert built.counts[reasons.TRIMMED_CUT_OFF_TURN] == built.counts[reasons.TRIMMED_UNFINISHED_TURN] == 1
 
 
 ROLE_VOICE_TRANSCRIPTS = {
-    "assistant speaks as human": (f"{RAW_HUMAN} How can I help you today?\n{RAW_AI} {ANSWER}", corpus.ROLE_VOICE),
+    "assistant speaks as human": (f"{RAW_HUMAN} How can I help you today?\n{RAW_AI} {ANSWER}", reasons.ROLE_VOICE),
     "human asks in the AI turn": (
         f"{RAW_HUMAN} Tell me about rain.\n{RAW_AI} {ANSWER}\n{RAW_HUMAN} Why?\n{RAW_AI} What rain do you mean?",
-        corpus.ROLE_VOICE,
+        reasons.ROLE_VOICE,
     ),
     "developer recommends": (
         f"{RAW_HUMAN} As a developer I would recommend TypeScript. Is it worth it?\n{RAW_AI} {ANSWER}", "kept"
@@ -351,7 +351,7 @@ def test_role_voice_rejects_the_other_speakers_voice_and_keeps_look_alikes(name)
     text, expected = ROLE_VOICE_TRANSCRIPTS[name]
     built = corpus.build_corpus(table(text), CONFIG, "en")
     assert outcome(built) == {"id0": expected}
-    assert built.reason_counts()[corpus.ROLE_VOICE] == (expected == corpus.ROLE_VOICE)
+    assert built.reason_counts()[reasons.ROLE_VOICE] == (expected == reasons.ROLE_VOICE)
     off = corpus.build_corpus(table(text), CorpusConfig.model_validate({"role_voice": {"enabled": False}}), "en")
     assert outcome(off) == {"id0": "kept"}
 
@@ -371,7 +371,7 @@ def test_instruction_data_is_not_held_to_the_self_chat_voice():
 
 def test_every_reason_and_trim_is_counted_even_at_zero():
     built = corpus.build_corpus(table(f"{RAW_HUMAN} Why does it rain?\n{RAW_AI} {ANSWER}"), CONFIG)
-    assert built.reason_counts()[corpus.ROLE_VOICE] == 0 and built.reason_counts()[corpus.UNFINISHED_TURN] == 0
-    assert set(built.adjustment_counts()) >= set(corpus.TRIMS)
-    assert corpus.REASONS.index(corpus.UNFINISHED_TURN) == corpus.REASONS.index(corpus.MARKER_IN_TURN) + 1
-    assert corpus.REASONS[-1] == corpus.ROLE_VOICE
+    assert built.reason_counts()[reasons.ROLE_VOICE] == 0 and built.reason_counts()[reasons.UNFINISHED_TURN] == 0
+    assert set(built.adjustment_counts()) >= set(reasons.TRIMS)
+    assert reasons.REASONS.index(reasons.UNFINISHED_TURN) == reasons.REASONS.index(reasons.MARKER_IN_TURN) + 1
+    assert reasons.REASONS[-1] == reasons.ROLE_VOICE

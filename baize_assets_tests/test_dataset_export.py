@@ -21,8 +21,8 @@ from baize_assets.core.config.pipeline import (
     TeacherConfig,
     TrainingConfig,
 )
-from baize_assets.core.corpus.build import CONVERSATION_SCHEMA, data_version, turns_of
 from baize_assets.core.corpus.chat_dataset import CARD_FILE, Provenance, chat_dir, write_chat_dataset
+from baize_assets.core.corpus.schema import CONVERSATION_SCHEMA, data_version, turns_of
 from baize_assets.core.corpus.trainingset import build_training_set
 from baize_assets.core.messages import turns_to_messages
 from baize_assets.core.plots_markdown import MAX_WIDTH, plots_markdown, png_data_uri
@@ -224,7 +224,7 @@ def test_training_set_asset_writes_the_chat_dataset_and_inlines_its_plots(tmp_pa
             resources={"storage": BaizeStorage(output_dir=str(tmp_path))},
         )  # fmt: skip
     assert result.success
-    metadata = result.asset_materializations_for_node("training_sets__tiny")[0].metadata
+    metadata = result.asset_materializations_for_node("tiny__training_set")[0].metadata
     directory = chat_dir(layout.training_set("tiny"))
     assert metadata["chat_dataset_path"].value == str(directory)
     assert metadata["plots"].value.count("data:image/png;base64,") == 2

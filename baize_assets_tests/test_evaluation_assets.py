@@ -65,7 +65,7 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_i
         assert any("external process successfully opened dagster pipes" in m for m in logs)
         assert any(m.startswith("step 8/8 loss") for m in logs)  # streamed from the child
 
-        adapter_md = result.asset_materializations_for_node("adapters__tiny")[0].metadata
+        adapter_md = result.asset_materializations_for_node("tiny__adapter")[0].metadata
         assert adapter_md["steps"].value == 8 and adapter_md["real_token_ratio"].value > 0.5
         assert adapter_md["loss_curve"].value.endswith("loss_curve.png")
 
@@ -79,7 +79,7 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_i
 
         # The judge section: the teacher answered and judged 5 questions, both orders each.
         judge = report["judge"]
-        evaluation_md = result.asset_materializations_for_node("evaluations__tiny")[0].metadata
+        evaluation_md = result.asset_materializations_for_node("tiny__evaluation")[0].metadata
         assert judge["questions"] == 5 and judge["reference"] == "teacher"
         assert judge["wins"] + judge["ties"] + judge["losses"] + judge["unreadable"] == 5
         assert judge["api_requests"] == 5 + 2 * 5 and judge["cached_answers"] == 0

@@ -7,7 +7,7 @@ import pytest
 
 from baize_assets.core.config.corpus import CorpusConfig, UnfinishedTurnConfig
 from baize_assets.core.config.pipeline import load_config
-from baize_assets.core.corpus import build as corpus, filter_quality, report
+from baize_assets.core.corpus import build as corpus, filter_quality, reasons, report
 from baize_assets.core.corpus.labelled_cases import ROLE_VOICE_CASES, UNFINISHED_CASES
 from baize_assets.core.corpus.unfinished import unfinished_cause
 from baize_assets.core.seeds.table import load_seed_table
@@ -88,7 +88,7 @@ def test_the_sample_seeds_stay_kept_and_untrimmed_with_the_new_checks_on():
     after = corpus.build_corpus(frame, CONFIG, "en")
     assert len(before.conversations) == len(frame) > 300
     pd.testing.assert_frame_equal(after.conversations, before.conversations)
-    assert after.counts[corpus.TRIMMED_UNFINISHED_TURN] == 0 and after.counts[corpus.ROLE_VOICE] == 0
+    assert after.counts[reasons.TRIMMED_UNFINISHED_TURN] == 0 and after.counts[reasons.ROLE_VOICE] == 0
 
 
 def test_the_corpus_report_shows_the_filter_quality_under_its_settings():

@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
 from baize_assets.core.collect.cache import TranscriptCache
-from baize_assets.core.collect.collector import TeacherFatalError, collect_transcripts
+from baize_assets.core.collect.client import TeacherFatalError
+from baize_assets.core.collect.collector import collect_transcripts
 from baize_assets.core.config.pipeline import CorpusConfig, TeacherConfig
-from baize_assets.core.corpus import build as corpus
+from baize_assets.core.corpus import build as corpus, reasons
 from baize_assets.core.storage import Layout, seed_id
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.faults import FaultSchedule
@@ -141,7 +142,7 @@ def test_a_content_filtered_answer_is_kept_as_a_row_and_rejected_by_the_corpus()
     assert built.conversations.empty
     assert built.rejects["reason"].tolist() == ["content_filter"] * 4
     assert built.reason_counts()["content_filter"] == 4
-    assert corpus.REASONS.index(corpus.CONTENT_FILTER) == corpus.REASONS.index(corpus.INVALID_ROW) + 1
+    assert reasons.REASONS.index(reasons.CONTENT_FILTER) == reasons.REASONS.index(reasons.INVALID_ROW) + 1
 
 
 def test_a_content_filtered_ai_turn_ends_a_turn_by_turn_row():

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from baize_assets.core.corpus.build import data_version
+from baize_assets.core.corpus.schema import data_version
 from baize_assets.core.prompts import BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION
 from baize_assets.core.train.model_card import (
     MODEL_CARD_FILE,

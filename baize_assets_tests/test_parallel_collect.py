@@ -19,8 +19,9 @@ import pytest
 
 from baize_assets.assets import seed_key, transcripts_key
 from baize_assets.core.collect.cache import TranscriptCache
-from baize_assets.core.collect.collector import BUDGET_EXHAUSTED, collect_transcripts
+from baize_assets.core.collect.collector import collect_transcripts
 from baize_assets.core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
+from baize_assets.core.collect.results import BUDGET_EXHAUSTED
 from baize_assets.core.collect.shared_limits import SqliteLimitStore
 from baize_assets.core.config.pipeline import (
     PROJECT_ROOT,

@@ -47,7 +47,7 @@ from datasketch import MinHash, MinHashLSH
 
 from baize_assets.core.collect.transcript import TRANSCRIPT_SCHEMA
 from baize_assets.core.config.pipeline import PROJECT_ROOT, CorpusConfig, load_config
-from baize_assets.core.corpus import build as corpus, dedup, filter_quality, role_voice
+from baize_assets.core.corpus import build as corpus, dedup, filter_quality, parse, reasons, role_voice, schema
 from baize_assets.core.corpus.trainingset import (
     DUPLICATE_SCHEMA,
     EXACT_DUPLICATE,
@@ -155,15 +155,15 @@ def corpus_shard(directory: Path, shard: int) -> tuple[float, float, dict[str, i
     """One corpus partition as the asset builds it; (seconds, peak RSS GiB of this worker, counts)."""
     started = time.perf_counter()
     built = corpus.build_corpus(read_parquet(directory / f"transcripts-{shard}.parquet"), CorpusConfig(), "en")
-    write_parquet_atomic(built.rejects, directory / f"rejects-{shard}.parquet", corpus.REJECT_SCHEMA)
-    write_parquet_atomic(built.conversations, directory / f"conversations-{shard}.parquet", corpus.CONVERSATION_SCHEMA)
+    write_parquet_atomic(built.rejects, directory / f"rejects-{shard}.parquet", schema.REJECT_SCHEMA)
+    write_parquet_atomic(built.conversations, directory / f"conversations-{shard}.parquet", schema.CONVERSATION_SCHEMA)
     return time.perf_counter() - started, peak_rss_gib(), built.counts
 
 
 def time_new_filters(directory: Path) -> tuple[float, float, str]:
     """Seconds of the unfinished-turn check (last turns) and the role-voice check (all turns) on shard 0."""
     config = CorpusConfig()
-    parsed = [corpus.parse_transcript(t).turns for t in read_parquet(directory / "transcripts-0.parquet")["transcript"]]
+    parsed = [parse.parse_transcript(t).turns for t in read_parquet(directory / "transcripts-0.parquet")["transcript"]]
     last = [turns[-1].text for turns in parsed if turns]
     texts = pa.array([t.text for turns in parsed for t in turns], type=pa.large_string())
     is_ai = np.array([t.role == "ai" for turns in parsed for t in turns])
@@ -193,8 +193,8 @@ def report_new_filters() -> None:
         built = corpus.build_corpus(frame, CorpusConfig.model_validate(settings), "en")
         kept, counts = len(built.conversations), built.counts
         print(f"sample seeds, simulated teacher, new filters {label}: kept {kept}/{len(frame)} "
-              f"({kept / len(frame):.3f}), unfinished trims {counts[corpus.TRIMMED_UNFINISHED_TURN]}, "
-              f"role_voice rejects {counts[corpus.ROLE_VOICE]}")  # fmt: skip
+              f"({kept / len(frame):.3f}), unfinished trims {counts[reasons.TRIMMED_UNFINISHED_TURN]}, "
+              f"role_voice rejects {counts[reasons.ROLE_VOICE]}")  # fmt: skip
     seeds = pd.concat(tables)
     answers = seeds["response"].dropna().tolist()
     cut = [a for a in answers if unfinished_cause(a, config.unfinished_turns)]
@@ -263,13 +263,13 @@ def report_recall(
           f"({len(clean_dropped_as_dup)} as duplicates, the rest by filters)")  # fmt: skip
     exchanges = dict(zip(conversations["seed_id"], conversations["n_exchanges"]))
     cut_trimmed = sum(exchanges.get(i) == int(i.split("-")[1]) - 1 for i in planted["cut"])
-    voice_found = sum(dropped_reason.get(i) == corpus.ROLE_VOICE for i in planted["voice"])
+    voice_found = sum(dropped_reason.get(i) == reasons.ROLE_VOICE for i in planted["voice"])
     print(f"planted cut last turns trimmed: {cut_trimmed}/{len(planted['cut'])} "
           f"(recall {cut_trimmed / len(planted['cut']):.4f}); "
           f"unfinished trims elsewhere (false): {trims - cut_trimmed}")  # fmt: skip
     print(f"planted other-speaker turns rejected as role_voice: {voice_found}/{len(planted['voice'])} "
           f"(recall {voice_found / len(planted['voice']):.4f}); role_voice rejects elsewhere (false): "
-          f"{int((rejected['reason'] == corpus.ROLE_VOICE).sum()) - voice_found}")  # fmt: skip
+          f"{int((rejected['reason'] == reasons.ROLE_VOICE).sum()) - voice_found}")  # fmt: skip
 
 
 def compare_with_plain_loop(conversations: pd.DataFrame, docs: int, config) -> None:
@@ -338,7 +338,7 @@ def main() -> None:
         main_peak = peak_rss_gib()
         rejected = pq.read_table([directory / f"rejects-{s}.parquet" for s in range(SHARDS)]).to_pandas()
         worker_peak = max(peak for _, peak, _ in shard_runs)
-        trims = sum(counts[corpus.TRIMMED_UNFINISHED_TURN] for _, _, counts in shard_runs)
+        trims = sum(counts[reasons.TRIMMED_UNFINISHED_TURN] for _, _, counts in shard_runs)
         unfinished_s, voice_s, shard_size = time_new_filters(directory)
 
     print(f"corpus stage: {SHARDS} shards (read, parse, filters, signatures, write) in {args.workers} worker "

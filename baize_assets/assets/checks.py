@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
-from ..core.corpus import build as corpus
+from ..core.corpus.schema import schema_problems
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .evaluation_assets import judges
@@ -47,7 +47,7 @@ def _partitioned_corpus_checks(source: SourceConfig, min_kept_ratio: float) -> l
         path = storage.layout.conversations(source.name, context.partition_key)
         if not path.exists():
             return AssetCheckResult(passed=False, description=f"{path} does not exist")
-        problems = corpus.schema_problems(pq.read_table(path))
+        problems = schema_problems(pq.read_table(path))
         return AssetCheckResult(
             passed=not problems,
             metadata={"path": MetadataValue.path(str(path)), "problems": MetadataValue.json(problems)},

@@ -11,6 +11,7 @@ from dagster import (
 
 from ..core.config.pipeline import CorpusConfig, PipelineConfig, SourceConfig
 from ..core.corpus import build as corpus, filter_quality, report
+from ..core.corpus.schema import CONVERSATION_SCHEMA, REJECT_SCHEMA
 from ..core.plots_markdown import plots_markdown
 from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import read_parquet, write_parquet_atomic
@@ -64,9 +65,9 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
         else:
             built = corpus.single_turn_corpus(read_parquet(layout.seeds(source.name), shard), settings, source.language)
         # Rejects first: a failure between the two writes leaves the old corpus in place.
-        write_parquet_atomic(built.rejects, layout.rejects(source.name, shard), corpus.REJECT_SCHEMA)
+        write_parquet_atomic(built.rejects, layout.rejects(source.name, shard), REJECT_SCHEMA)
         path = write_parquet_atomic(
-            built.conversations, layout.conversations(source.name, shard), corpus.CONVERSATION_SCHEMA
+            built.conversations, layout.conversations(source.name, shard), CONVERSATION_SCHEMA
         )
         kept = built.conversations
         total = len(kept) + len(built.rejects)
@@ -74,7 +75,7 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
         plots = report.plot_distributions(kept, layout.corpus_report(source.name, shard)) if len(kept) else {}
         return MaterializeResult(
             metadata={
-                **table_metadata(kept, path, corpus.CONVERSATION_SCHEMA),
+                **table_metadata(kept, path, CONVERSATION_SCHEMA),
                 "rejected": len(built.rejects),
                 "rejects_by_reason": MetadataValue.json(built.reason_counts()),
                 "trims_and_scrubs": MetadataValue.json(built.adjustment_counts()),
@@ -97,4 +98,4 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
 
 def read_rejects(paths) -> pd.DataFrame:
     frames = [read_parquet(p) for p in paths if p.exists()]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=corpus.REJECT_SCHEMA.names)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=REJECT_SCHEMA.names)

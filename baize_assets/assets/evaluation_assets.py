@@ -1,4 +1,4 @@
-"""``evaluations/<adapter>``: held-out loss of base versus adapter, sample answers, the judge, and a check.
+"""``<adapter>/evaluation``: held-out loss of base versus adapter, sample answers, the judge, and a check.
 
 The asset check ``beats_base_on_held_out_loss`` fails when the adapter's loss on the
 held-out split of its training set is not lower than the base model's. With ``judge``
@@ -19,11 +19,12 @@ from dagster import (
 from dagster_openai import OpenAIResource
 
 from ..core.config.pipeline import TEACHER_REFERENCE, AdapterConfig, PipelineConfig
+from ..core.corpus.schema import data_version, turns_of
 from ..core.prompts import JUDGE_PROMPT_VERSION
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .judge_section import judge_adapter
-from .keys import ADAPTERS_GROUP, adapter_key, evaluation_key, training_set_key
+from .keys import adapter_key, evaluation_key, training_set_key
 from .metadata import config_hash
 
 BEATS_BASE_CHECK = "beats_base_on_held_out_loss"
@@ -42,9 +43,56 @@ def judges(adapter: AdapterConfig, config: PipelineConfig) -> bool:
     return config.judge.enabled and config.judge.reference != adapter.name
 
 
-def build_evaluation_asset(
-    adapter: AdapterConfig, config: PipelineConfig, group_name: str = ADAPTERS_GROUP
-) -> AssetsDefinition:
+def _evaluate(
+    context: AssetExecutionContext,
+    storage: BaizeStorage,
+    openai: OpenAIResource | None,
+    adapter: AdapterConfig,
+    config: PipelineConfig,
+) -> MaterializeResult:
+    """Evaluate the adapter on its held-out split, judge it when ``openai`` is given, write the report."""
+    # Torch and the model code load only when an evaluation runs, not when the definitions do.
+    from ..core.evaluate.held_out import evaluate_adapter, write_report
+
+    layout = storage.layout
+    frame = read_parquet(layout.training_set(adapter.name))
+    held_out = frame[frame["split"] == "eval"]
+    report = evaluate_adapter(layout.adapter(adapter.name), turns_of(held_out), adapter.training, log=context.log.info)
+    report["data_version"] = data_version(frame)
+    judge = judge_adapter(context, layout, openai, adapter.name, config) if openai is not None else None
+    if judge is not None:
+        report["judge"] = judge.report
+    path = layout.evaluation(adapter.name)
+    write_report(report, path)
+    compared = {
+        "base_eval_loss": report["base_eval_loss"],
+        "adapter_eval_loss": report["adapter_eval_loss"],
+        "eval_tokens": report["eval_tokens"],
+    }
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            **compared,
+            "base_perplexity": report["base_perplexity"],
+            "adapter_perplexity": report["adapter_perplexity"],
+            "eval_conversations": report["eval_conversations"],
+            "data_version": report["data_version"],
+            "answers": MetadataValue.md(_answers_markdown(report["answers"])),
+            **(judge.metadata if judge is not None else {}),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name=BEATS_BASE_CHECK,
+                passed=bool(report["adapter_beats_base"]),
+                severity=AssetCheckSeverity.ERROR,
+                metadata={**compared, "note": report["note"] or ""},
+                description=report["note"],
+            )
+        ],
+    )
+
+
+def build_evaluation_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
     key = evaluation_key(adapter.name)
     judged = judges(adapter, config)
     reference = config.judge.reference
@@ -53,54 +101,11 @@ def build_evaluation_asset(
         deps.append(adapter_key(reference))
     judge_version = f"-judge-{JUDGE_PROMPT_VERSION}-{config_hash(config.judge)[:8]}" if judged else ""
 
-    def evaluate(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource | None):
-        from ..core.corpus import build as corpus
-        from ..core.evaluate.held_out import evaluate_adapter, write_report
-
-        layout = storage.layout
-        frame = read_parquet(layout.training_set(adapter.name))
-        held_out = frame[frame["split"] == "eval"]
-        report = evaluate_adapter(
-            layout.adapter(adapter.name), corpus.turns_of(held_out), adapter.training, log=context.log.info
-        )
-        report["data_version"] = corpus.data_version(frame)
-        judge = judge_adapter(context, layout, openai, adapter.name, config) if openai is not None else None
-        if judge is not None:
-            report["judge"] = judge.report
-        path = layout.evaluation(adapter.name)
-        write_report(report, path)
-        compared = {
-            "base_eval_loss": report["base_eval_loss"],
-            "adapter_eval_loss": report["adapter_eval_loss"],
-            "eval_tokens": report["eval_tokens"],
-        }
-        return MaterializeResult(
-            metadata={
-                "path": MetadataValue.path(str(path)),
-                **compared,
-                "base_perplexity": report["base_perplexity"],
-                "adapter_perplexity": report["adapter_perplexity"],
-                "eval_conversations": report["eval_conversations"],
-                "data_version": report["data_version"],
-                "answers": MetadataValue.md(_answers_markdown(report["answers"])),
-                **(judge.metadata if judge is not None else {}),
-            },
-            check_results=[
-                AssetCheckResult(
-                    check_name=BEATS_BASE_CHECK,
-                    passed=bool(report["adapter_beats_base"]),
-                    severity=AssetCheckSeverity.ERROR,
-                    metadata={**compared, "note": report["note"] or ""},
-                    description=report["note"],
-                )
-            ],
-        )
-
     decorate = asset(
         key=key,
         deps=deps,
         # In its adapter's group so the job that trains it evaluates it.
-        group_name=group_name,
+        group_name=adapter.name,
         kinds={"pytorch", "openai"} if judged else {"pytorch"},
         description=(
             f"Evaluation of adapter '{adapter.name}': held-out loss and perplexity of the base model and of "
@@ -122,13 +127,13 @@ def build_evaluation_asset(
         def judged_evaluation(
             context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource
         ) -> MaterializeResult:
-            return evaluate(context, storage, openai)
+            return _evaluate(context, storage, openai, adapter, config)
 
         return judged_evaluation
 
     @decorate
     def evaluation(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        return evaluate(context, storage, None)
+        return _evaluate(context, storage, None, adapter, config)
 
     return evaluation
 

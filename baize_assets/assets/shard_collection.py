@@ -16,11 +16,14 @@ import pandas as pd
 from dagster import AssetExecutionContext, Failure, MetadataValue
 from dagster_openai import OpenAIResource
 
-from ..core.collect import batch as batch_collect, collector as selfchat
+from ..core.collect.batch import BatchCollectionResult, collect_transcripts_batch
 from ..core.collect.cache import TranscriptCache
+from ..core.collect.client import TeacherFatalError
+from ..core.collect.collector import collect_transcripts
 from ..core.collect.leases import exclusive_lease
 from ..core.collect.modes import Writer
 from ..core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
+from ..core.collect.results import BUDGET_EXHAUSTED, CollectionResult
 from ..core.collect.shared_limits import open_limit_store
 from ..core.config.pipeline import TeacherConfig
 from ..core.storage import Layout
@@ -28,7 +31,7 @@ from ..core.storage import Layout
 
 @dataclass
 class ShardCollection:
-    result: selfchat.CollectionResult
+    result: CollectionResult
     metadata: dict  # usage, counts, retries, spending: what every collecting asset reports
 
 
@@ -64,17 +67,17 @@ def collect_shard(
                     log=context.log.info, ledger=context.run.run_id, writer=writer,
                 )
             elif teacher.api == "batch":
-                result = batch_collect.collect_transcripts_batch(
+                result = collect_transcripts_batch(
                     requests, teacher, api_key=openai.api_key, base_url=openai.base_url, log=context.log.info,
                     cache=opened_cache, limit_store=limit_store, ledger=context.run.run_id, writer=writer,
                 )
             else:
-                result = selfchat.collect_transcripts(
+                result = collect_transcripts(
                     requests, teacher, api_key=openai.api_key, base_url=openai.base_url, log=context.log.info,
                     cache=opened_cache, limit_store=limit_store, ledger=context.run.run_id, writer=writer,
                 )
         run_tokens, run_dollars = limit_store.spent(context.run.run_id)
-    except (selfchat.TeacherFatalError, CollectionProcessError) as error:
+    except (TeacherFatalError, CollectionProcessError) as error:
         # The message says what to fix; a traceback through the collector would bury it.
         raise Failure(description=str(error)) from None
     finally:
@@ -82,7 +85,7 @@ def collect_shard(
             limit_store.close()
     if result.partial:
         context.log.warning(
-            f"the run's budget was reached: {result.failures[selfchat.BUDGET_EXHAUSTED]} of {len(requests)} "
+            f"the run's budget was reached: {result.failures[BUDGET_EXHAUSTED]} of {len(requests)} "
             f"requests of {step} were not asked; rerun with a larger budget to finish them"
         )
     metadata = {
@@ -99,7 +102,7 @@ def collect_shard(
         "model": teacher.model,
         "teacher_api": teacher.api,
     }
-    if isinstance(result, batch_collect.BatchCollectionResult):
+    if isinstance(result, BatchCollectionResult):
         metadata.update({k: MetadataValue.json(v) if isinstance(v, dict) else v
                          for k, v in result.batch_metadata().items()})
     if result.spent_dollars is not None:

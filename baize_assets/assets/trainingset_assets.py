@@ -1,15 +1,18 @@
-"""``training_sets/<adapter>``: every corpus shard of an adapter's sources, deduplicated and split."""
+"""``<adapter>/training_set``: every corpus shard of an adapter's sources, deduplicated and split."""
+
+from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from ..core.config.pipeline import AdapterConfig, PipelineConfig
-from ..core.corpus import build as corpus, chat_dataset, report, trainingset
+from ..core.config.pipeline import AdapterConfig, PipelineConfig, SourceConfig
+from ..core.corpus import chat_dataset, report, trainingset
+from ..core.corpus.schema import data_version
 from ..core.plots_markdown import plots_markdown
-from ..core.storage import read_parquet, shard_keys, write_parquet_atomic
+from ..core.storage import Layout, read_parquet, shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
 from .corpus_assets import read_rejects
-from .keys import TRAINING_SETS_GROUP, conversations_key, training_set_key
+from .keys import conversations_key, training_set_key
 from .metadata import active_settings, settings_hash, table_metadata
 
 
@@ -27,6 +30,46 @@ def training_set_settings(adapter: AdapterConfig, config: PipelineConfig) -> dic
     }
 
 
+def _read_shards(layout: Layout, adapter: AdapterConfig, sources: list[SourceConfig]) -> pd.DataFrame:
+    """Every corpus shard of the adapter's sources, in one frame; all of them must exist."""
+    paths = [layout.conversations(s.name, shard) for s in sources for shard in shard_keys(s.shards)]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"training set '{adapter.name}' needs every corpus shard of its sources; missing: {', '.join(missing)}"
+        )
+    return pd.concat([read_parquet(p) for p in paths], ignore_index=True)
+
+
+def _write_chat_dataset(
+    built: trainingset.TrainingSet,
+    path: Path,
+    adapter: AdapterConfig,
+    sources: list[SourceConfig],
+    config: PipelineConfig,
+    dropped: pd.DataFrame,
+    version: str,
+) -> Path:
+    """The set as chat messages beside it, with a dataset card; returns its folder."""
+    by_reason = built.duplicates.groupby("reason").size()
+    chat_path = chat_dataset.chat_dir(path)
+    chat_dataset.write_chat_dataset(
+        built.conversations,
+        chat_path,
+        chat_dataset.Provenance(
+            name=adapter.name,
+            sources=sources,
+            teacher=config.teacher,
+            data_version=version,
+            eval_size=adapter.training.eval_size,
+            exact_duplicates=int(by_reason.get(trainingset.EXACT_DUPLICATE, 0)),
+            near_duplicates=int(by_reason.get(trainingset.NEAR_DUPLICATE, 0)),
+            dropped_by_reason=dropped.groupby("reason").size().astype(int).to_dict(),
+        ),
+    )
+    return chat_path
+
+
 def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
     sources = [config.source(name) for name in adapter.sources]
     near = config.corpus.near_dedup
@@ -34,7 +77,7 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
     @asset(
         key=training_set_key(adapter.name),
         deps=[conversations_key(s.name) for s in sources],
-        group_name=TRAINING_SETS_GROUP,
+        group_name=adapter.name,
         kinds={"parquet"},
         description=(
             f"Training set of adapter '{adapter.name}': the corpus shards of {', '.join(adapter.sources)}, "
@@ -45,13 +88,7 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
     )
     def training_set(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
-        paths = [layout.conversations(s.name, shard) for s in sources for shard in shard_keys(s.shards)]
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            raise FileNotFoundError(
-                f"training set '{adapter.name}' needs every corpus shard of its sources; missing: {', '.join(missing)}"
-            )
-        shards = pd.concat([read_parquet(p) for p in paths], ignore_index=True)
+        shards = _read_shards(layout, adapter, sources)
         built = trainingset.build_training_set(shards, adapter.training.eval_size, near)
         if built.recomputed_signatures:
             context.log.warning(
@@ -72,22 +109,8 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
         reasons = report.reason_table(kept.groupby("source").size(), dropped)
         plots = report.plot_distributions(kept, layout.training_set_report(adapter.name)) if len(kept) else {}
         by_reason = built.duplicates.groupby("reason").size()
-        data_version = corpus.data_version(kept)
-        chat_path = chat_dataset.chat_dir(path)
-        chat_dataset.write_chat_dataset(
-            kept,
-            chat_path,
-            chat_dataset.Provenance(
-                name=adapter.name,
-                sources=sources,
-                teacher=config.teacher,
-                data_version=data_version,
-                eval_size=adapter.training.eval_size,
-                exact_duplicates=int(by_reason.get(trainingset.EXACT_DUPLICATE, 0)),
-                near_duplicates=int(by_reason.get(trainingset.NEAR_DUPLICATE, 0)),
-                dropped_by_reason=dropped.groupby("reason").size().astype(int).to_dict(),
-            ),
-        )
+        version = data_version(kept)
+        chat_path = _write_chat_dataset(built, path, adapter, sources, config, dropped, version)
         return MaterializeResult(
             metadata={
                 **table_metadata(kept, path, trainingset.TRAINING_SET_SCHEMA),
@@ -98,7 +121,7 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
                 "near_duplicates": int(by_reason.get(trainingset.NEAR_DUPLICATE, 0)),
                 "duplicates_rate": round(len(built.duplicates) / len(shards), 4) if len(shards) else 0.0,
                 "conversations_by_source": MetadataValue.json(kept.groupby("source").size().astype(int).to_dict()),
-                "data_version": data_version,
+                "data_version": version,
                 "chat_dataset_path": MetadataValue.path(str(chat_path)),
                 "duplicates_path": MetadataValue.path(str(layout.training_set_duplicates(adapter.name))),
                 "report": MetadataValue.md(

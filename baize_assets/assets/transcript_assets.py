@@ -11,8 +11,8 @@ from dagster import (
 )
 from dagster_openai import OpenAIResource
 
-from ..core.collect import collector as selfchat
 from ..core.collect.cache import cache_key
+from ..core.collect.results import generation_inputs
 from ..core.collect.transcript import TRANSCRIPT_SCHEMA
 from ..core.config.pipeline import PipelineConfig, SourceConfig
 from ..core.storage import read_parquet, write_parquet_atomic
@@ -31,7 +31,7 @@ class TranscriptsRun(Config):
 
 def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
     teacher = config.teacher
-    inputs = selfchat.generation_inputs(teacher)
+    inputs = generation_inputs(teacher)
     # Only what shapes the conversations: concurrency, limits or the budget do not make a partition stale.
     code_version = cache_key("", inputs)[:12]
 

@@ -9,38 +9,36 @@ and run as a batch on ``/v1/chat/completions``. Then:
   submitting (and paying for) it again; each line's conversation goes to the same cache
   as chat mode's, so a rerun of a finished shard makes no request at all;
 * **checked** — every output line is mapped back to its seed by ``custom_id`` and its
-  body classified by the same checks as a chat answer (:mod:`.teacher_client`); missing,
+  body classified by the same checks as a chat answer (:mod:`.batch_lines`); missing,
   duplicated and unknown ``custom_id`` lines are counted, never turned into rows;
 * **retried** — failed lines, and the unfinished seeds of an expired, cancelled or failed
   batch, go into a follow-up batch, up to ``max_retries`` times, then become failure rows;
 * **budgeted** — each request's worst case is reserved before the batch is submitted, at
   batch prices (``teacher.batch``); seeds that do not fit become ``budget_exhausted`` rows.
 
-Every seed ends as exactly one row, as in chat mode (:mod:`.selfchat`).
+Every seed ends as exactly one row, as in chat mode (:mod:`.collector`); the batches are
+recorded in :mod:`.batch_jobs`.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import openai
 import pandas as pd
 
 from ..config.pipeline import ModelPrice, TeacherConfig
+from .batch_jobs import BatchJobs
+from .batch_lines import LINE_PROBLEMS, first_lines, line_completion
 from .cache import TranscriptCache, cache_key
 from .client import (
-    BAD_REQUEST,
     CONTENT_FILTER,
-    CONTEXT_LENGTH,
     MALFORMED,
-    SERVER_ERROR,
     RetryableError,
     TeacherClient,
     TeacherFatalError,
@@ -48,25 +46,14 @@ from .client import (
     Usage,
     estimate_tokens,
 )
-from .collector import BUDGET_EXHAUSTED, CollectionResult, generation_inputs
 from .modes import Writer, self_chat_writer
 from .pricing import Budget, Reservation, dollars
+from .results import BUDGET_EXHAUSTED, CollectionResult, cached_row, generation_inputs, seed_row
 from .shared_limits import LimitStore, MemoryLimitStore
 from .transcript import transcripts_frame
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 FINISHED_STATUSES = {"completed", "failed", "expired", "cancelled"}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS batch_jobs (
-    batch_id TEXT PRIMARY KEY,
-    input_file_id TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    collected_at REAL
-);
-CREATE TABLE IF NOT EXISTS batch_job_requests (batch_id TEXT NOT NULL, custom_id TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS batch_job_requests_by_custom_id ON batch_job_requests (custom_id);
-"""
 
 
 def batch_price(teacher: TeacherConfig) -> ModelPrice | None:
@@ -81,38 +68,6 @@ def batch_price(teacher: TeacherConfig) -> ModelPrice | None:
                       output_per_million=price.output_per_million * factor)
 
 
-class BatchJobs:
-    """The batches submitted for a source and the requests in each, beside its cached conversations."""
-
-    def __init__(self, path: Path | str) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-
-    def record(self, batch_id: str, input_file_id: str, custom_ids: list[str]) -> None:
-        with self._db:  # one transaction: a batch is recorded with all of its requests or not at all
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT INTO batch_jobs VALUES (?, ?, ?, NULL)", (batch_id, input_file_id, time.time()))
-            self._db.executemany("INSERT INTO batch_job_requests VALUES (?, ?)", [(batch_id, c) for c in custom_ids])
-
-    def uncollected(self, custom_ids: list[str]) -> dict[str, set[str]]:
-        """Batches not yet collected that hold any of ``custom_ids``, with all of their requests."""
-        batch_ids: set[str] = set()
-        for start in range(0, len(custom_ids), 500):
-            chunk = custom_ids[start : start + 500]
-            batch_ids.update(row[0] for row in self._db.execute(
-                f"SELECT DISTINCT r.batch_id FROM batch_job_requests r JOIN batch_jobs j USING (batch_id) "
-                f"WHERE j.collected_at IS NULL AND r.custom_id IN ({','.join('?' * len(chunk))})", chunk))
-        query = "SELECT custom_id FROM batch_job_requests WHERE batch_id = ?"
-        return {batch_id: {row[0] for row in self._db.execute(query, (batch_id,))} for batch_id in sorted(batch_ids)}
-
-    def mark_collected(self, batch_id: str) -> None:
-        self._db.execute("UPDATE batch_jobs SET collected_at = ? WHERE batch_id = ?", (time.time(), batch_id))
-
-    def close(self) -> None:
-        self._db.close()
-
-
 @dataclass
 class BatchCollectionResult(CollectionResult):
     batch_ids: list[str] = field(default_factory=list)  # every batch waited on, resumed ones included
@@ -121,9 +76,7 @@ class BatchCollectionResult(CollectionResult):
 
     def batch_metadata(self) -> dict[str, Any]:
         return {"batch_ids": ", ".join(self.batch_ids), "resumed_batches": self.resumed_batches,
-                "batch_line_problems": {kind: self.line_problems[kind] for kind in
-                                        ("missing_custom_ids", "duplicated_custom_ids", "unknown_custom_ids",
-                                         "unparsable_lines")}}
+                "batch_line_problems": {kind: self.line_problems[kind] for kind in LINE_PROBLEMS}}
 
 
 @dataclass
@@ -188,9 +141,7 @@ class _BatchCollector:
         return admitted
 
     def _budget_message(self) -> str:
-        spent = f"{self.budget.elsewhere_tokens + self.budget.spent_tokens} tokens"
-        if self.budget.price is not None:
-            spent += f", ${self.budget.elsewhere_dollars + self.budget.spent_dollars:.4f} at batch prices"
+        spent = self.budget.run_spending() + (" at batch prices" if self.budget.price is not None else "")
         return (f"the run's budget ({self.budget.config.model_dump(exclude_none=True)}) could not hold this "
                 f"request's worst case before submission, after {spent}")
 
@@ -243,26 +194,10 @@ class _BatchCollector:
 
     def _collect(self, batch: Any, pending: set[str], submitted: set[str]) -> list[str]:
         """Map a finished batch's lines back to their seeds; returns the keys to ask again."""
-        seen: set[str] = set()
-        again: list[str] = []
-        for text in self._download(batch.output_file_id) + self._download(batch.error_file_id):
-            try:
-                line = json.loads(text)
-            except ValueError:
-                line = None
-            if not isinstance(line, dict):
-                self.line_problems["unparsable_lines"] += text.strip() != ""
-                continue
-            key = line.get("custom_id")
-            if not isinstance(key, str) or key not in submitted:
-                self.line_problems["unknown_custom_ids"] += 1
-            elif key in seen:
-                self.line_problems["duplicated_custom_ids"] += 1  # the first line of a custom_id counts
-            elif key in pending:
-                seen.add(key)
-                if self._settle_line(key, line):
-                    again.append(key)
-        unfinished = sorted(pending - seen)
+        texts = self._download(batch.output_file_id) + self._download(batch.error_file_id)
+        lines = first_lines(texts, pending, submitted, self.line_problems)
+        again = [key for key, line in lines.items() if self._settle_line(key, line)]
+        unfinished = sorted(pending - lines.keys())
         if batch.status == "completed":
             self.line_problems["missing_custom_ids"] += len(unfinished)
         for key in unfinished:
@@ -276,18 +211,8 @@ class _BatchCollector:
     def _settle_line(self, key: str, line: dict[str, Any]) -> bool:
         """Record one line's outcome; True when it is worth asking again."""
         reservation = self.reservations.pop(key, Reservation(0, 0.0))
-        response, error = line.get("response"), line.get("error")
         try:
-            if isinstance(error, dict) or not isinstance(response, dict):
-                code = str(error.get("code") or "error") if isinstance(error, dict) else "error"
-                message = error.get("message") if isinstance(error, dict) else "the line has no response"
-                kind = SERVER_ERROR if code in ("server_error", "error") else code if code.startswith("batch_") \
-                    else f"batch_{code}"
-                raise RetryableError(kind[:64], self.checker.redact(f"the batch line failed ({code}): {message}"))
-            status, body = response.get("status_code"), response.get("body")
-            if status != 200:
-                self._refused(status, body)
-            completion = self.checker.completion(body, {})
+            completion = line_completion(line, self.checker)
             self.budget.settle(reservation, completion.prompt_tokens, completion.completion_tokens)
             reservation = Reservation(0, 0.0)
             self.usage.add(completion.model, completion.prompt_tokens, completion.completion_tokens)
@@ -312,31 +237,13 @@ class _BatchCollector:
         self.outcomes[key] = made
         if self.cache is not None:
             seed = self.seed_of[key]
-            self.cache.put(key, seed["seed_id"], {**self._base_row(seed, key), **made})
+            self.cache.put(key, seed["seed_id"], {**seed_row(seed, key, self.inputs, self.teacher), **made})
         return False
-
-    def _refused(self, status: Any, body: Any) -> None:
-        error = body.get("error") if isinstance(body, dict) else None
-        code = error.get("code") if isinstance(error, dict) else None
-        message = self.checker.redact(f"HTTP {status}: {error.get('message') if isinstance(error, dict) else body}")
-        if status == 400:
-            raise TerminalError(CONTEXT_LENGTH if "length" in str(code or "") else BAD_REQUEST, message)
-        if isinstance(status, int) and (status >= 500 or status in (408, 409, 429)):
-            raise RetryableError(SERVER_ERROR if status >= 500 else f"http_{status}", message)
-        raise TerminalError(f"http_{status}"[:64], message)
 
     # -- rows
 
     def _key(self, seed: dict) -> str:
         return cache_key(seed["seed"], self.inputs)
-
-    def _base_row(self, seed: dict, key: str) -> dict[str, Any]:
-        return {
-            "seed_id": seed["seed_id"], "seed": seed["seed"], "source": seed["source"], "shard": int(seed["shard"]),
-            "prompt_version": self.inputs["prompt_version"], "model": self.teacher.model,
-            "temperature": self.teacher.temperature, "max_tokens": self.teacher.max_tokens,
-            "generation_mode": self.writer.mode, "cached": False, "cache_key": key,
-        }
 
     def run(self) -> list[dict[str, Any]]:
         keys = [self._key(seed) for seed in self.seeds]
@@ -371,12 +278,11 @@ class _BatchCollector:
             waiting = {}
         rows = []
         for seed, key in zip(self.seeds, keys):
-            row = self._base_row(seed, key)
+            row = seed_row(seed, key, self.inputs, self.teacher)
             outcome = self.outcomes.get(key)
             if key in stored:
                 self.cached += 1
-                rows.append({**stored[key], **row, "cached": True, "prompt_version": stored[key]["prompt_version"],
-                             "model": stored[key]["model"]})
+                rows.append(cached_row(stored[key], row))
             elif isinstance(outcome, _Failure):
                 self.failures[outcome.kind] += 1
                 rows.append({**row, "failure_kind": outcome.kind, "failure_message": outcome.message})
@@ -398,7 +304,7 @@ def collect_transcripts_batch(
 ) -> BatchCollectionResult:
     """Ask the teacher for one self-chat conversation per seed row (or ``writer``'s answer) through the Batch API.
 
-    Returns what :func:`.selfchat.collect_transcripts` returns, with the batches' ids and
+    Returns what :func:`.collector.collect_transcripts` returns, with the batches' ids and
     the problems of their output lines. The budget is the ledger ``ledger`` (a Dagster
     run's id) of ``limit_store`` (one in memory when None), shared with the run's other steps.
     Progress is logged at every poll (``teacher.batch.poll_interval_s``).

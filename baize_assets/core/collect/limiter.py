@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from ..config.pipeline import RateLimitConfig
 
-if TYPE_CHECKING:  # shared_limits builds on teacher_client, which reads this module's headers
+if TYPE_CHECKING:  # shared_limits builds on client, which reads this module's headers
     from .shared_limits import LimitStore
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

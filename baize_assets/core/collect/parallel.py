@@ -4,7 +4,7 @@ One collecting process is bound by one core: the HTTP client, JSON and the event
 cost more per request than waiting for the teacher. With ``teacher.processes`` above 1
 the seeds still pending (not in the cache) are split into that many contiguous slices,
 each collected by a spawned child process running the ordinary asynchronous collector
-(:func:`.selfchat.collect_transcripts`). What the children must share, they share
+(:func:`.collector.collect_transcripts`). What the children must share, they share
 through the stores built for parallel steps: the endpoint's rate limit and the run's
 budget ledger through the limit store (SQLite or Redis), finished conversations through
 the transcript cache (SQLite, one short transaction per insert, several writers wait for
@@ -39,8 +39,9 @@ from ..config.pipeline import RateLimitStoreConfig, TeacherConfig
 from ..parent_death import die_with_parent
 from .cache import TranscriptCache, cache_key
 from .client import TeacherFatalError, Usage
-from .collector import BUDGET_EXHAUSTED, CollectionResult, collect_transcripts, generation_inputs
+from .collector import collect_transcripts
 from .modes import Writer
+from .results import BUDGET_EXHAUSTED, CollectionResult, generation_inputs
 from .shared_limits import open_limit_store
 from .transcript import TRANSCRIPT_SCHEMA
 
@@ -172,7 +173,7 @@ def collect_transcripts_in_processes(
     ledger: str | None = None,
     writer: Writer | None = None,
 ) -> CollectionResult:
-    """Collect ``seeds`` in ``teacher.processes`` child processes; what :func:`.selfchat.collect_transcripts` returns.
+    """Collect ``seeds`` in ``teacher.processes`` child processes; what :func:`.collector.collect_transcripts` returns.
 
     With one process's worth of pending seeds or fewer (a rerun the cache answers), the
     collection runs in this process and no child is started.

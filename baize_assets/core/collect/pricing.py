@@ -81,6 +81,13 @@ class Budget:
         if self.capped:
             self.store.settle(self.ledger, reservation.tokens, reservation.dollars, used_tokens, used_dollars)
 
+    def run_spending(self) -> str:
+        """What the whole run had spent at the last reservation, for the message of a seed left unasked."""
+        spent = f"{self.elsewhere_tokens + self.spent_tokens} tokens"
+        if self.price is not None:
+            spent += f", ${self.elsewhere_dollars + self.spent_dollars:.4f}"
+        return spent
+
     def close(self) -> None:
         """Release what requests cut short still hold; record the spending of an uncapped collection."""
         if self.capped:

@@ -24,7 +24,7 @@ from ..config.pipeline import SourceConfig, TeacherConfig
 from ..messages import turns_to_messages
 from ..prompts import SELF_CHAT_PROMPT_VERSION, SELF_CHAT_TURN_PROMPT_VERSION
 from ..storage import staged_output_dir
-from .build import turns_of
+from .schema import turns_of
 
 SPLITS = ("train", "eval")
 CARD_FILE = "README.md"

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from ..config.pipeline import NearDedupConfig
 from . import dedup
-from .build import CONVERSATION_SCHEMA, REJECT_SCHEMA
 from .eval_split import eval_count
+from .schema import CONVERSATION_SCHEMA, REJECT_SCHEMA
 
 EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ..corpus.build import REFUSAL_PATTERN
+from ..corpus.patterns import REFUSAL_PATTERN
 
 # Reasons a judgment gave no score.
 NO_SCORE = "no_score"
