@@ -1,29 +1,17 @@
-"""Entry point of the code location: ``defs`` is what Dagster loads."""
+"""Entry point of the code location: ``defs`` is what Dagster loads.
 
-from dagster import Definitions
+The project is a dg project: ``defs`` is its defs folder (``baize_assets/defs/``), where
+``baize/defs.yaml`` declares the pipeline as a ``BaizePipeline`` component on ``baize.yaml``
+(or the file named by ``BAIZE_CONFIG``).
+"""
 
-from .assets import build_asset_checks, build_assets
-from .automation import build_automation_sensors, with_retrain_automation
-from .core.config.pipeline import PipelineConfig, load_config
-from .executors import executor_from_env
-from .jobs import build_jobs
-from .resources import default_resources
-from .schedules import build_schedules
-from .sensors import build_seed_file_sensors
+from pathlib import Path
 
+from dagster import load_from_defs_folder
 
-def build_definitions(config: PipelineConfig, resources: dict | None = None) -> Definitions:
-    """The whole deployment of ``config``: assets with their automation, jobs, schedules, sensors."""
-    return Definitions(
-        assets=with_retrain_automation(build_assets(config), config),
-        asset_checks=build_asset_checks(config),
-        jobs=build_jobs(config),
-        schedules=build_schedules(config),
-        sensors=[*build_seed_file_sensors(config), *build_automation_sensors(config)],
-        resources=resources if resources is not None else default_resources(),
-        executor=executor_from_env(),
-    )
+from .components.baize_pipeline import build_definitions as build_definitions
+from .core.config.pipeline import load_config
 
-
+# The configuration the defs folder's pipeline reads, for callers that need it next to defs (the demo).
 config = load_config()
-defs = build_definitions(config)
+defs = load_from_defs_folder(path_within_project=Path(__file__).parent)
