@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dagster import (
+    AssetKey,
     AssetsDefinition,
     AssetSelection,
     AutomationCondition,
@@ -16,11 +17,10 @@ from dagster import (
     DefaultSensorStatus,
 )
 
-from .assets import ADAPTERS_GROUP, TRAINING_SETS_GROUP
+from .assets import adapter_stage_keys
 from .core.config.pipeline import PipelineConfig
 
 RETRAIN_SENSOR = "retrain_on_corpus_change"
-RETRAINED_GROUPS = (TRAINING_SETS_GROUP, ADAPTERS_GROUP)
 
 # Eager: run once any upstream corpus shard (or training set) is updated, and when newly
 # missing; never while an upstream is missing or in progress. The blocking-check clause
@@ -36,18 +36,20 @@ RETRAIN_CONDITION = (AutomationCondition.eager() & NO_UPSTREAM_BLOCKING_CHECK_FA
 )
 
 
-def retrained_selection() -> AssetSelection:
-    return AssetSelection.groups(*RETRAINED_GROUPS)
+def retrained_keys(config: PipelineConfig) -> set[AssetKey]:
+    """Every adapter's training set, adapter and evaluation; Baize v2 adapters follow their scores instead."""
+    return {key for adapter in config.adapters for key in adapter_stage_keys(adapter.name)}
 
 
 def with_retrain_automation(assets: Sequence[AssetsDefinition], config: PipelineConfig) -> list[AssetsDefinition]:
     """The assets, with ``RETRAIN_CONDITION`` on training sets and adapters when enabled."""
     if not config.automation.retrain_on_corpus_change:
         return list(assets)
+    retrained = retrained_keys(config)
     return [
         asset.map_asset_specs(
             lambda spec: spec.replace_attributes(automation_condition=RETRAIN_CONDITION)
-            if spec.group_name in RETRAINED_GROUPS
+            if spec.key in retrained
             else spec
         )
         for asset in assets
@@ -61,7 +63,7 @@ def build_automation_sensors(config: PipelineConfig) -> list[AutomationCondition
     return [
         AutomationConditionSensorDefinition(
             RETRAIN_SENSOR,
-            target=retrained_selection(),
+            target=AssetSelection.assets(*retrained_keys(config)),
             default_status=DefaultSensorStatus.RUNNING,
             description="Retrains training sets and adapters after their corpus changes.",
         )

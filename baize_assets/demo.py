@@ -75,7 +75,7 @@ def materialize_whole_graph(defs, config, instance, log=print) -> list[str]:
     runs += [(TRAIN_ADAPTERS_JOB, None)]
     for plan in config.self_distillation:
         for source in map(config.source, config.adapter(plan.adapter).sources):
-            runs += [(feedback_job_name(plan.adapter, source.name), shard) for shard in shard_keys(source.shards)]
+            runs += [(feedback_job_name(plan.adapter_name, source.name), shard) for shard in shard_keys(source.shards)]
         runs += [(distilled_training_job_name(plan.adapter_name), None)]
     run_ids = []
     for job_name, partition_key in runs:
@@ -97,7 +97,7 @@ def _distilled_summary(config, layout: Layout, plan) -> str:
     import pandas as pd
 
     scores = pd.concat(
-        pd.read_parquet(layout.feedback_scores(plan.adapter, source.name, shard), columns=["score"])
+        pd.read_parquet(layout.feedback_scores(plan.adapter_name, source.name, shard), columns=["score"])
         for source in map(config.source, config.adapter(plan.adapter).sources)
         for shard in shard_keys(source.shards)
     )

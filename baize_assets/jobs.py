@@ -5,16 +5,12 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job
 
 from .assets import (
-    ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
-    TRAINING_SETS_GROUP,
-    adapter_key,
+    adapter_stage_keys,
     conversations_key,
-    evaluation_key,
     feedback_samples_key,
     feedback_scores_key,
     seed_key,
-    training_set_key,
     transcripts_key,
 )
 from .core.config.pipeline import PipelineConfig
@@ -44,7 +40,8 @@ def build_jobs(config: PipelineConfig) -> list:
         ),
         define_asset_job(
             TRAIN_ADAPTERS_JOB,
-            selection=AssetSelection.groups(BASE_MODELS_GROUP, TRAINING_SETS_GROUP, ADAPTERS_GROUP),
+            selection=AssetSelection.groups(BASE_MODELS_GROUP)
+            | AssetSelection.assets(*(key for a in config.adapters for key in adapter_stage_keys(a.name))),
             description="Build the offline base model (if used) and train every adapter.",
         ),
     ]
@@ -62,15 +59,15 @@ def build_jobs(config: PipelineConfig) -> list:
         for source in config.adapter(v1).sources:
             jobs.append(
                 define_asset_job(
-                    feedback_job_name(v1, source),
-                    selection=AssetSelection.assets(feedback_samples_key(v1, source), feedback_scores_key(v1, source)),
+                    feedback_job_name(v2, source),
+                    selection=AssetSelection.assets(feedback_samples_key(v2, source), feedback_scores_key(v2, source)),
                     description=f"Answers of '{v1}' to one shard of '{source}' and the teacher's scores of them.",
                 )
             )
         jobs.append(
             define_asset_job(
                 distilled_training_job_name(v2),
-                selection=AssetSelection.assets(training_set_key(v2), adapter_key(v2), evaluation_key(v2)),
+                selection=AssetSelection.assets(*adapter_stage_keys(v2)),
                 description=f"Train and evaluate '{v2}' on the best-scored answers of '{v1}'.",
             )
         )

@@ -175,6 +175,18 @@ BAD_CONFIGS = {
     "unknown encoding": (source_option("encoding: klingon"), "sources.0.encoding: unknown text encoding 'klingon'"),
     "bytes codec as encoding": (source_option("encoding: base64"), "sources.0.encoding: unknown text encoding"),
     "unknown bad-file policy": (source_option("on_bad_file: skip"), "sources.0.on_bad_file: Input should be"),
+    "adapter named like a source": (
+        MINIMAL.replace("name: baize_finance", "name: finance"),
+        "adapter name 'finance' is already taken by a source or the base models",
+    ),
+    "adapter named like the base models": (
+        MINIMAL.replace("name: baize_finance", "name: base_models"),
+        "adapter name 'base_models' is already taken",
+    ),
+    "source named like the base models": (
+        MINIMAL.replace("name: finance", "name: base_models").replace("[finance]", "[base_models]"),
+        "source name 'base_models' is reserved",
+    ),
 }
 
 

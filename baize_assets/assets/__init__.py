@@ -7,13 +7,15 @@ module under ``core/`` and records what it wrote. Per source::
 
 (single-turn sources such as Alpaca skip the transcripts), and per adapter::
 
-    <source>/conversations [all shards] ... -> training_sets/<name> -> adapters/<name> -> evaluations/<name>
+    <source>/conversations [all shards] ... -> <name>/training_set -> <name>/adapter -> <name>/evaluation
                                                                         ^ base_models/tiny_llama
 
 and per ``self_distillation`` entry (Baize v2), see :mod:`.feedback_assets`::
 
-    adapters/<v1> -> feedback/<v1>/<source>_samples [shard] -> feedback/<v1>/<source>_scores [shard]
-        -> training_sets/<v2> -> adapters/<v2> -> evaluations/<v2>
+    <v1>/adapter -> <v1>/<source>_samples [shard] -> <v1>/<source>_scores [shard]
+        -> <v2>/training_set -> <v2>/adapter -> <v2>/evaluation
+
+Every key is ``<owner>/<what it is>`` and the owner is its group (see :mod:`.keys`).
 """
 
 from dagster import AssetsDefinition
@@ -25,12 +27,10 @@ from .corpus_assets import build_conversations_asset
 from .evaluation_assets import BEATS_BASE_CHECK, build_evaluation_assets
 from .feedback_assets import build_self_distillation_assets
 from .keys import (
-    ADAPTERS_GROUP,
     BASE_MODELS_GROUP,
-    SELF_DISTILLATION_GROUP,
     TINY_BASE_KEY,
-    TRAINING_SETS_GROUP,
     adapter_key,
+    adapter_stage_keys,
     conversations_key,
     evaluation_key,
     feedback_samples_key,
@@ -45,13 +45,11 @@ from .trainingset_assets import build_training_set_asset
 from .transcript_assets import build_transcripts_asset
 
 __all__ = [
-    "ADAPTERS_GROUP",
     "BASE_MODELS_GROUP",
     "TINY_BASE_KEY",
-    "TRAINING_SETS_GROUP",
     "BEATS_BASE_CHECK",
-    "SELF_DISTILLATION_GROUP",
     "adapter_key",
+    "adapter_stage_keys",
     "evaluation_key",
     "feedback_samples_key",
     "feedback_scores_key",

@@ -1,10 +1,13 @@
 """Baize v2, self-distillation with feedback, as assets. Per ``self_distillation`` entry and source::
 
-    adapters/<v1> + <source>/conversations [shard]
-        -> feedback/<v1>/<source>_samples [shard]   k answers per seed from v1
-        -> feedback/<v1>/<source>_scores [shard]    the teacher's score of each answer
-    every scores shard + training_sets/<v1> (its eval split)
-        -> training_sets/<v2> -> adapters/<v2> (starts from v1's weights) -> evaluations/<v2>
+    <v1>/adapter + <source>/conversations [shard]
+        -> <v2>/<source>_samples [shard]   k answers per seed from v1
+        -> <v2>/<source>_scores [shard]    the teacher's score of each answer
+    every scores shard + <v1>/training_set (its eval split)
+        -> <v2>/training_set (+ its best-vs-worst pairs) -> <v2>/adapter (starts from v1's weights)
+        -> <v2>/evaluation
+
+v2 trains on the best answers (``objective: sft``) or by DPO on the pairs (``objective: dpo``).
 
 The shards are the transcripts' shards, so rerunning one samples shard rebuilds only its
 scores shard and v2.
@@ -16,7 +19,7 @@ from dagster_openai import OpenAIResource
 
 from ..core.collect.modes import JUDGE_WRITER
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
-from ..core.corpus import build as corpus
+from ..core.corpus import schema as corpus
 from ..core.feedback import judgments as judging, self_distill
 from ..core.prompts import CHAT_FORMAT_VERSION, JUDGE_PROMPT_VERSION
 from ..core.storage import read_parquet, write_parquet_atomic
@@ -24,7 +27,6 @@ from ..resources import BaizeStorage
 from .adapter_assets import build_adapter_asset
 from .evaluation_assets import build_evaluation_asset
 from .keys import (
-    SELF_DISTILLATION_GROUP,
     TEACHER_API_POOL,
     adapter_key,
     conversations_key,
@@ -42,10 +44,10 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> A
     sampling = plan.sampling
 
     @asset(
-        key=feedback_samples_key(plan.adapter, source.name),
+        key=feedback_samples_key(plan.adapter_name, source.name),
         deps=[adapter_key(plan.adapter), conversations_key(source.name)],
         partitions_def=shard_partitions(source),
-        group_name=SELF_DISTILLATION_GROUP,
+        group_name=plan.adapter_name,
         kinds={"pytorch", "parquet"},
         description=(
             f"{sampling.answers_per_seed} answers of adapter '{plan.adapter}' to the last human turn of "
@@ -63,7 +65,7 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> A
         )
         frame = sample_answers(layout.adapter(plan.adapter), contexts, sampling, log=context.log.info)
         path = write_parquet_atomic(
-            frame, layout.feedback_samples(plan.adapter, source.name, shard), self_distill.SAMPLE_SCHEMA
+            frame, layout.feedback_samples(plan.adapter_name, source.name, shard), self_distill.SAMPLE_SCHEMA
         )
         return MaterializeResult(
             metadata={
@@ -81,10 +83,10 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
     teacher = config.teacher
 
     @asset(
-        key=feedback_scores_key(plan.adapter, source.name),
-        deps=[feedback_samples_key(plan.adapter, source.name)],
+        key=feedback_scores_key(plan.adapter_name, source.name),
+        deps=[feedback_samples_key(plan.adapter_name, source.name)],
         partitions_def=shard_partitions(source),
-        group_name=SELF_DISTILLATION_GROUP,
+        group_name=plan.adapter_name,
         kinds={"openai", "parquet"},
         pool=TEACHER_API_POOL,
         description=(
@@ -98,17 +100,17 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         die_with_the_run_process(context)
         layout = storage.layout
         shard = int(context.partition_key)
-        samples = read_parquet(layout.feedback_samples(plan.adapter, source.name, shard))
+        samples = read_parquet(layout.feedback_samples(plan.adapter_name, source.name, shard))
         requests = self_distill.judge_requests(samples)
         collected = collect_shard(
             context, layout, openai, requests, teacher,
-            lease=layout.feedback_lease(plan.adapter, source.name, shard),
-            cache=layout.feedback_cache(plan.adapter), writer=JUDGE_WRITER,
-            step=f"{plan.adapter}/{source.name}/{shard} scores",
+            lease=layout.feedback_lease(plan.adapter_name, source.name, shard),
+            cache=layout.feedback_cache(plan.adapter_name), writer=JUDGE_WRITER,
+            step=f"{plan.adapter_name}/{source.name}/{shard} scores",
         )
         frame = self_distill.read_judgments(samples, collected.result.transcripts)
         path = write_parquet_atomic(
-            frame, layout.feedback_scores(plan.adapter, source.name, shard), self_distill.SCORE_SCHEMA
+            frame, layout.feedback_scores(plan.adapter_name, source.name, shard), self_distill.SCORE_SCHEMA
         )
         scored = frame["score"].dropna()
         return MaterializeResult(
@@ -132,14 +134,15 @@ def build_distilled_training_set_asset(plan: SelfDistillationConfig, config: Pip
 
     @asset(
         key=training_set_key(name),
-        deps=[training_set_key(v1.name), *(feedback_scores_key(v1.name, s.name) for s in sources)],
-        group_name=SELF_DISTILLATION_GROUP,
+        deps=[training_set_key(v1.name), *(feedback_scores_key(name, s.name) for s in sources)],
+        group_name=name,
         kinds={"parquet"},
         description=(
             f"Training set of '{name}': the best-scored answer of '{v1.name}' per seed (its loss on that answer "
-            f"only), and the eval split of '{v1.name}' so both adapters' held-out losses compare."
+            f"only), and the eval split of '{v1.name}' so both adapters' held-out losses compare; beside it the "
+            "best-vs-worst answer pairs a DPO objective trains on."
         ),
-        code_version="1",
+        code_version="2",
     )
     def distilled_training_set(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         import pandas as pd
@@ -148,11 +151,15 @@ def build_distilled_training_set_asset(plan: SelfDistillationConfig, config: Pip
         samples, scores = [], []
         for source in sources:
             for shard in shard_partitions(source).get_partition_keys():
-                samples.append(read_parquet(layout.feedback_samples(v1.name, source.name, shard)))
-                scores.append(read_parquet(layout.feedback_scores(v1.name, source.name, shard)))
+                samples.append(read_parquet(layout.feedback_samples(name, source.name, shard)))
+                scores.append(read_parquet(layout.feedback_scores(name, source.name, shard)))
         v1_set = read_parquet(layout.training_set(v1.name))
         samples, scores = pd.concat(samples, ignore_index=True), pd.concat(scores, ignore_index=True)
         frame, counts = self_distill.distilled_training_set(samples, scores, v1_set[v1_set["split"] == "eval"])
+        pairs, pair_counts = self_distill.preference_pairs(samples, scores)
+        # The pairs first: the training set's file is what says the asset's output is complete.
+        pairs_file = self_distill.pairs_path(layout.training_set(name))
+        write_parquet_atomic(pairs, pairs_file, self_distill.PAIR_SCHEMA)
         path = write_parquet_atomic(frame, layout.training_set(name), self_distill.DISTILLED_SET_SCHEMA)
         all_scores = scores["score"].dropna()
         best = frame[frame["split"] == "train"]
@@ -165,6 +172,8 @@ def build_distilled_training_set_asset(plan: SelfDistillationConfig, config: Pip
                 "mean_score_all_answers": round(float(all_scores.mean()), 2) if len(all_scores) else 0.0,
                 "data_version": corpus.data_version(frame),
                 "judging_scale": f"{judging.SINGLE_SCALE[0]}-{judging.SINGLE_SCALE[1]}",
+                "preference_pairs": MetadataValue.path(str(pairs_file)),
+                **{f"pairs_{key}": value for key, value in pair_counts.items() if key != "seeds"},
             }
         )
 
@@ -180,7 +189,9 @@ def build_self_distillation_assets(config: PipelineConfig) -> list[AssetsDefinit
         v2 = config.distilled_adapter(plan)
         built += [
             build_distilled_training_set_asset(plan, config),
-            build_adapter_asset(v2, config, init_from=v1.name, group_name=SELF_DISTILLATION_GROUP),
-            build_evaluation_asset(v2, config, group_name=SELF_DISTILLATION_GROUP),
+            build_adapter_asset(
+                v2, config, init_from=v1.name, preference=plan.dpo if plan.objective == "dpo" else None
+            ),
+            build_evaluation_asset(v2, config),
         ]
     return built

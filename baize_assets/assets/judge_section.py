@@ -1,4 +1,4 @@
-"""The judge section of ``evaluations/<adapter>``: the teacher compares the adapter's answers with a reference's.
+"""The judge section of ``<adapter>/evaluation``: the teacher compares the adapter's answers with a reference's.
 
 The reference is the teacher's own answers (asked through the collector, cached, so a
 re-evaluation asks only for the new judgments) or another adapter's. Both answers go into
@@ -42,15 +42,17 @@ def judge_adapter(
             raise Failure(description=all_failed(step, failures, "the judge cache"))
         return collected
 
-    candidate = judge_eval.adapter_answers(layout.adapter(adapter), questions, judge, log=context.log.info)
+    # Imported here so that only the evaluation step loads torch, not every step of a run.
+    from ..core.evaluate.answers import adapter_answers
+
+    candidate = adapter_answers(layout.adapter(adapter), questions, judge, log=context.log.info)
     spent = []
     if judge.reference == TEACHER_REFERENCE:
         answered = ask(judge_eval.reference_requests(questions), f"{adapter} judge reference answers")
         spent.append(answered)
         reference = judge_eval.teacher_answers(answered.result.transcripts)
     else:
-        reference = judge_eval.adapter_answers(layout.adapter(judge.reference), questions, judge,
-                                               log=context.log.info)
+        reference = adapter_answers(layout.adapter(judge.reference), questions, judge, log=context.log.info)
     # A question the teacher could not answer has nothing to be compared with.
     kept = [i for i, answer in enumerate(reference) if answer is not None]
     without_reference = len(questions) - len(kept)

@@ -2,14 +2,14 @@
 
 from dagster import AssetKey, StaticPartitionsDefinition
 
-from ..core.config.pipeline import SourceConfig
+from ..core.config.pipeline import BASE_MODELS_OWNER, SourceConfig
 from ..core.storage import shard_keys
 
-BASE_MODELS_GROUP = "base_models"
-TRAINING_SETS_GROUP = "training_sets"
-ADAPTERS_GROUP = "adapters"
-SELF_DISTILLATION_GROUP = "self_distillation"
-TINY_BASE_KEY = AssetKey(["base_models", "tiny_llama"])
+# Every key is <owner>/<what it is>, and the owner (a source, an adapter, the base models)
+# is the key's group: the lineage view draws one box per owner, and each node's label (the
+# last part of its key) says what the node is: seed_questions, training_set, adapter, ...
+BASE_MODELS_GROUP = BASE_MODELS_OWNER
+TINY_BASE_KEY = AssetKey([BASE_MODELS_GROUP, "tiny_llama"])
 # Concurrency pools (limits live in the Dagster instance): teacher calls share the
 # endpoint's rate limit across runs, training steps share the accelerator.
 TEACHER_API_POOL = "teacher_api"
@@ -29,24 +29,32 @@ def conversations_key(source: str) -> AssetKey:
 
 
 def training_set_key(adapter: str) -> AssetKey:
-    return AssetKey(["training_sets", adapter])
+    return AssetKey([adapter, "training_set"])
 
 
 def adapter_key(adapter: str) -> AssetKey:
-    return AssetKey(["adapters", adapter])
-
-
-def feedback_samples_key(adapter: str, source: str) -> AssetKey:
-    """The answers ``adapter`` sampled for ``source``'s seeds (the node reads ``<source>_samples``)."""
-    return AssetKey(["feedback", adapter, f"{source}_samples"])
-
-
-def feedback_scores_key(adapter: str, source: str) -> AssetKey:
-    return AssetKey(["feedback", adapter, f"{source}_scores"])
+    return AssetKey([adapter, "adapter"])
 
 
 def evaluation_key(adapter: str) -> AssetKey:
-    return AssetKey(["evaluations", adapter])
+    return AssetKey([adapter, "evaluation"])
+
+
+def feedback_samples_key(distilled: str, source: str) -> AssetKey:
+    """The v1 answers to ``source``'s seeds that the Baize v2 adapter ``distilled`` learns from.
+
+    Owned by v2, not v1, so two v2 adapters of one v1 (say SFT and DPO) never share a key.
+    """
+    return AssetKey([distilled, f"{source}_samples"])
+
+
+def feedback_scores_key(distilled: str, source: str) -> AssetKey:
+    return AssetKey([distilled, f"{source}_scores"])
+
+
+def adapter_stage_keys(adapter: str) -> list[AssetKey]:
+    """An adapter's own chain: its training set, the adapter, its evaluation."""
+    return [training_set_key(adapter), adapter_key(adapter), evaluation_key(adapter)]
 
 
 def shard_partitions(source: SourceConfig) -> StaticPartitionsDefinition:

@@ -92,19 +92,19 @@ class Layout:
         """The last training checkpoint of an adapter; a rerun resumes from it."""
         return self.root / "checkpoints" / name
 
-    def feedback_samples(self, adapter: str, source: str, shard: str | int) -> Path:
-        return self.root / "feedback" / adapter / source / f"samples-{shard}.parquet"
+    def feedback_samples(self, distilled: str, source: str, shard: str | int) -> Path:
+        return self.root / "feedback" / distilled / source / f"samples-{shard}.parquet"
 
-    def feedback_scores(self, adapter: str, source: str, shard: str | int) -> Path:
-        return self.root / "feedback" / adapter / source / f"scores-{shard}.parquet"
+    def feedback_scores(self, distilled: str, source: str, shard: str | int) -> Path:
+        return self.root / "feedback" / distilled / source / f"scores-{shard}.parquet"
 
-    def feedback_lease(self, adapter: str, source: str, shard: str | int) -> Path:
+    def feedback_lease(self, distilled: str, source: str, shard: str | int) -> Path:
         """Lock file of a scores shard: one run at a time asks the judge for it."""
-        return self.root / "feedback" / adapter / source / f"scores-{shard}.lease"
+        return self.root / "feedback" / distilled / source / f"scores-{shard}.lease"
 
-    def feedback_cache(self, adapter: str) -> Path:
-        """Every judgment of an adapter's answers, written as it arrives."""
-        return self.root / "feedback" / adapter / "judgment_cache.sqlite"
+    def feedback_cache(self, distilled: str) -> Path:
+        """Every judgment of the answers a Baize v2 adapter learns from, written as it arrives."""
+        return self.root / "feedback" / distilled / "judgment_cache.sqlite"
 
     def evaluation(self, name: str) -> Path:
         return self.root / "evaluations" / f"{name}.json"

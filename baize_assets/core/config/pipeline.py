@@ -51,6 +51,8 @@ DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "data" / "output"
 # The offline default base model: built from a config and a locally trained tokenizer
 # by the ``base_models/tiny_llama`` asset, no download.
 TINY_BASE_MODEL = "builtin:tiny-llama"
+# The key prefix and group of base model assets; no source or adapter may take this name.
+BASE_MODELS_OWNER = "base_models"
 
 SeedFormat = Literal["quora_tsv", "stackoverflow", "medquad", "alpaca_json", "csv", "jsonl", "text"]
 SINGLE_TURN_FORMATS = {"alpaca_json"}
@@ -296,6 +298,8 @@ class PipelineConfig(StrictModel):
     @model_validator(mode="after")
     def _check_references(self) -> "PipelineConfig":
         names = [s.name for s in self.sources]
+        if BASE_MODELS_OWNER in names:
+            raise ValueError(f"source name '{BASE_MODELS_OWNER}' is reserved for the base model assets")
         for adapter in self.adapters:
             for source in adapter.sources:
                 if source not in names:
@@ -313,6 +317,11 @@ class PipelineConfig(StrictModel):
             if plan.adapter_name in adapter_names:
                 raise ValueError(f"self_distillation[{index}]: name '{plan.adapter_name}' is already an adapter's")
             adapter_names.append(plan.adapter_name)
+        # Sources and adapters own the first part of their assets' keys (quora/conversations,
+        # baize_general/adapter), so one name cannot be both.
+        for name in adapter_names:
+            if name in names or name == BASE_MODELS_OWNER:
+                raise ValueError(f"adapter name '{name}' is already taken by a source or the base models")
         if self.judge.reference != TEACHER_REFERENCE and self.judge.reference not in adapter_names:
             raise ValueError(
                 f"judge.reference is '{self.judge.reference}': neither 'teacher' nor a declared adapter "

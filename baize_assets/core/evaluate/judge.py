@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 
-from ..chat.batched import BatchedGenerator
-from ..chat.chat_model import load_chat_model
-from ..chat.decode import SamplingParams
-from ..config.feedback import JudgeConfig
 from ..feedback.judgments import JudgeSummary, PairVerdict, pair_verdict, read_pair_scores, summarize
-from ..prompts import Turn, compare_answers_prompt
+from ..prompts import compare_answers_prompt
 
 CANDIDATE_FIRST = "candidate_first"
 REFERENCE_FIRST = "reference_first"
@@ -52,19 +48,6 @@ def load_questions(path: Path, limit: int | None = None) -> list[str]:
 
 def question_id(index: int) -> str:
     return f"q{index:03d}"
-
-
-def adapter_answers(
-    adapter_dir: Path, questions: Sequence[str], judge: JudgeConfig, log: Callable[[str], None] = print
-) -> list[str]:
-    """The adapter's greedy answer to each question, as ``baize chat`` would give it, batched."""
-    chat = load_chat_model(Path(adapter_dir))
-    params = SamplingParams(max_new_tokens=judge.max_new_tokens, temperature=0)
-    with BatchedGenerator(chat, max_batch=judge.batch_size, batch_wait_ms=0) as generator:
-        completions = generator.generate([[Turn("human", question)] for question in questions], params)
-        log(f"answered {len(questions)} judge questions with {adapter_dir.name} in {generator.stats.steps} "
-            "forward passes")
-    return [completion.text for completion in completions]
 
 
 def reference_requests(questions: Sequence[str]) -> pd.DataFrame:
