@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import uuid
 from contextlib import contextmanager
@@ -88,12 +90,23 @@ def report_materialization(instance: DagsterInstance, key, partition: str | None
     instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition))
 
 
-def materialized_in_run(instance: DagsterInstance, run_id: str) -> set[tuple[str, str | None]]:
+def materializations(instance: DagsterInstance, run_id: str) -> list[tuple[str, str | None]]:
+    """Every materialization record of a run, as (asset key, partition), repeats included."""
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
-    return {
+    return [
         (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
         for r in records
-    }
+    ]
+
+
+def materialized_in_run(instance: DagsterInstance, run_id: str) -> set[tuple[str, str | None]]:
+    """What a run materialized, as a set of (asset key, partition)."""
+    return set(materializations(instance, run_id))
+
+
+def all_materializations(instance: DagsterInstance) -> int:
+    """How many materialization records the instance holds, over all its runs."""
+    return sum(len(materializations(instance, run.run_id)) for run in instance.get_runs())
 
 
 @contextmanager
@@ -117,6 +130,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Prepended to each script: its ``start_together()`` says the process has imported, then sleeps
+# until the start time the test sends every process at once.
+START_TOGETHER = textwrap.dedent(
+    """
+    import sys, time
+
+    def start_together():
+        print("ready", flush=True)
+        time.sleep(max(float(sys.stdin.readline()) - time.time(), 0))
+    """
+)
+
+
+def run_together(script: str, args_per_process: list[list[str]], env: dict) -> list:
+    """``script`` in one process per argument list, begun together once all have imported; their JSON outputs."""
+    processes = [subprocess.Popen([sys.executable, "-c", START_TOGETHER + script, *args], env=env,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for args in args_per_process]
+    for process in processes:
+        # Nothing else is written before the start time comes, so this line is all the pipe holds.
+        if process.stdout.readline() != "ready\n":
+            raise AssertionError(f"a process did not start: {process.communicate(timeout=60)[1]}")
+    start_at = f"{time.time() + 0.2}\n"  # the time it takes to send it to every process
+    for process in processes:
+        process.stdin.write(start_at)
+        process.stdin.flush()
+    outputs = [process.communicate(timeout=60) for process in processes]
+    assert all(p.returncode == 0 for p in processes), "\n".join(err for _, err in outputs)
+    return [json.loads(out) for out, _ in outputs]
 
 
 @contextmanager

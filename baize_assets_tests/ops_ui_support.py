@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterInstance
 
 from baize_assets.core.config.pipeline import PROJECT_ROOT, load_config
 from baize_assets.definitions import build_definitions
@@ -203,17 +203,3 @@ class Deployment:
             timeout_s=timeout_s,
             on_timeout=lambda: log_tail(self.log(name)),
         )
-
-
-def materializations(instance: DagsterInstance, run_id: str) -> list[tuple[str, str | None]]:
-    """Every materialization record of a run, as (asset key, partition), repeats included."""
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
-    return [
-        (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
-        for r in records
-    ]
-
-
-def all_materializations(instance: DagsterInstance) -> int:
-    """How many materialization records the instance holds, over all its runs."""
-    return sum(len(materializations(instance, run.run_id)) for run in instance.get_runs())

@@ -33,17 +33,10 @@ from baize_assets.demo import materialize_whole_graph
 from baize_assets.resources import BaizeStorage
 
 from .conftest import fast_config
+from .ops_support import materialized_in_run
 
 # End to end through real Dagster runs and services: deselect with -m 'not slow'.
 pytestmark = pytest.mark.slow
-
-
-def materialized(instance, run_id) -> set[tuple[str, str | None]]:
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
-    return {
-        (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
-        for r in records
-    }
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +64,22 @@ def built_graph(tmp_path_factory):
 
 def test_whole_graph_materializes_every_asset_and_partition(built_graph):
     config, _, _, instance, layout, run_ids = built_graph
-    seen = set().union(*(materialized(instance, run_id) for run_id in run_ids))
+    seen = set().union(*(materialized_in_run(instance, run_id) for run_id in run_ids))
     expected = {(f"{s.name}/seed_questions", None) for s in config.sources}
     for source in config.sources:
         steps = ["transcripts", "conversations"] if source.is_self_chat else ["conversations"]
         expected |= {(f"{source.name}/{step}", str(shard)) for step in steps for shard in range(source.shards)}
     expected |= {
-        (f"{group}/{a.name}", None) for a in config.adapters for group in ("training_sets", "adapters", "evaluations")
+        (f"{a.name}/{stage}", None) for a in config.adapters for stage in ("training_set", "adapter", "evaluation")
     }
     expected |= {("base_models/tiny_llama", None)}
     for plan in config.self_distillation:
         for source in map(config.source, config.adapter(plan.adapter).sources):
             expected |= {
-                (f"feedback/{plan.adapter}/{source.name}_{stage}", str(shard))
+                (f"{plan.adapter_name}/{source.name}_{stage}", str(shard))
                 for stage in ("samples", "scores") for shard in range(source.shards)
             }
-        expected |= {(f"{group}/{plan.adapter_name}", None) for group in ("training_sets", "adapters", "evaluations")}
+        expected |= {(f"{plan.adapter_name}/{stage}", None) for stage in ("training_set", "adapter", "evaluation")}
     assert config.self_distillation, "the project's configuration runs Baize v2 end to end"
     assert seen == expected
 
@@ -134,18 +127,18 @@ def test_backfill_of_one_shard_rebuilds_exactly_its_dependents(built_graph, teac
         resources=resources,
     )
     assert result.success
-    assert materialized(instance, result.run_id) == {
+    assert materialized_in_run(instance, result.run_id) == {
         ("medquad/transcripts", "3"),
         ("medquad/conversations", "3"),
-        ("training_sets/baize_healthcare", None),
-        ("adapters/baize_healthcare", None),
-        ("evaluations/baize_healthcare", None),
+        ("baize_healthcare/training_set", None),
+        ("baize_healthcare/adapter", None),
+        ("baize_healthcare/evaluation", None),
         # Baize v2 of that adapter, through the same shard of its samples and scores.
-        ("feedback/baize_healthcare/medquad_samples", "3"),
-        ("feedback/baize_healthcare/medquad_scores", "3"),
-        ("training_sets/baize_healthcare_v2", None),
-        ("adapters/baize_healthcare_v2", None),
-        ("evaluations/baize_healthcare_v2", None),
+        ("baize_healthcare_v2/medquad_samples", "3"),
+        ("baize_healthcare_v2/medquad_scores", "3"),
+        ("baize_healthcare_v2/training_set", None),
+        ("baize_healthcare_v2/adapter", None),
+        ("baize_healthcare_v2/evaluation", None),
     }
     pd.testing.assert_frame_equal(before, pd.read_parquet(layout.conversations("quora", 3)))
 
@@ -195,8 +188,8 @@ def test_self_distillation_trains_v2_on_the_best_answers_from_v1(built_graph):
     plan = config.self_distillation[0]
     v1, v2 = plan.adapter, plan.adapter_name
     source = config.adapter(v1).sources[0]
-    samples = pd.read_parquet(layout.feedback_samples(v1, source, 0))
-    scores = pd.read_parquet(layout.feedback_scores(v1, source, 0))
+    samples = pd.read_parquet(layout.feedback_samples(v2, source, 0))
+    scores = pd.read_parquet(layout.feedback_scores(v2, source, 0))
     assert len(samples) == len(scores) > 0
     assert samples.groupby("seed_id").size().eq(plan.sampling.answers_per_seed).all()
     # Every answer has a score or a reason, never both, never neither.
@@ -220,24 +213,24 @@ def test_rerunning_one_samples_shard_rebuilds_only_its_scores_and_v2(built_graph
     config, assets, resources, instance, layout, _ = built_graph
     plan = config.self_distillation[0]
     source = config.adapter(plan.adapter).sources[0]
-    other_shard = pd.read_parquet(layout.feedback_scores(plan.adapter, source, 2))
+    other_shard = pd.read_parquet(layout.feedback_scores(plan.adapter_name, source, 2))
     result = materialize(
         assets,
-        selection=AssetSelection.assets(feedback_samples_key(plan.adapter, source)).downstream(),
+        selection=AssetSelection.assets(feedback_samples_key(plan.adapter_name, source)).downstream(),
         partition_key="1",
         instance=instance,
         resources=resources,
     )
     assert result.success
     v2 = plan.adapter_name
-    assert materialized(instance, result.run_id) == {
-        (f"feedback/{plan.adapter}/{source}_samples", "1"),
-        (f"feedback/{plan.adapter}/{source}_scores", "1"),
-        (f"training_sets/{v2}", None),
-        (f"adapters/{v2}", None),
-        (f"evaluations/{v2}", None),
+    assert materialized_in_run(instance, result.run_id) == {
+        (f"{plan.adapter_name}/{source}_samples", "1"),
+        (f"{plan.adapter_name}/{source}_scores", "1"),
+        (f"{v2}/training_set", None),
+        (f"{v2}/adapter", None),
+        (f"{v2}/evaluation", None),
     }
-    pd.testing.assert_frame_equal(other_shard, pd.read_parquet(layout.feedback_scores(plan.adapter, source, 2)))
+    pd.testing.assert_frame_equal(other_shard, pd.read_parquet(layout.feedback_scores(plan.adapter_name, source, 2)))
 
 
 def test_every_adapter_is_judged_and_the_judge_checks_v2_against_v1(built_graph):

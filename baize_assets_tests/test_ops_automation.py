@@ -233,7 +233,7 @@ def test_a_changed_corpus_shard_retrains_training_set_and_adapter_only(tmp_path)
         report_materialization(instance, conversations_key("faq"), "1")
         report_gate(instance, "1", passed=True)
         result = evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
-        assert requested_keys(result) == {"training_sets/faq_bot", "adapters/faq_bot"}
+        assert requested_keys(result) == {"faq_bot/training_set", "faq_bot/adapter"}
 
         again = evaluate_automation_conditions(defs, instance, cursor=result.cursor)
         assert again.total_requested == 0
@@ -254,7 +254,7 @@ def test_a_failed_blocking_check_keeps_the_corpus_from_training(tmp_path):
         report_materialization(instance, conversations_key("faq"), "0")
         report_gate(instance, "0", passed=True)
         fixed = evaluate_automation_conditions(defs, instance, cursor=blocked.cursor)
-        assert requested_keys(fixed) == {"training_sets/faq_bot", "adapters/faq_bot"}
+        assert requested_keys(fixed) == {"faq_bot/training_set", "faq_bot/adapter"}
 
 
 def test_retrain_automation_can_be_switched_off(tmp_path):
@@ -276,15 +276,15 @@ def test_the_project_definitions_wire_pools_automation_sensors_and_schedules():
     graph = defs.resolve_asset_graph()
     pools = {key.to_user_string(): defs.resolve_assets_def(key).op.pool for key in graph.get_all_asset_keys()}
     judged = {
-        f"feedback/{plan.adapter}/{source}_scores"
+        f"{plan.adapter_name}/{source}_scores"
         for plan in config.self_distillation for source in config.adapter(plan.adapter).sources
     }
     assert {k for k, pool in pools.items() if pool == "teacher_api"} == {
         f"{s.name}/transcripts" for s in config.sources if s.is_self_chat
     } | judged
-    assert {f"adapters/{a.name}" for a in config.adapters} <= {k for k, pool in pools.items() if pool == "training"}
+    assert {f"{a.name}/adapter" for a in config.adapters} <= {k for k, pool in pools.items() if pool == "training"}
     automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
-    assert {f"{g}/{a.name}" for a in config.adapters for g in ("training_sets", "adapters")} <= automated
+    assert {f"{a.name}/{stage}" for a in config.adapters for stage in ("training_set", "adapter")} <= automated
     # Seeds, transcripts and corpus shards only run when a sensor, schedule or person asks.
     assert not {k for k in automated if k.split("/")[1] in ("seed_questions", "transcripts", "conversations")}
     assert {s.name for s in defs.sensors} == {seed_sensor_name(s.name) for s in config.sources} | {RETRAIN_SENSOR}

@@ -19,16 +19,15 @@ from baize_assets.assets import adapter_key, transcripts_key
 from baize_assets.demo import materialize_whole_graph
 from baize_assets.teacher.server import SimulatedTeacher
 
+from .ops_support import all_materializations, materializations
 from .ops_ui_support import (
     TEACHER_KEY,
     Deployment,
-    all_materializations,
     chromium_page,
     graph_node_names,
     graphql,
     listening_addresses,
     log_tail,
-    materializations,
     require_chromium,
     wait_for,
 )
@@ -94,7 +93,7 @@ def test_ui_draws_every_asset_of_the_graph(deployment, tmp_path):
         assert {href.removeprefix("/assets/") for href in hrefs} >= set(asset_keys)
 
         page.goto(f"{deployment.base_url}/asset-groups")
-        page.get_by_text("training_sets").first.wait_for()
+        page.get_by_text("base_models").first.wait_for()
         # Large graphs open with their groups collapsed; the UI's shortcut expands them all.
         page.keyboard.press("Alt+e")
         expected_names = sorted(key.split("/")[-1] for key in asset_keys)
@@ -112,9 +111,12 @@ def test_ui_draws_every_asset_of_the_graph(deployment, tmp_path):
             timeout_s=30,
         )
         assert page.get_by_text("Never materialized").count() == 0
-        # The graph alone on the page: no navigation, no asset tree.
+        # The graph alone on the page: no navigation, no asset tree; one step out from the
+        # opening zoom so the whole shape, group titles included, is on the page.
         page.get_by_text("Hide navigation").click()
         page.locator("button:has([aria-label='panel_show_right'])").click()
+        page.locator("button:has([aria-label='zoom_out'])").click()
+        page.wait_for_timeout(1000)  # the zoom animates
         screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "lineage.png")
         page.screenshot(path=str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -182,9 +184,9 @@ def test_one_shard_backfill_through_graphql_survives_a_daemon_restart(deployment
             [
                 ("medquad/transcripts", shard),
                 ("medquad/conversations", shard),
-                ("training_sets/baize_healthcare", None),
-                ("adapters/baize_healthcare", None),
-                ("evaluations/baize_healthcare", None),
+                ("baize_healthcare/training_set", None),
+                ("baize_healthcare/adapter", None),
+                ("baize_healthcare/evaluation", None),
             ]
         )
         # No record was lost: all the earlier ones are still there, plus exactly these.

@@ -42,12 +42,20 @@ from baize_assets.core.config.pipeline import (
 from baize_assets.core.corpus.trainingset import TRAINING_SET_SCHEMA
 from baize_assets.core.storage import Layout, write_parquet_atomic
 from baize_assets.core.train.checkpoints import CHECKPOINT_FILE
-from baize_assets.core.train.trainer import SUMMARY_FILE
+from baize_assets.core.train.summary import SUMMARY_FILE
 from baize_assets.jobs import SEED_TABLES_JOB
 from baize_assets.teacher.server import SimulatedTeacher
 
-from .ops_support import CommandLineDeployment, group_exited, process_group, write_config, write_faq_csv
-from .ops_ui_support import TEACHER_KEY, Deployment, all_materializations, graphql, log_tail, materializations, wait_for
+from .ops_support import (
+    CommandLineDeployment,
+    all_materializations,
+    group_exited,
+    materializations,
+    process_group,
+    write_config,
+    write_faq_csv,
+)
+from .ops_ui_support import TEACHER_KEY, Deployment, graphql, log_tail, wait_for
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHAT = "/v1/chat/completions"
@@ -369,7 +377,7 @@ def test_a_training_set_too_small_to_train_on_fails_naming_it_before_loading_a_m
         (failure,) = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
         description = failure.step_failure_data.user_failure_data.description
         assert description.startswith(
-            f"training_sets/{ADAPTER} holds {kept} {noun}; training needs at least 2 (1 for training, 1 held out) — "
+            f"{ADAPTER}/training_set holds {kept} {noun}; training needs at least 2 (1 for training, 1 held out) — "
         )
         assert "\n" not in description
 

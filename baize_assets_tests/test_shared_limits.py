@@ -6,10 +6,8 @@ multiprocess executor, then two dagster-celery workers over RabbitMQ) against a
 simulated teacher that enforces a per-key request limit.
 """
 
-import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -42,6 +40,7 @@ from .ops_support import (
     fresh_postgres_database,
     process_group,
     require_service,
+    run_together,
     write_config,
     write_faq_csv,
 )
@@ -58,16 +57,6 @@ def store_env(kind: str) -> dict:
     return {**os.environ, "BAIZE_REDIS_URL": REDIS_URL, "PYTHONPATH": str(PROJECT_ROOT)}
 
 
-def run_together(script: str, args_per_process: list[list[str]], env: dict) -> list:
-    """``script`` in one process per argument list, all started at once; their JSON outputs."""
-    start_at = str(time.time() + 2.0)  # every process has imported by then, and begins together
-    processes = [subprocess.Popen([sys.executable, "-c", script, start_at, *args], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for args in args_per_process]
-    outputs = [process.communicate(timeout=60) for process in processes]
-    assert all(p.returncode == 0 for p in processes), "\n".join(err for _, err in outputs)
-    return [json.loads(out) for out, _ in outputs]
-
-
 # Three asyncio tasks in this process take slots of one key through the shared store.
 ACQUIRE = textwrap.dedent(
     """
@@ -77,7 +66,7 @@ ACQUIRE = textwrap.dedent(
     from baize_assets.core.collect.limiter import RateLimiter
     from baize_assets.core.collect.shared_limits import open_limit_store
 
-    start_at, kind, path, key, rpm, count = sys.argv[1:]
+    kind, path, key, rpm, count = sys.argv[1:]
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
     limiter = RateLimiter(RateLimitConfig(requests_per_minute=float(rpm), headroom=0.0), store, key)
     starts = []
@@ -90,7 +79,7 @@ ACQUIRE = textwrap.dedent(
     async def main():
         await asyncio.wait_for(asyncio.gather(*(take(int(count) // 3) for _ in range(3))), 30)
 
-    time.sleep(max(float(start_at) - time.time(), 0))
+    start_together()
     asyncio.run(main())
     print(json.dumps(starts))
     """
@@ -119,9 +108,9 @@ SPEND = textwrap.dedent(
     from baize_assets.core.config.pipeline import RateLimitStoreConfig
     from baize_assets.core.collect.shared_limits import open_limit_store
 
-    start_at, kind, path, ledger = sys.argv[1:]
+    kind, path, ledger = sys.argv[1:]
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
-    time.sleep(max(float(start_at) - time.time(), 0))
+    start_together()
     admitted = 0
     while store.reserve(ledger, 100, 0.25, 3000, None)[0]:
         admitted += 1
@@ -147,16 +136,21 @@ def test_a_budget_ledger_shared_by_processes_never_passes_its_cap(tmp_path, kind
     assert 3000 - 100 - 2 * 100 < tokens <= 3000
 
 
+# Pauses a key for PAUSE_S seconds; prints when it wrote the pause (the clock every process shares).
+PAUSE_S = 2.0
 PAUSE = textwrap.dedent(
     """
-    import sys, time
+    import json, sys, time
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitStoreConfig
     from baize_assets.core.collect.shared_limits import open_limit_store
 
-    start_at, kind, path, key = sys.argv[1:]
-    open_limit_store(RateLimitStoreConfig(kind=kind), Path(path)).pause(key, 1.5)
-    print("null")
+    kind, path, key, seconds = sys.argv[1:]
+    store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
+    start_together()
+    written_at = time.time()
+    store.pause(key, float(seconds))
+    print(json.dumps(written_at))
     """
 )
 
@@ -171,28 +165,30 @@ def test_a_pause_written_by_one_process_holds_back_another(tmp_path, kind, monke
     monkeypatch.setenv("BAIZE_REDIS_URL", REDIS_URL)
     store = open_limit_store(RateLimitStoreConfig(kind=kind), path)
     limiter = RateLimiter(RateLimitConfig(requests_per_minute=6000), store, key)
-    run_together(PAUSE, [[kind, str(path), key]], env)
-    started = time.monotonic()
+    (written_at,) = run_together(PAUSE, [[kind, str(path), key, str(PAUSE_S)]], env)
+    asked_at = time.time()
     asyncio.run(limiter.acquire(10))
     store.close()
-    assert 0.5 < time.monotonic() - started < 2.0  # the rest of the 1.5 s pause, after the 2 s start
+    # Measured from when the other process wrote the pause, however long that process took to exit.
+    assert asked_at < written_at + PAUSE_S, "the pause was over before this process asked for a slot"
+    assert written_at + PAUSE_S <= time.time() < written_at + PAUSE_S + 1.0
 
 
 # A collector with a tokens-per-minute limit, its pacing shared through the store.
 COLLECT_TOKENS = textwrap.dedent(
     """
-    import json, sys, time
+    import json, sys
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
     from baize_assets.core.collect.collector import collect_transcripts
     from baize_assets.core.collect.shared_limits import open_limit_store
     from baize_assets_tests.collection_support import make_seeds
 
-    start_at, kind, path, base_url, tpm, worker, count = sys.argv[1:]
+    kind, path, base_url, tpm, worker, count = sys.argv[1:]
     teacher = TeacherConfig(max_concurrency=4, rate_limit=RateLimitConfig(tokens_per_minute=float(tpm), headroom=0.15))
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
     seeds = make_seeds(int(count), start=int(worker) * int(count))
-    time.sleep(max(float(start_at) - time.time(), 0))
+    start_together()
     result = collect_transcripts(seeds, teacher, "sk-shared-tokens", base_url, lambda _: None, limit_store=store)
     print(json.dumps({"failures": dict(result.failures), "retries": dict(result.retries)}))
     """

@@ -465,7 +465,7 @@ def test_module_entry_point_serves_and_stops_on_sigterm():
 
 
 def test_turn_prompt_gets_the_next_human_turn_then_the_end_marker(client):
-    from baize_assets.core.corpus.build import parse_transcript
+    from baize_assets.core.corpus.parse import parse_transcript
     from baize_assets.core.prompts import RAW_END, self_chat_turn_prompt
 
     whole = self_chat(client, temperature=1.0).choices[0].message.content

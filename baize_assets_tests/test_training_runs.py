@@ -17,20 +17,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from baize_assets.core.corpus.eval_split import held_out_split
 from baize_assets.core.evaluate.held_out import evaluate_adapter
 from baize_assets.core.model.base import quiet_peft_deprecation
 from baize_assets.core.train.checkpoints import CHECKPOINT_FILE
-from baize_assets.core.train.trainer import held_out_split, train_adapter
+from baize_assets.core.train.trainer import train_adapter
 
 # Module-scoped fixtures shared with the training tests.
 from .test_training import conversations, small_adapter, synthetic_conversations, tiny_base  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
+# Five steps an epoch: the checkpoint of step 3 is mid-epoch, and the resumed run crosses an epoch's end.
 RESUME_SETTINGS = dict(
-    epochs=10, max_steps=30, checkpoint_steps=5, eval_steps=10, micro_batch_size=4, effective_batch_size=8
+    epochs=10, max_steps=12, checkpoint_steps=3, eval_steps=3, micro_batch_size=4, effective_batch_size=8
 )
 
-KILL_AT = "step 13/30 "  # between the checkpoints of steps 10 and 15
+KILL_AT = "step 5/12 "  # between the checkpoints of steps 3 and 6
 KILL_DEADLINE_S = 300
 
 # A child that trains with the rerun's settings (for its checkpoint to apply). At the step
@@ -93,14 +95,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tiny_base, conversations,
         child.stdin.close()
     assert not out.exists()  # a killed run leaves no half-written adapter
     checkpoint_step = torch.load(checkpoints / CHECKPOINT_FILE, weights_only=True)["progress"]["step"]
-    assert checkpoint_step == 10
+    assert checkpoint_step == 3
 
     lines = []
     adapter = small_adapter(**RESUME_SETTINGS)
     summary = train_adapter(conversations, adapter, str(tiny_base), out, log=lines.append, checkpoint_dir=checkpoints)
-    assert summary["resumed_from_step"] == checkpoint_step and summary["steps"] == 30
-    assert f"resuming 'tiny' from the checkpoint at step {checkpoint_step}/30" in lines
-    assert not any(line.startswith("step 1/30 ") for line in lines)
+    assert summary["resumed_from_step"] == checkpoint_step and summary["steps"] == 12
+    assert f"resuming 'tiny' from the checkpoint at step {checkpoint_step}/12" in lines
+    assert not any(line.startswith("step 1/12 ") for line in lines)
     assert not (checkpoints / CHECKPOINT_FILE).exists()  # done: nothing left to resume
 
     # Resuming is exact: the adapter equals the one of a run never interrupted.
