@@ -67,12 +67,13 @@ def small_adapter(**training) -> AdapterConfig:
     return AdapterConfig(name="tiny", sources=["synthetic"], training=TrainingConfig(**{**settings, **training}))
 
 
-@pytest.fixture(scope="module")
+# Session-wide: test_training_runs.py trains on the same base, which takes a while to build.
+@pytest.fixture(scope="session")
 def conversations() -> list[list[Turn]]:
     return synthetic_conversations()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory, conversations) -> Path:
     out = tmp_path_factory.mktemp("base") / "tiny_llama"
     build_tiny_base([render_conversation(c) for c in conversations], TINY, out)
