@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from ..chat.chat_model import load_chat_model
 from ..config.pipeline import TrainingConfig
-from ..model.batching import collate
+from ..model.batching import collate, padding_id
 from ..model.lm_loss import evaluate, predicted_tokens
 from ..model.samples import fit_conversations
 from ..prompts import Turn
@@ -42,7 +42,7 @@ def evaluate_adapter(
     started = time.perf_counter()
     chat = load_chat_model(Path(adapter_dir))
     tokenizer = chat.tokenizer
-    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    pad_id = padding_id(tokenizer)
     samples, fit = fit_conversations(eval_conversations, tokenizer, training)
     tokens = sum(
         predicted_tokens(collate(samples[i : i + training.micro_batch_size], pad_id, "cpu"))

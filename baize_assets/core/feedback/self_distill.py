@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from ..corpus.schema import TURN_TYPE
 from ..prompts import Turn, render_conversation, score_answer_prompt
 from .judgments import best_of, read_single_score
 
-_TURNS = pa.list_(pa.struct([("role", pa.string()), ("text", pa.string())]))
+_TURNS = pa.list_(TURN_TYPE)
 SAMPLE_SCHEMA = pa.schema(
     [
         ("seed_id", pa.string()),

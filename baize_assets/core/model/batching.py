@@ -20,6 +20,15 @@ IGNORE_INDEX = -100  # label of tokens that carry no loss (PyTorch's cross-entro
 GROUP_MICRO_BATCHES = 64
 
 
+def padding_id(tokenizer) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else EOS, else 0.
+
+    Padded positions are masked out of attention and loss, so any id will do when the
+    tokenizer has no pad token.
+    """
+    return next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One tokenized training sample: ids (BOS first when the tokenizer has one) and labels."""

@@ -27,6 +27,14 @@ def optimizer_steps(n_train: int, training: TrainingConfig) -> int:
     return min(steps, training.max_steps) if training.max_steps else steps
 
 
+MAX_WARMUP_FRACTION = 0.1  # tiny runs would otherwise spend every step warming up
+
+
+def capped_warmup_steps(training: TrainingConfig, total_steps: int) -> int:
+    """``warmup_steps``, but never more than a tenth of the run."""
+    return min(training.warmup_steps, math.ceil(MAX_WARMUP_FRACTION * total_steps))
+
+
 def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Learning-rate multiplier of optimizer step ``step`` (0-based): linear warmup, then linear decay."""
     if step < warmup_steps:

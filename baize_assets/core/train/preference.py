@@ -18,7 +18,6 @@ extra (``pip install 'baize_assets[dpo]'``). A run that dies restarts from v1's 
 from __future__ import annotations
 
 import importlib.util
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -31,12 +30,13 @@ from ..config.feedback import PreferenceConfig
 from ..config.pipeline import AdapterConfig
 from ..feedback.self_distill import PAIR_SCHEMA, pairs_path
 from ..model.base import device_and_dtype, load_base_model, quiet_peft_deprecation, resolve_base_model
+from ..model.batching import padding_id
 from ..model.lm_loss import evaluate
 from ..model.samples import fit_conversations
 from ..prompts import Turn, conversation_segments
 from ..storage import read_parquet, staged_output_dir
-from .optimization import accumulation_steps, optimizer_steps
-from .preparation import MAX_WARMUP_FRACTION, attach_lora, load_fast_tokenizer
+from .optimization import accumulation_steps, capped_warmup_steps, optimizer_steps
+from .preparation import attach_lora, load_fast_tokenizer
 from .summary import TrainingProgress, library_versions, save_weights_and_tokenizer, write_run_files
 from .trainer import MAX_GRAD_NORM
 
@@ -116,7 +116,7 @@ def _dpo_args(training, preference: PreferenceConfig, steps: int, dtype, device:
         loss_type=[preference.loss_type],
         learning_rate=preference.learning_rate,
         lr_scheduler_type="linear",
-        warmup_steps=min(training.warmup_steps, math.ceil(MAX_WARMUP_FRACTION * steps)),
+        warmup_steps=capped_warmup_steps(training, steps),
         max_steps=steps,
         per_device_train_batch_size=training.micro_batch_size,
         gradient_accumulation_steps=accumulation_steps(training),
@@ -243,7 +243,7 @@ def train_preference_adapter(
     pairs = read_pairs(training_set, adapter.name)
     frame = read_parquet(Path(training_set))
     tokenizer = load_fast_tokenizer(base_ref)
-    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    pad_id = padding_id(tokenizer)
     eval_samples, eval_fit = fit_conversations(turns_of(frame[frame["split"] == "eval"]), tokenizer, training)
     device, dtype = device_and_dtype(training.precision)
     model = load_base_model(base_ref, training, device, dtype)

@@ -6,7 +6,6 @@ preference loop of :mod:`.preference` reuses the tokenizer and LoRA loading.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,14 +17,12 @@ from transformers import AutoTokenizer
 from ..config.pipeline import AdapterConfig, TrainingConfig
 from ..corpus.eval_split import hash_ordered, held_out_split
 from ..model.base import device_and_dtype, load_base_model, lora_targets, quiet_peft_deprecation
-from ..model.batching import Sample
+from ..model.batching import Sample, padding_id
 from ..model.samples import FitStats, fit_conversations
 from ..prompts import Turn
 from .distributed import Processes, evaluate_shared
-from .optimization import accumulation_steps, lr_factor, make_optimizer, optimizer_steps
+from .optimization import accumulation_steps, capped_warmup_steps, lr_factor, make_optimizer, optimizer_steps
 from .packing import pack_rows, packing_layout
-
-MAX_WARMUP_FRACTION = 0.1  # tiny runs would otherwise spend every step warming up
 
 
 @dataclass
@@ -134,8 +131,7 @@ def setup_run(
     """Base model with its LoRA, micro-batch units, optimizer and schedule, on every process alike."""
     training = adapter.training
     dtype = device_and_dtype(training.precision)[1]
-    # Padded positions are masked out, so any id will do when the tokenizer has no pad token.
-    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+    pad_id = padding_id(tokenizer)
     model = load_base_model(base_ref, training, processes.device, dtype)
     targets, missing_targets = lora_targets(model, adapter.lora.target_modules, base_ref)
     if missing_targets:
@@ -162,7 +158,7 @@ def setup_run(
         torch.manual_seed(training.seed + processes.rank)  # dropout masks of its own
     optimizer = make_optimizer(trainable, training)
     total_steps = optimizer_steps(len(units), training)
-    warmup_steps = min(training.warmup_steps, math.ceil(MAX_WARMUP_FRACTION * total_steps))
+    warmup_steps = capped_warmup_steps(training, total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, total_steps))
     # fp16 gradients underflow without loss scaling; with other dtypes the scaler is a no-op.
     scaler = torch.amp.GradScaler(torch.device(processes.device).type, enabled=dtype == torch.float16)
