@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from baize_assets.core.model import lm_loss
 from baize_assets.core.model.base import quiet_peft_deprecation
 from baize_assets.core.model.batching import IGNORE_INDEX, collate, length_grouped_batches
 from baize_assets.core.model.samples import build_sample, fit_conversation
-from baize_assets.core.model.tiny_base import build_tiny_base
+from baize_assets.core.model.tiny_base import build_tiny_base, directory_fingerprint
 from baize_assets.core.prompts import AI, HUMAN, TRAINING_HEADER, Turn, render_conversation
 from baize_assets.core.storage import staged_output_dir
 from baize_assets.core.train.packing import collate_packed, pack_rows, packing_layout
@@ -98,12 +99,19 @@ def test_tiny_base_loads_and_is_deterministic(tmp_path, tiny_base, conversations
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     texts = [render_conversation(c) for c in conversations]
+    # The session's base was built from the same texts and config: building again into a
+    # directory holding other files gives the same files, and only them.
+    shutil.copytree(tiny_base, tmp_path / "a")
+    (tmp_path / "a" / "left_over.bin").write_bytes(b"old")
     first = build_tiny_base(texts, TINY, tmp_path / "a")
-    again = build_tiny_base(texts, TINY, tmp_path / "a")  # replaces the existing directory
-    other_seed = build_tiny_base(texts, TINY.model_copy(update={"seed": 1}), tmp_path / "b")
-    assert first["fingerprint"] == again["fingerprint"] != other_seed["fingerprint"]
+    assert first["fingerprint"] == directory_fingerprint(tiny_base) == directory_fingerprint(tmp_path / "a")
     assert first["vocab_size"] <= TINY.vocab_size and first["num_hidden_layers"] == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no staging leftovers
+    # The seed alone changes the weights (a short pretraining shows it as well as the full one).
+    short = TINY.model_copy(update={"pretrain_steps": 2})
+    seeds = [build_tiny_base(texts, short.model_copy(update={"seed": seed}), tmp_path / f"seed{seed}")
+             for seed in (0, 1)]
+    assert seeds[0]["fingerprint"] != seeds[1]["fingerprint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "seed0", "seed1"]  # no staging leftovers
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base)

@@ -19,7 +19,6 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasketch import MinHash, MinHashLSH
 
 from ..config.pipeline import NearDedupConfig
 from .shingles import CHUNK_TEXTS, fmix32, map_chunks, ngram_hashes, shingles_of, word_hashes
@@ -66,6 +65,10 @@ def signature_version(config: NearDedupConfig) -> str:
 
 @lru_cache(maxsize=8)
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    # datasketch is imported where it is used: it pulls in scipy and redis (0.5 s), which every
+    # Dagster process loading the definitions would otherwise pay.
+    from datasketch import MinHash
+
     a, b = MinHash(num_perm=num_perm, seed=seed).permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 
@@ -123,6 +126,8 @@ def conversation_signatures(conversations: Sequence[Sequence[str]], config: Near
 
 def lsh_bands(config: NearDedupConfig) -> tuple[int, int]:
     """(bands, rows per band) that datasketch's MinHashLSH chooses for the threshold."""
+    from datasketch import MinHashLSH
+
     lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
     return lsh.b, lsh.r
 
