@@ -1,21 +1,19 @@
 """One rate limit and one budget per endpoint and key, shared by real processes.
 
-The stores are tested across processes that start together; the Dagster tests run
-the project's definitions as ``dagster`` processes (several runs at once under the
-multiprocess executor, then two dagster-celery workers over RabbitMQ) against a
-simulated teacher that enforces a per-key request limit.
+The stores are tested across processes that start together; the Dagster test runs the
+project's definitions as several ``dagster`` processes at once against a simulated
+teacher that enforces a per-key request limit (test_ops_celery.py does the same with two
+dagster-celery workers and the Redis store).
 """
 
 import os
-import subprocess
 import textwrap
 import time
 import uuid
-from pathlib import Path
+from contextlib import ExitStack
 
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, DagsterInstance
 
 from baize_assets.assets import seed_key, transcripts_key
 from baize_assets.core.collect.collector import collect_transcripts
@@ -31,23 +29,19 @@ from baize_assets.core.config.pipeline import (
 )
 from baize_assets.teacher.server import SimulatedTeacher, busiest_window
 
-from .celery_support import BIN, celery_worker_hosts, celery_workers
 from .collection_support import make_seeds
-from .ops_support import (
-    RABBITMQ,
-    CommandLineDeployment,
-    free_port,
-    fresh_postgres_database,
-    process_group,
-    require_service,
-    run_together,
-    write_config,
-    write_faq_csv,
+from .ops_support import CommandLineDeployment, free_port, process_group, require_service, run_together, write_faq_csv
+from .scale_out_support import (
+    BIN,
+    CHAT,
+    LIMITED_TEACHER,
+    REDIS,
+    REDIS_URL,
+    assert_the_limit_held,
+    limited_config,
+    transcripts_steps_at_once,
 )
 
-REDIS = ("127.0.0.1", 6379)
-REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
-CHAT = "/v1/chat/completions"
 STORE_KINDS = ["sqlite", "redis"]
 
 
@@ -203,7 +197,7 @@ def test_processes_sharing_a_token_limit_stay_under_it(tmp_path, kind):
 
     The teacher counts the tokens an answer uses, which the client learns only from the
     answer: it paces by the mean answer so far, so a run of long answers can fill a window
-    beyond the pace; the 12% headroom covers that over ~35 requests a window (over a real
+    beyond the pace; the 15% headroom covers that over ~35 requests a window (over a real
     minute's hundreds of requests a window, the share it must cover is far smaller).
     """
     env, window_s, tokens = store_env(kind), 5.0, 15_000
@@ -293,75 +287,32 @@ def test_a_collection_budget_is_kept_in_the_store_it_is_given(tmp_path, teacher)
 
 # -- real Dagster processes against a teacher with a per-key limit
 
-# The limit is LIMIT requests per WINDOW_S: a requests-per-minute limit expressed over a
-# shorter window, so the test does not last minutes; the client's requests_per_minute is
-# the same rate. With 8% headroom the busiest window should hold about 92% of the limit.
-LIMIT, WINDOW_S = 60, 5.0
 PAIRED_SOURCES = ["extra_a", "extra_b"]
-
-
-def limited_config(tmp_path: Path, shards: int, seeds_per_source: dict[str, int], store: str) -> PipelineConfig:
-    teacher = TeacherConfig(
-        max_concurrency=4, progress_every_s=2, retry_base_s=0.05, retry_max_s=1.0,
-        rate_limit=RateLimitConfig(requests_per_minute=LIMIT * 60 / WINDOW_S, headroom=0.08),
-        rate_limit_store=RateLimitStoreConfig(kind=store),
-    )
-    sources = []
-    for name, count in seeds_per_source.items():
-        csv = write_faq_csv(tmp_path / f"{name}.csv", [f"How does {name} topic {n} work in practice?"
-                                                      for n in range(count)])
-        sources.append(SourceConfig(name=name, format="csv", text_field="question", paths=[str(csv)],
-                                    shards=shards if name == "faq" else 1))
-    return PipelineConfig(teacher=teacher, sources=sources)
-
-
-def assert_the_limit_held(server: SimulatedTeacher, seeds: int) -> None:
-    stats = server.stats()
-    busiest = busiest_window(stats["admitted_at_s"], WINDOW_S)
-    assert stats["requests_by_outcome"].get("rate_limited_by_limit", 0) == 0, stats["requests_by_outcome"]
-    assert stats["requests_by_path"][CHAT] == seeds  # no request was refused or retried
-    assert 0.85 * LIMIT <= busiest <= LIMIT, busiest
-
-
-def transcripts_steps_at_once(instance, run_ids: list[str]) -> int:
-    """The most transcripts steps that were running at the same moment."""
-    edges = []
-    for run_id in run_ids:
-        for event in instance.all_logs(run_id):
-            step = event.step_key or ""
-            if "transcripts" in step and event.dagster_event_type == DagsterEventType.STEP_START:
-                edges.append((event.timestamp, 1))
-            elif "transcripts" in step and event.dagster_event_type == DagsterEventType.STEP_SUCCESS:
-                edges.append((event.timestamp, -1))
-    running = most = 0
-    for _, change in sorted(edges):
-        running += change
-        most = max(most, running)
-    return most
 
 
 @pytest.mark.slow
 def test_concurrent_runs_and_parallel_steps_share_one_limit(tmp_path):
-    """Four shard runs of one source (multiprocess executor, a step process each) and a fifth
-    run with two parallel steps, all started at once: six processes, one endpoint and key."""
+    """Four shard runs of one source (in-process executor, each run one process) and a fifth
+    run with two parallel steps (multiprocess executor, a process each), all started at once:
+    six processes, one endpoint and key."""
     seeds = {"faq": 120, "extra_a": 30, "extra_b": 30}
     config = limited_config(tmp_path, 4, seeds, "sqlite")
-    with SimulatedTeacher(requests_per_window=LIMIT, rate_window_s=WINDOW_S, latency_s=0.05) as server:
+    with SimulatedTeacher(**LIMITED_TEACHER) as server:
         (tmp_path / "run").mkdir()
         deployment = CommandLineDeployment(tmp_path / "run", config, server.base_url)
         assert deployment.materialize_here([seed_key(name) for name in seeds]).success
         materialize = [str(BIN / "dagster"), "asset", "materialize", "-m", "baize_assets.definitions"]
-        commands = [[*materialize, "--select", "faq/transcripts", "--partition", str(shard)] for shard in range(4)]
-        commands.append([*materialize, "--select", ",".join(f"{s}/transcripts" for s in PAIRED_SOURCES),
-                         "--partition", "0"])
+        # A step process of its own would only add imports to these runs of one step each.
+        in_process = {**deployment.env, "BAIZE_EXECUTOR": "in_process"}
+        commands = [([*materialize, "--select", transcripts_key("faq").to_user_string(), "--partition", str(shard)],
+                     in_process) for shard in range(4)]
+        commands.append(([*materialize, "--select", ",".join(f"{s}/transcripts" for s in PAIRED_SOURCES),
+                          "--partition", "0"], deployment.env))
         logs = [deployment.log(f"run-{n}") for n in range(len(commands))]
-        groups = [process_group(command, log, deployment.env) for command, log in zip(commands, logs)]
-        runs = [group.__enter__() for group in groups]
-        try:
+        with ExitStack() as stack:
+            runs = [stack.enter_context(process_group(command, log, env))
+                    for (command, env), log in zip(commands, logs)]
             codes = [run.wait(timeout=240) for run in runs]
-        finally:
-            for group in groups:
-                group.__exit__(None, None, None)
         assert codes == [0] * len(commands), "\n".join(log.read_text()[-3000:] for log in logs)
         assert_the_limit_held(server, sum(seeds.values()))
     with deployment.instance() as instance:
@@ -371,40 +322,3 @@ def test_concurrent_runs_and_parallel_steps_share_one_limit(tmp_path):
         for shard in range(4 if name == "faq" else 1):
             frame = pd.read_parquet(deployment.layout.transcripts(name, shard))
             assert frame["failure_kind"].isna().all()
-
-
-@pytest.mark.slow
-def test_two_celery_workers_share_one_limit_through_redis(tmp_path, monkeypatch):
-    """Shard steps on two dagster-celery workers over RabbitMQ, their limit in Redis (the
-    store for workers on several machines), the instance in PostgreSQL."""
-    require_service("RabbitMQ", RABBITMQ)
-    require_service("Redis", REDIS)
-    seeds = {"faq": 140}
-    config = limited_config(tmp_path, 4, seeds, "redis")
-    with fresh_postgres_database() as url, \
-            SimulatedTeacher(requests_per_window=LIMIT, rate_window_s=WINDOW_S, latency_s=0.05) as server:
-        limit_env = {
-            "BAIZE_CONFIG": str(write_config(config, tmp_path / "baize.yaml")),
-            "BAIZE_REDIS_URL": REDIS_URL,
-            "OPENAI_BASE_URL": server.base_url,
-            "OPENAI_API_KEY": f"sk-test-{uuid.uuid4().hex}",  # a limit key of this test's own
-        }
-        with celery_workers(tmp_path, url, ("limit-a", "limit-b"), limit_env) as env:
-            dagster = [str(BIN / "dagster")]
-            subprocess.run([*dagster, "instance", "concurrency", "set", "teacher_api", "4"], env=env, check=True,
-                           capture_output=True, timeout=120)
-            materialize = [*dagster, "asset", "materialize", "-m", "baize_assets.definitions"]
-            subprocess.run([*materialize, "--select", "faq/seed_questions"], env=env, check=True,
-                           capture_output=True, timeout=300)
-            runs = [subprocess.Popen([*materialize, "--select", "faq/transcripts", "--partition", str(shard)],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                    for shard in range(4)]
-            outputs = [run.communicate(timeout=300)[0] for run in runs]
-            assert all(run.returncode == 0 for run in runs), "\n".join(outputs)
-        assert_the_limit_held(server, seeds["faq"])
-        monkeypatch.setenv("DAGSTER_POSTGRES_URL", url)
-        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            run_ids = [run.run_id for run in instance.get_runs() if "transcripts" in str(run.asset_selection)]
-            hosts = celery_worker_hosts(instance, run_ids)
-            steps_at_once = transcripts_steps_at_once(instance, run_ids)
-    assert hosts == {"limit-a", "limit-b"} and steps_at_once == 2
