@@ -115,7 +115,7 @@ def wait_for(describe: str, probe: Callable[[], T], timeout_s: float, on_timeout
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {describe}\n{on_timeout()}")
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def http_ok(url: str) -> bool:
