@@ -7,20 +7,15 @@ import pytest
 from baize_assets.core.config.pipeline import PipelineConfig, load_config
 from baize_assets.teacher.server import SimulatedTeacher
 
-# The graph tests check wiring and records, not the tiny base's quality; its full 150
-# pretraining steps cost ~10 s of the whole-graph fixture.
-FAST_PRETRAIN_STEPS = 30
-
 
 def fast_config(max_steps: int = 2) -> PipelineConfig:
-    """The project's own baize.yaml, with adapter training and the tiny base's pretraining cut to a few steps."""
+    """The project's own baize.yaml, with adapter training cut to a few steps."""
     config = load_config()
     adapters = [
         adapter.model_copy(update={"training": adapter.training.model_copy(update={"max_steps": max_steps})})
         for adapter in config.adapters
     ]
-    tiny_base = config.tiny_base.model_copy(update={"pretrain_steps": FAST_PRETRAIN_STEPS})
-    return config.model_copy(update={"adapters": adapters, "tiny_base": tiny_base})
+    return config.model_copy(update={"adapters": adapters})
 
 
 @pytest.fixture(scope="session")
