@@ -31,3 +31,14 @@ def teacher_env(teacher, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", teacher.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     return teacher
+
+
+def pytest_collection_modifyitems(items):
+    """The files with end-to-end tests first (in their own order), then the rest.
+
+    ``make test`` hands whole files to parallel workers in this order: started first, the
+    long files run beside each other and the short ones fill in at the end, instead of one
+    long file starting last while the other worker idles.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
