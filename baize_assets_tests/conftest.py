@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from baize_assets.core.config.pipeline import PipelineConfig, load_config
 from baize_assets.teacher.server import SimulatedTeacher
+
+# Parallel test workers share the cores: each worker, and what it starts, gets its share of
+# them for torch's thread pool instead of one thread per core each. Read before torch loads.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def fast_config(max_steps: int = 2) -> PipelineConfig:
