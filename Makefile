@@ -6,7 +6,7 @@ VENV := .venv
 # The CPU build of torch is plenty for the tiny offline model; set TORCH to change it.
 TORCH ?= torch==2.13.0
 # Test files in parallel workers, one per core up to four: most end-to-end tests wait on
-# processes and services, so two workers on 2 cores finish in three quarters of the time.
+# processes and services, so two workers on 2 cores finish in two thirds of the time.
 # A file stays on one worker, so its shared fixtures are built once.
 PARALLEL ?= --numprocesses=auto --maxprocesses=4 --dist=loadfile
 

@@ -41,6 +41,8 @@ from baize_assets.resources import BaizeStorage
 
 POSTGRES = ("127.0.0.1", 5432)
 RABBITMQ = ("127.0.0.1", 5672)
+REDIS = ("127.0.0.1", 6379)
+REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
 
 
 def missing_requirement(message: str) -> None:

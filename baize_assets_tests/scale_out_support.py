@@ -37,8 +37,6 @@ from .ops_support import (
 )
 
 BIN = Path(sys.executable).parent
-REDIS = ("127.0.0.1", 6379)
-REDIS_URL = f"redis://{REDIS[0]}:{REDIS[1]}/0"
 CHAT = "/v1/chat/completions"
 
 # -- runs against a teacher with a per-key limit

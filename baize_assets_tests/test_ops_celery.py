@@ -14,11 +14,9 @@ from baize_assets.assets import seed_key, transcripts_key
 from baize_assets.core.config.pipeline import load_config
 
 from . import ops_location
-from .ops_support import RABBITMQ, materialized_in_run, require_service, write_config
+from .ops_support import RABBITMQ, REDIS, REDIS_URL, materialized_in_run, require_service, write_config
 from .scale_out_support import (
     LIMITED_TEACHER,
-    REDIS,
-    REDIS_URL,
     assert_the_limit_held,
     celery_deployment,
     celery_worker_hosts,

@@ -30,13 +30,20 @@ from baize_assets.core.config.pipeline import (
 from baize_assets.teacher.server import SimulatedTeacher, busiest_window
 
 from .collection_support import make_seeds
-from .ops_support import CommandLineDeployment, free_port, process_group, require_service, run_together, write_faq_csv
+from .ops_support import (
+    REDIS,
+    REDIS_URL,
+    CommandLineDeployment,
+    free_port,
+    process_group,
+    require_service,
+    run_together,
+    write_faq_csv,
+)
 from .scale_out_support import (
     BIN,
     CHAT,
     LIMITED_TEACHER,
-    REDIS,
-    REDIS_URL,
     assert_the_limit_held,
     limited_config,
     transcripts_steps_at_once,
