@@ -20,7 +20,8 @@ from baize_assets.core.collect.batch_jobs import BatchJobs
 from baize_assets.core.collect.cache import TranscriptCache, cache_key
 from baize_assets.core.collect.client import estimate_tokens
 from baize_assets.core.collect.collector import collect_transcripts
-from baize_assets.core.collect.results import BUDGET_EXHAUSTED, generation_inputs
+from baize_assets.core.collect.errors import BUDGET_EXHAUSTED
+from baize_assets.core.collect.results import generation_inputs
 from baize_assets.core.config.pipeline import BatchConfig, BudgetConfig, ModelPrice, TeacherConfig
 from baize_assets.core.prompts import self_chat_prompt
 from baize_assets.core.storage import Layout
@@ -76,7 +77,7 @@ def test_one_row_per_seed_matching_chat_mode_and_feeding_the_same_cache(tmp_path
 
 
 def test_judgments_go_through_the_batch_api_the_same_as_through_chat(tmp_path):
-    from baize_assets.core.collect.modes import JUDGE_WRITER
+    from baize_assets.core.collect.modes import REFERENCE_WRITER
     from baize_assets.core.evaluate.judge import judge_requests
     from baize_assets.core.feedback.judgments import read_pair_scores
 
@@ -86,11 +87,11 @@ def test_judgments_go_through_the_batch_api_the_same_as_through_chat(tmp_path):
     with SimulatedTeacher(batch_completion_delay_s=0.1) as server, \
             TranscriptCache(tmp_path / "cache.sqlite") as cache:
         batched = collect_transcripts_batch(requests, BATCH, "k", server.base_url, quiet, cache=cache,
-                                            writer=JUDGE_WRITER)
+                                            writer=REFERENCE_WRITER)
         assert server.stats()["batch_lines_completed"] == len(requests)
         chat = BATCH.model_copy(update={"api": "chat"})
-        chatted = collect_transcripts(requests, chat, "k", server.base_url, quiet, writer=JUDGE_WRITER)
-        cached = collect_transcripts(requests, chat, "k", server.base_url, quiet, cache=cache, writer=JUDGE_WRITER)
+        chatted = collect_transcripts(requests, chat, "k", server.base_url, quiet, writer=REFERENCE_WRITER)
+        cached = collect_transcripts(requests, chat, "k", server.base_url, quiet, cache=cache, writer=REFERENCE_WRITER)
     assert cached.cached == len(requests) and cached.requests == 0
     frame = batched.transcripts
     assert conversations(frame) == len(requests) and (frame["generation_mode"] == "judge").all()

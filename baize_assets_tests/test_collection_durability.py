@@ -15,7 +15,7 @@ from dagster_openai import OpenAIResource
 from baize_assets.assets import build_assets, seed_key, transcripts_key
 from baize_assets.core.collect.cache import TranscriptCache
 from baize_assets.core.collect.collector import collect_transcripts
-from baize_assets.core.collect.results import BUDGET_EXHAUSTED
+from baize_assets.core.collect.errors import BUDGET_EXHAUSTED
 from baize_assets.core.config.pipeline import BudgetConfig, TeacherConfig
 from baize_assets.core.storage import Layout
 from baize_assets.resources import BaizeStorage

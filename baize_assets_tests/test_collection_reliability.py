@@ -6,10 +6,15 @@ import time
 import pytest
 
 from baize_assets.core.collect.cache import TranscriptCache
-from baize_assets.core.collect.client import TeacherFatalError
 from baize_assets.core.collect.collector import collect_transcripts
-from baize_assets.core.collect.limiter import MAX_RESET_PAUSE_S, RateLimiter, parse_reset, parse_retry_after
-from baize_assets.core.collect.results import BUDGET_EXHAUSTED
+from baize_assets.core.collect.errors import (
+    BUDGET_EXHAUSTED,
+    MAX_RESET_PAUSE_S,
+    TeacherFatalError,
+    parse_reset,
+    parse_retry_after,
+)
+from baize_assets.core.collect.limiter import RateLimiter
 from baize_assets.core.collect.shared_limits import MemoryLimitStore
 from baize_assets.core.collect.transcript import guard_transcript
 from baize_assets.core.config.pipeline import (
@@ -48,7 +53,7 @@ def test_with_a_fifth_of_requests_faulted_every_seed_ends_once_as_conversation_o
     assert all(parse_transcript(t).reason is None for t in conversations["transcript"])
     assert failures["failure_message"].str.len().gt(0).all()
     assert len(conversations) >= 0.95 * len(seeds)
-    assert {"rate_limited", "server_error", "timeout", "malformed"} <= set(result.retries)
+    assert {"rate_limited", "server_error", "timeout", "wrong_format"} <= set(result.retries)
     # Every answered call is accounted for (a timed-out request may never reach the server).
     assert result.usage.as_metadata()["openai.calls"] == outcomes["ok"] + outcomes["malformed"]
     assert result.requests >= sum(outcomes.values())

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
 from baize_assets.core.collect.cache import TranscriptCache
-from baize_assets.core.collect.client import TeacherFatalError
 from baize_assets.core.collect.collector import collect_transcripts
+from baize_assets.core.collect.errors import TeacherFatalError
 from baize_assets.core.config.pipeline import CorpusConfig, TeacherConfig
 from baize_assets.core.corpus import build as corpus, reasons
 from baize_assets.core.storage import Layout, seed_id

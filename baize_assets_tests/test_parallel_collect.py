@@ -20,8 +20,8 @@ import pytest
 from baize_assets.assets import seed_key, transcripts_key
 from baize_assets.core.collect.cache import TranscriptCache
 from baize_assets.core.collect.collector import collect_transcripts
+from baize_assets.core.collect.errors import BUDGET_EXHAUSTED
 from baize_assets.core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
-from baize_assets.core.collect.results import BUDGET_EXHAUSTED
 from baize_assets.core.collect.shared_limits import SqliteLimitStore
 from baize_assets.core.config.pipeline import (
     PROJECT_ROOT,
@@ -79,17 +79,17 @@ def test_two_processes_make_the_rows_one_process_makes_and_a_rerun_asks_nothing(
 
 
 def test_two_processes_ask_the_judge_as_one_process_does(tmp_path, teacher):
-    from baize_assets.core.collect.modes import JUDGE_WRITER
+    from baize_assets.core.collect.modes import REFERENCE_WRITER
     from baize_assets.core.evaluate.judge import judge_requests
 
     questions = [f"How do I look after plant number {i}?" for i in range(6)]
     requests = judge_requests(questions, [f"Water plant {i} weekly." for i in range(6)], ["Give it light."] * 6)
     lines: list[str] = []
     result = collect_transcripts_in_processes(requests, TWO, "sk-test", stores(tmp_path), teacher.base_url,
-                                              lines.append, writer=JUDGE_WRITER)
+                                              lines.append, writer=REFERENCE_WRITER)
     assert any(line.startswith("[process 2/2] teacher: 6/6 answers") for line in lines)
     one = collect_transcripts(requests, TWO.model_copy(update={"processes": 1}), "sk-test", teacher.base_url,
-                              lambda _: None, writer=JUDGE_WRITER).transcripts
+                              lambda _: None, writer=REFERENCE_WRITER).transcripts
     pd.testing.assert_frame_equal(result.transcripts, one)
     assert (result.transcripts["generation_mode"] == "judge").all()
 

@@ -3,8 +3,8 @@ import time
 import pandas as pd
 import pytest
 
-from baize_assets.core.collect.client import TeacherFatalError
 from baize_assets.core.collect.collector import collect_transcripts
+from baize_assets.core.collect.errors import TeacherFatalError
 from baize_assets.core.config.pipeline import CorpusConfig, TeacherConfig
 from baize_assets.core.corpus.build import build_corpus
 from baize_assets.core.prompts import SELF_CHAT_PROMPT_VERSION

@@ -17,7 +17,7 @@ scores shard and v2.
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 from dagster_openai import OpenAIResource
 
-from ..core.collect.modes import JUDGE_WRITER
+from ..core.collect.modes import REFERENCE_WRITER
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
 from ..core.corpus import schema as corpus
 from ..core.feedback import judgments as judging, self_distill
@@ -105,7 +105,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         collected = collect_shard(
             context, layout, openai, requests, teacher,
             lease=layout.feedback_lease(plan.adapter_name, source.name, shard),
-            cache=layout.feedback_cache(plan.adapter_name), writer=JUDGE_WRITER,
+            cache=layout.feedback_cache(plan.adapter_name), writer=REFERENCE_WRITER,
             step=f"{plan.adapter_name}/{source.name}/{shard} scores",
         )
         frame = self_distill.read_judgments(samples, collected.result.transcripts)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from dagster import AssetExecutionContext, Failure, MetadataValue
 from dagster_openai import OpenAIResource
 
-from ..core.collect.modes import JUDGE_WRITER
+from ..core.collect.modes import REFERENCE_WRITER
 from ..core.collect.parallel import merge_results
 from ..core.config.pipeline import TEACHER_REFERENCE, PipelineConfig
 from ..core.evaluate import judge as judge_eval
@@ -35,7 +35,7 @@ def judge_adapter(
     def ask(requests, step: str):
         collected = collect_shard(
             context, layout, openai, requests, teacher, lease=layout.evaluation_judge_lease(adapter),
-            cache=layout.judge_cache(), writer=JUDGE_WRITER, step=step,
+            cache=layout.judge_cache(), writer=REFERENCE_WRITER, step=step,
         )
         failures = collected.result.failures
         if sum(failures.values()) == len(requests):

@@ -18,12 +18,12 @@ from dagster_openai import OpenAIResource
 
 from ..core.collect.batch import BatchCollectionResult, collect_transcripts_batch
 from ..core.collect.cache import TranscriptCache
-from ..core.collect.client import TeacherFatalError
 from ..core.collect.collector import collect_transcripts
+from ..core.collect.errors import BUDGET_EXHAUSTED, TeacherFatalError
 from ..core.collect.leases import exclusive_lease
 from ..core.collect.modes import Writer
 from ..core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
-from ..core.collect.results import BUDGET_EXHAUSTED, CollectionResult
+from ..core.collect.results import CollectionResult
 from ..core.collect.shared_limits import open_limit_store
 from ..core.config.pipeline import TeacherConfig
 from ..core.storage import Layout

@@ -12,7 +12,11 @@ and run as a batch on ``/v1/chat/completions``. Then:
   body classified by the same checks as a chat answer (:mod:`.batch_lines`); missing,
   duplicated and unknown ``custom_id`` lines are counted, never turned into rows;
 * **retried** — failed lines, and the unfinished seeds of an expired, cancelled or failed
-  batch, go into a follow-up batch, up to ``max_retries`` times, then become failure rows;
+  batch, go into a follow-up batch, up to ``max_retries`` times (an answer in another format
+  up to ``format_retries`` times), then become failure rows;
+* **shaped** — each line's body follows the model's request profile (:mod:`.request_profile`:
+  a reasoning model's ``max_completion_tokens``, no ``temperature`` or ``stop``), with
+  ``teacher.extra_body``;
 * **budgeted** — each request's worst case is reserved before the batch is submitted, at
   batch prices (``teacher.batch``); seeds that do not fit become ``budget_exhausted`` rows.
 
@@ -36,19 +40,12 @@ from ..config.pipeline import ModelPrice, TeacherConfig
 from .batch_jobs import BatchJobs
 from .batch_lines import LINE_PROBLEMS, first_lines, line_completion
 from .cache import TranscriptCache, cache_key
-from .client import (
-    CONTENT_FILTER,
-    MALFORMED,
-    RetryableError,
-    TeacherClient,
-    TeacherFatalError,
-    TerminalError,
-    Usage,
-    estimate_tokens,
-)
+from .client import Completion, TeacherClient, Usage, estimate_tokens
+from .errors import BUDGET_EXHAUSTED, CONTENT_FILTER, WRONG_FORMAT, RetryableError, TeacherFatalError, TerminalError
 from .modes import Writer, self_chat_writer
 from .pricing import Budget, Reservation, dollars
-from .results import BUDGET_EXHAUSTED, CollectionResult, cached_row, generation_inputs, seed_row
+from .request_profile import request_fields, starting_profile
+from .results import CollectionResult, cached_row, generation_inputs, seed_row
 from .shared_limits import LimitStore, MemoryLimitStore
 from .transcript import transcripts_frame
 
@@ -101,7 +98,10 @@ class _BatchCollector:
         self.seed_of: dict[str, dict] = {}  # cache key -> its first seed row
         self.outcomes: dict[str, dict[str, Any] | _Failure] = {}  # cache key -> conversation or failure
         self.attempts: Counter = Counter()
+        self.format_slips: Counter = Counter()
+        self.rejected_tokens, self.rejected_dollars = Counter(), Counter()
         self.reservations: dict[str, Reservation] = {}
+        self.profile = starting_profile(teacher.model)
 
     # -- the API, with its refusals classified
 
@@ -147,10 +147,9 @@ class _BatchCollector:
 
     def _submit(self, keys: list[str]) -> str:
         teacher = self.teacher
-        extra = {"top_p": teacher.top_p} if teacher.top_p is not None else {}
         lines = [{"custom_id": key, "method": "POST", "url": CHAT_ENDPOINT,
-                  "body": {"model": teacher.model, "messages": self._messages(key), "temperature": teacher.temperature,
-                           "max_tokens": teacher.max_tokens, **extra}} for key in keys]
+                  "body": request_fields(teacher, self.profile, self._messages(key), None,
+                                         self.writer.response_format)} for key in keys]
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
         upload = self._api("uploading the batch input", lambda: self.client.files.create(
             file=("self-chat-requests.jsonl", data), purpose="batch"))
@@ -211,24 +210,28 @@ class _BatchCollector:
     def _settle_line(self, key: str, line: dict[str, Any]) -> bool:
         """Record one line's outcome; True when it is worth asking again."""
         reservation = self.reservations.pop(key, Reservation(0, 0.0))
+        completion: Completion | None = None
         try:
             completion = line_completion(line, self.checker)
             self.budget.settle(reservation, completion.prompt_tokens, completion.completion_tokens)
             reservation = Reservation(0, 0.0)
-            self.usage.add(completion.model, completion.prompt_tokens, completion.completion_tokens)
+            self.usage.add(completion.model, completion.prompt_tokens, completion.completion_tokens,
+                           completion.reasoning_tokens)
             answer = self.checker.answer(completion)
             if answer.finish_reason != CONTENT_FILTER and not self.one_call.valid(answer.text):
-                raise RetryableError(MALFORMED, "the answer is not in the expected format: "
-                                                f"{self.checker.redact(answer.text[:200])!r}")
-        except RetryableError as exc:
+                self.format_slips[key] += 1
+                again = self.format_slips[key] <= self.teacher.format_retries
+                message = f"the answer is not in the expected format: {self.checker.redact(answer.text[:200])!r}"
+                raise (RetryableError if again else TerminalError)(WRONG_FORMAT, message)
+        except (RetryableError, TerminalError) as exc:
             self.budget.settle(reservation)
+            if completion is not None:
+                self._count_rejected(exc.kind, completion)
+            self.outcomes[key] = _Failure(exc.kind, str(exc))
+            if isinstance(exc, TerminalError):
+                return False
             self.retries[exc.kind] += 1
-            self.outcomes[key] = _Failure(exc.kind, str(exc))
             return True
-        except TerminalError as exc:
-            self.budget.settle(reservation)
-            self.outcomes[key] = _Failure(exc.kind, str(exc))
-            return False
         made = {
             **self.one_call.fields(answer, self.teacher),
             "total_tokens": answer.prompt_tokens + answer.completion_tokens,
@@ -239,6 +242,11 @@ class _BatchCollector:
             seed = self.seed_of[key]
             self.cache.put(key, seed["seed_id"], {**seed_row(seed, key, self.inputs, self.teacher), **made})
         return False
+
+    def _count_rejected(self, kind: str, completion: Completion) -> None:
+        self.rejected_tokens[kind] += completion.prompt_tokens + completion.completion_tokens
+        self.rejected_dollars[kind] += dollars(self.budget.price, completion.prompt_tokens,
+                                               completion.completion_tokens) or 0.0
 
     # -- rows
 
@@ -328,6 +336,7 @@ def collect_transcripts_batch(
         retries=collector.retries,
         seconds=time.monotonic() - started, requests=collector.requests, cached=collector.cached,
         spent_tokens=budget.spent_tokens, spent_dollars=budget.spent_dollars if budget.price is not None else None,
-        partial=collector.failures[BUDGET_EXHAUSTED] > 0, batch_ids=collector.batch_ids,
+        partial=collector.failures[BUDGET_EXHAUSTED] > 0, rejected_tokens=collector.rejected_tokens,
+        rejected_dollars=collector.rejected_dollars, batch_ids=collector.batch_ids,
         resumed_batches=collector.resumed, line_problems=collector.line_problems,
     )

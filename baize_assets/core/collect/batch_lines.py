@@ -12,7 +12,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from .client import BAD_REQUEST, CONTEXT_LENGTH, SERVER_ERROR, Completion, RetryableError, TeacherClient, TerminalError
+from .client import Completion, TeacherClient
+from .errors import BAD_REQUEST, CONTEXT_LENGTH, SERVER_ERROR, RetryableError, TerminalError
 
 LINE_PROBLEMS = ("missing_custom_ids", "duplicated_custom_ids", "unknown_custom_ids", "unparsable_lines")
 

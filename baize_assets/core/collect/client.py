@@ -1,10 +1,10 @@
 """One chat completion request to the teacher: what its outcome means for the run, what it cost.
 
-Every way a request can end maps to one of four outcomes: a usable answer; a
-retryable failure, whose kind feeds the retry counts and the limiter; a terminal
-failure of that seed; or a fatal error that stops the whole run (a bad key, a missing
-model, an exhausted quota, an endpoint that cannot be reached). Endpoints that are
-OpenAI-compatible in name only are expected:
+Every way a request can end maps to one of the outcomes of :mod:`.errors`: a usable
+answer, a retryable failure, a terminal failure of that seed, a fatal error that stops
+the whole run (a bad key, a missing model, an exhausted quota, an endpoint that cannot
+be reached), or a refused request field the run adapts to (:mod:`.request_profile`).
+Endpoints that are OpenAI-compatible in name only are expected:
 
 * the whole request, body included, runs under one deadline of ``timeout_s``: the
   HTTP client's timeout is per read, so a body sent a few bytes at a time would never
@@ -12,7 +12,8 @@ OpenAI-compatible in name only are expected:
 * the body is checked before it is trusted: one that is not JSON, not UTF-8, not a
   chat completion, or without a text message is ``malformed`` (retried); a text longer
   than ``teacher.answer_char_limit`` is ``oversized`` (not retried: the same prompt
-  gets the same runaway answer);
+  gets the same runaway answer); no text at all because the completion budget ran out
+  (a reasoning model that spent it thinking) is ``reasoning_exhausted`` (not retried);
 * every message meant for a row, a log line or an exception goes through
   :meth:`TeacherClient.redact`, which removes the API key and the password of the
   base URL (``OPENAI_BASE_URL`` may carry ``user:password@``).
@@ -21,62 +22,47 @@ OpenAI-compatible in name only are expected:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import openai
 
 from ..config.pipeline import TeacherConfig
-from .limiter import parse_retry_after
-
-# Failure kinds that are not an HTTP status.
-MALFORMED = "malformed"
-OVERSIZED = "oversized"
-CONTEXT_LENGTH = "context_length"
-BAD_REQUEST = "bad_request"
-TIMEOUT = "timeout"
-CONNECTION = "connection"
-RATE_LIMITED = "rate_limited"
-SERVER_ERROR = "server_error"
-
-CONTENT_FILTER = "content_filter"  # a finish reason: the provider withheld (part of) the answer
+from .errors import (
+    BAD_REQUEST,
+    CONNECTION,
+    CONTENT_FILTER,
+    CONTEXT_LENGTH,
+    MALFORMED,
+    OVERSIZED,
+    RATE_LIMITED,
+    REASONING_EXHAUSTED,
+    SERVER_ERROR,
+    TIMEOUT,
+    ParameterRejected,
+    RetryableError,
+    TeacherFatalError,
+    TerminalError,
+    parse_retry_after,
+    redact_url,
+    url_secrets,
+)
+from .request_profile import RequestProfile, rejected_field, request_fields
 
 # OpenAI error codes of a 400 that concern one prompt, not the whole run.
 _PER_SEED_BAD_REQUEST_CODES = {"context_length_exceeded", "string_above_max_length", "invalid_prompt"}
 # What the HTTP transport (httpx, httpx2) calls a failure to open a connection at all.
 _CONNECT_FAILURES = {"ConnectError", "ConnectTimeout"}
+# Request fields the openai client takes by name; any other goes in its extra_body.
+_CLIENT_FIELDS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
+                            "stop", "reasoning_effort", "response_format"})
 _MAX_MESSAGE_CHARS = 500
 _MAX_FINISH_REASON_CHARS = 64
 _MAX_MODEL_CHARS = 200
 _MAX_TOKEN_COUNT = 2**53  # beyond it a count is nonsense and would overflow the table's int64
-
-
-class TeacherFatalError(RuntimeError):
-    """The teacher refused in a way no retry can fix (bad key, missing model, no quota, unreachable)."""
-
-
-class RetryableError(Exception):
-    """An attempt that failed in a way another attempt may not.
-
-    ``reached`` is False only when no connection to the endpoint could be opened.
-    """
-
-    def __init__(self, kind: str, message: str, retry_after: float | None = None, reached: bool = True) -> None:
-        super().__init__(message)
-        self.kind, self.retry_after, self.reached = kind, retry_after, reached
-
-
-class TerminalError(Exception):
-    """A seed that no retry can help; it ends as a failure row of ``kind``."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass
@@ -85,12 +71,20 @@ class Usage:
 
     calls: Counter = field(default_factory=Counter)
     prompt_tokens: Counter = field(default_factory=Counter)
-    completion_tokens: Counter = field(default_factory=Counter)
+    completion_tokens: Counter = field(default_factory=Counter)  # hidden reasoning included, as OpenAI counts it
+    reasoning_tokens: Counter = field(default_factory=Counter)
 
-    def add(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def add(self, model: str, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> None:
         self.calls[model] += 1
         self.prompt_tokens[model] += prompt_tokens
         self.completion_tokens[model] += completion_tokens
+        self.reasoning_tokens[model] += reasoning_tokens
+
+    def merge(self, other: "Usage") -> None:
+        for mine, theirs in ((self.calls, other.calls), (self.prompt_tokens, other.prompt_tokens),
+                             (self.completion_tokens, other.completion_tokens),
+                             (self.reasoning_tokens, other.reasoning_tokens)):
+            mine.update(theirs)
 
     @property
     def total_tokens(self) -> int:
@@ -102,12 +96,14 @@ class Usage:
             "openai.calls": sum(self.calls.values()),
             "openai.prompt_tokens": sum(self.prompt_tokens.values()),
             "openai.completion_tokens": sum(self.completion_tokens.values()),
+            "openai.reasoning_tokens": sum(self.reasoning_tokens.values()),
             "openai.total_tokens": self.total_tokens,
         }
         for model in self.calls:
             metadata[f"openai.{model}.calls"] = self.calls[model]
             metadata[f"openai.{model}.prompt_tokens"] = self.prompt_tokens[model]
             metadata[f"openai.{model}.completion_tokens"] = self.completion_tokens[model]
+            metadata[f"openai.{model}.reasoning_tokens"] = self.reasoning_tokens[model]
             metadata[f"openai.{model}.total_tokens"] = self.prompt_tokens[model] + self.completion_tokens[model]
         return metadata
 
@@ -119,6 +115,7 @@ class Completion:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int
     headers: Mapping[str, str]
     data: dict[str, Any]
 
@@ -130,6 +127,7 @@ class Answer:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    reasoning_tokens: int = 0
 
 
 def estimate_tokens(messages: list[dict[str, str]]) -> int:
@@ -137,30 +135,14 @@ def estimate_tokens(messages: list[dict[str, str]]) -> int:
     return sum(math.ceil(len(m["content"]) / 4) + 4 for m in messages)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:[redacted]@{host}"))
-
-
-def _url_secrets(url: str) -> tuple[str, ...]:
-    """The password of ``url`` as written and decoded, and the Basic credentials derived from it."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return ()
-    basic = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password)}".encode()).decode()
-    return parts.password, unquote(parts.password), basic
-
-
 def _could_not_connect(error: openai.APIConnectionError) -> bool:
     cause = error.__cause__
     return cause is not None and any(c.__name__ in _CONNECT_FAILURES for c in type(cause).__mro__)
 
 
-def _token_count(usage: Any, name: str) -> int:
+def _token_count(usage: Any, name: str, details: str | None = None) -> int:
+    if details is not None:
+        usage = usage.get(details) if isinstance(usage, dict) else None
     value = usage.get(name) if isinstance(usage, dict) else None
     valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_TOKEN_COUNT
     return value if valid else 0
@@ -175,7 +157,7 @@ class TeacherClient:
         base_url = str(client.base_url)
         self.endpoint = redact_url(base_url).rstrip("/")
         # Longest first, so a secret that contains another is replaced whole.
-        self.secrets = tuple(sorted({s for s in (api_key, *_url_secrets(base_url)) if s}, key=len, reverse=True))
+        self.secrets = tuple(sorted({s for s in (api_key, *url_secrets(base_url)) if s}, key=len, reverse=True))
 
     def redact(self, message: str) -> str:
         for secret in self.secrets:
@@ -184,8 +166,8 @@ class TeacherClient:
 
     def unreachable(self, error: RetryableError, attempts: int) -> TeacherFatalError:
         return TeacherFatalError(self.redact(
-            f"cannot reach the teacher endpoint {self.endpoint}: {error} (after {attempts} attempts); "
-            "check OPENAI_BASE_URL"
+            f"cannot reach the {self.teacher.section} endpoint {self.endpoint}: {error} (after {attempts} attempts); "
+            f"check {self.teacher.base_url_env}"
         ))
 
     def _retry_after(self, headers: Mapping[str, str] | None) -> float | None:
@@ -195,38 +177,38 @@ class TeacherClient:
             return None
         return min(seconds, max(self.teacher.retry_max_s, self.teacher.timeout_s))
 
-    async def request(self, messages: list[dict[str, str]], stop: list[str] | None) -> Completion:
-        """One attempt; raises RetryableError, TerminalError or TeacherFatalError."""
+    async def request(self, messages: list[dict[str, str]], stop: list[str] | None, profile: RequestProfile,
+                      response_format: dict[str, Any] | None = None) -> Completion:
+        """One attempt; raises RetryableError, TerminalError, ParameterRejected or TeacherFatalError."""
         teacher = self.teacher
-        extra = {"top_p": teacher.top_p} if teacher.top_p is not None else {}
+        fields = request_fields(teacher, profile, messages, stop, response_format)
+        extra = {name: value for name, value in fields.items() if name not in _CLIENT_FIELDS}
+        named = {name: value for name, value in fields.items() if name in _CLIENT_FIELDS}
         try:
             async with asyncio.timeout(teacher.timeout_s):
-                raw = await self.client.chat.completions.with_raw_response.create(
-                    model=teacher.model,
-                    messages=messages,
-                    temperature=teacher.temperature,
-                    max_tokens=teacher.max_tokens,
-                    stop=stop,
-                    **extra,
-                )
+                raw = await self.client.chat.completions.with_raw_response.create(**named, extra_body=extra or None)
                 body = raw.content
         except TimeoutError:
             raise RetryableError(TIMEOUT, f"no complete answer within {teacher.timeout_s:g} s") from None
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise TeacherFatalError(
-                f"the teacher endpoint rejected the API key (HTTP {exc.status_code}); check OPENAI_API_KEY"
+                f"the {teacher.section} endpoint rejected the API key (HTTP {exc.status_code}); "
+                f"check {teacher.api_key_env}"
             ) from None
         except openai.NotFoundError:
             raise TeacherFatalError(
-                f"the teacher endpoint has no model '{self.redact(teacher.model)}' (HTTP 404); "
-                "check teacher.model in the configuration and OPENAI_BASE_URL"
+                f"the {teacher.section} endpoint has no model '{self.redact(teacher.model)}' (HTTP 404); "
+                f"check {teacher.section}.model in the configuration and {teacher.base_url_env}"
             ) from None
         except openai.BadRequestError as exc:
             if exc.code in _PER_SEED_BAD_REQUEST_CODES:
                 raise TerminalError(CONTEXT_LENGTH if "length" in (exc.code or "") else BAD_REQUEST,
                                     self.redact(str(exc))) from None
-            raise TeacherFatalError(f"the teacher endpoint rejected the request (HTTP 400): {self.redact(str(exc))}") \
-                from None
+            refused = rejected_field(exc.code, exc.param, exc.message, fields)
+            if refused is not None:
+                raise ParameterRejected(refused, self.redact(str(exc))) from None
+            raise TeacherFatalError(f"the {teacher.section} endpoint rejected the request (HTTP 400): "
+                                    f"{self.redact(str(exc))}") from None
         except openai.RateLimitError as exc:
             if exc.code == "insufficient_quota":
                 raise TeacherFatalError("the teacher account has no quota left (HTTP 429 insufficient_quota)") \
@@ -270,6 +252,7 @@ class TeacherClient:
             model=model[:_MAX_MODEL_CHARS] if isinstance(model, str) and model else self.teacher.model,
             prompt_tokens=_token_count(usage, "prompt_tokens"),
             completion_tokens=_token_count(usage, "completion_tokens"),
+            reasoning_tokens=_token_count(usage, "reasoning_tokens", "completion_tokens_details"),
             headers=headers,
             data=data,
         )
@@ -294,14 +277,27 @@ class TeacherClient:
             content = ""  # withheld entirely: still an answer, which the corpus rejects by its finish reason
         if content is None and message.get("tool_calls"):
             raise RetryableError(MALFORMED, "the answer is a tool call, not text")
+        if (content is None or isinstance(content, str) and not content.strip()) and finish_reason == "length":
+            raise TerminalError(REASONING_EXHAUSTED, self._exhausted_message(completion))
         if not isinstance(content, str):
             raise RetryableError(MALFORMED, f"the answer has no text content ({type(content).__name__})")
         limit = self.teacher.answer_char_limit
         if len(content) > limit:
             raise TerminalError(OVERSIZED, f"the answer has {len(content):,} characters, over the limit of "
-                                           f"{limit:,} (teacher.max_answer_chars)")
+                                           f"{limit:,} ({self.teacher.section}.max_answer_chars)")
         try:
             content.encode("utf-8")
         except UnicodeEncodeError:  # an escaped lone surrogate: valid JSON, but no text to store
             raise RetryableError(MALFORMED, "the answer's text is not valid Unicode (a lone surrogate)") from None
-        return Answer(content, finish_reason, completion.model, completion.prompt_tokens, completion.completion_tokens)
+        return Answer(content, finish_reason, completion.model, completion.prompt_tokens, completion.completion_tokens,
+                      completion.reasoning_tokens)
+
+    def _exhausted_message(self, completion: Completion) -> str:
+        section, teacher = self.teacher.section, self.teacher
+        spent = f"{completion.completion_tokens} completion tokens"
+        if completion.reasoning_tokens:
+            spent += f", {completion.reasoning_tokens} of them reasoning"
+        effort = f" or lower {section}.reasoning_effort" + (f" ({teacher.reasoning_effort})"
+                                                              if teacher.reasoning_effort else "")
+        return (f"the model reached its completion budget ({spent}) without writing any answer; raise "
+                f"{section}.max_tokens (now {teacher.max_tokens}){effort}")

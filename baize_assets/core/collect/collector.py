@@ -8,9 +8,12 @@ Built to run Baize's ~160,000 teacher calls unattended:
   endpoint's limits and pauses on ``Retry-After`` and exhausted ``x-ratelimit-*`` headers,
   one limit per endpoint and key shared by every process (:mod:`.shared_limits`);
 * **retried** — 429, 5xx, timeouts, dropped connections and malformed answers are retried
-  with exponential backoff and full jitter, honoring ``Retry-After``; errors no retry can
-  fix stop at once: a bad key, a forbidden or missing model, an exhausted quota (the whole
-  run), a prompt too long for the context, an oversized answer (that seed). The first
+  with exponential backoff and full jitter, honoring ``Retry-After``; an answer in another
+  format at most ``format_retries`` times; errors no retry can fix stop at once: a bad
+  key, a forbidden or missing model, an exhausted quota (the whole run), a prompt too long
+  for the context, an oversized answer, a completion budget spent before any text (that
+  seed). A field the endpoint refuses (a reasoning model's ``max_tokens``) is adapted once
+  for the whole run (:mod:`.request_profile`). The first
   request goes alone, retries included, so a bad key costs one request, not one per
   worker, and an endpoint that cannot be reached stops the run before any other seed is
   tried (:mod:`.calls`); how each outcome of a request is classified is :mod:`.client`'s job;
@@ -43,11 +46,13 @@ import pandas as pd
 from ..config.pipeline import TeacherConfig
 from .cache import TranscriptCache, cache_key
 from .calls import Abandoned, BudgetStop, TeacherCalls
-from .client import TeacherClient, TeacherFatalError, TerminalError
+from .client import TeacherClient
+from .errors import BUDGET_EXHAUSTED, TeacherFatalError, TerminalError
 from .limiter import RateLimiter
 from .modes import Writer, self_chat_writer
 from .pricing import Budget, dollars
-from .results import BUDGET_EXHAUSTED, CollectionResult, cached_row, generation_inputs, seed_row
+from .request_profile import unsent_settings
+from .results import CollectionResult, cached_row, generation_inputs, seed_row
 from .shared_limits import LimitStore, MemoryLimitStore, limit_key
 from .transcript import transcripts_frame
 
@@ -59,9 +64,8 @@ class _Collector:
         self,
         seeds: pd.DataFrame,
         teacher: TeacherConfig,
-        client: TeacherClient,
+        calls: TeacherCalls,
         cache: TranscriptCache | None,
-        limiter: RateLimiter,
         budget: Budget,
         log: Callable[[str], None],
         progress_every_s: float,
@@ -75,7 +79,7 @@ class _Collector:
         self.log = log
         self.progress_every_s = progress_every_s
         self.inputs = generation_inputs(teacher, self.writer)
-        self.calls = TeacherCalls(teacher, client, limiter, budget)
+        self.calls = calls
         self.failures: Counter = Counter()
         self.rows: list[dict] = []
         self.cached = 0
@@ -135,6 +139,8 @@ class _Collector:
                 self.log(self.progress_line())
 
     async def run(self) -> None:
+        for line in unsent_settings(self.teacher, self.calls.profile, self.teacher.section):
+            self.calls.warn(line)
         keys = [cache_key(seed["seed"], self.inputs) for seed in self.seeds]
         stored = self.cache.get_many(keys) if self.cache is not None else {}
         queue: asyncio.Queue[tuple[dict, str]] = asyncio.Queue()
@@ -186,15 +192,18 @@ def collect_transcripts(
     limit_store: LimitStore | None = None,
     ledger: str | None = None,
     writer: Writer | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> CollectionResult:
     """Ask the teacher for one self-chat conversation per seed row (or, with ``writer``, its kind of answer).
 
     ``base_url`` None means the ``openai`` client's own default (``OPENAI_BASE_URL``
     or OpenAI itself). With a ``cache``, conversations it holds are reused and new ones
     are stored as they arrive. ``limit_store`` holds the rate limit of the endpoint and
-    key and the budget's ``ledger`` (a Dagster run's id), shared with every other process
-    that uses it; None keeps both within this call. Either is used only when a limit or a
-    cap is configured, or, for the ledger, to record the spending once at the end.
+    key, the budget's ``ledger`` (a Dagster run's id) and the run's request profile,
+    shared with every other process that uses it; None keeps them within this call. The
+    limit and the ledger are used only when a limit or a cap is configured, or, for the
+    ledger, to record the spending once at the end. ``warn`` (``log`` when None) gets the
+    lines that say a setting is not sent or a refused field was adapted.
     """
 
     async def run() -> _Collector:
@@ -205,13 +214,14 @@ def collect_transcripts(
         async with openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0) as client:
             limits = teacher.rate_limit_for(str(client.base_url))
             limited = limits.requests_per_minute is not None or limits.tokens_per_minute is not None
+            endpoint = limit_key(str(client.base_url), api_key)
             # Without a limit nothing needs sharing: pauses stay in this process, at no I/O per request.
-            limiter = RateLimiter(limits, shared if limited else MemoryLimitStore(),
-                                  limit_key(str(client.base_url), api_key), stale_after_s=2 * teacher.timeout_s)
-            collector = _Collector(
-                seeds, teacher, TeacherClient(client, teacher, api_key), cache, limiter, budget,
-                log, progress_every_s or teacher.progress_every_s, writer,
-            )
+            limiter = RateLimiter(limits, shared if limited else MemoryLimitStore(), endpoint,
+                                  stale_after_s=2 * teacher.timeout_s)
+            calls = TeacherCalls(teacher, TeacherClient(client, teacher, api_key), limiter, budget, shared,
+                                 f"{budget.ledger}:{endpoint}:{teacher.model}", warn or log)
+            collector = _Collector(seeds, teacher, calls, cache, budget, log,
+                                   progress_every_s or teacher.progress_every_s, writer)
             try:
                 await collector.run()
             finally:
@@ -235,4 +245,7 @@ def collect_transcripts(
         spent_tokens=collector.budget.spent_tokens,
         spent_dollars=collector.budget.spent_dollars if collector.budget.price is not None else None,
         partial=collector.failures[BUDGET_EXHAUSTED] > 0,
+        adaptations=collector.calls.adaptations,
+        rejected_tokens=collector.calls.rejected_tokens,
+        rejected_dollars=collector.calls.rejected_dollars,
     )

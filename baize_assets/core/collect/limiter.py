@@ -16,47 +16,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import re
 import uuid
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from ..config.pipeline import RateLimitConfig
-
-if TYPE_CHECKING:  # shared_limits builds on client, which reads this module's headers
-    from .shared_limits import LimitStore
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_SECONDS_PER_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-# The longest pause a provider's reset header can impose: a broken or hostile header
-# ("1e300s", "99999h") must not stall a run for ever.
-MAX_RESET_PAUSE_S = 900.0
-
-
-def parse_reset(value: str | None) -> float | None:
-    """Seconds in an ``x-ratelimit-reset-*`` value such as ``"1s"``, ``"6m0s"``, ``"20ms"``."""
-    if not value:
-        return None
-    parts = _DURATION_PART.findall(value.strip())
-    if not parts:
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return sum(float(number) * _SECONDS_PER_UNIT[unit] for number, unit in parts)
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds; HTTP dates are ignored)."""
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return max(float(value) * scale, 0.0)
-            except ValueError:
-                continue
-    return None
+from .errors import MAX_RESET_PAUSE_S, parse_reset
+from .shared_limits import LimitStore
 
 
 class RateLimiter:

@@ -3,12 +3,14 @@
 * **v1** — one call writes the whole transcript, both sides, and the model stops on its own;
 * **v1.5** — one call per human turn and one per AI turn, the dialogue so far in each prompt;
 * **judge** — the row's text is the whole prompt, and the one answer is the row's text
-  (the teacher's judgments and reference answers, Baize v2).
+  (the judge's judgments and the teacher's reference answers, Baize v2); a judgment may
+  ask for structured output (a JSON schema, :func:`judge_writer`).
 
 The self-chat modes are guarded against loops (rounds, tokens, repeated turns); every mode
-returns the row fields of one row. ``call(messages, stop, valid)`` is the collector's
-request, with its retries, pacing and budget; a valid answer is one ``valid(text)`` accepts.
-v1 and judge ask once per row (:class:`OneCall`), which is what the Batch API can send.
+returns the row fields of one row. ``call(messages, stop, valid, response_format)`` is the
+collector's request, with its retries, pacing and budget; a valid answer is one
+``valid(text)`` accepts. v1 and judge ask once per row (:class:`OneCall`), which is what
+the Batch API can send.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from ..prompts import (
     self_chat_prompt,
     self_chat_turn_prompt,
 )
-from .client import CONTENT_FILTER, Answer
+from .client import Answer
+from .errors import CONTENT_FILTER
 from .transcript import guard_transcript, has_markers, human_statement, same_text
 
-Call = Callable[[list[dict[str, str]], list[str] | None, Callable[[str], bool]], Awaitable[Answer]]
+Call = Callable[..., Awaitable[Answer]]  # (messages, stop, valid, response_format=None) -> Answer
 
 
 def _self_chat_messages(seed: str) -> list[dict[str, str]]:
@@ -46,20 +49,22 @@ def _v1_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
         ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
     return {
         "model": answer.model, "transcript": text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
-        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
+        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+        "reasoning_tokens": answer.reasoning_tokens, "api_calls": 1,
     }
 
 
 async def v15_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dict[str, Any]:
     dialogue: list[Turn] = []
-    calls = prompt_tokens = completion_tokens = 0
+    calls = prompt_tokens = completion_tokens = reasoning_tokens = 0
     ended_by, finish_reason, model = "max_turns", None, teacher.model
     for _ in range(teacher.max_rounds):
         human = await call([{"role": "user", "content": self_chat_turn_prompt(seed, dialogue)}], [RAW_AI],
                            lambda _: True)
         question = human_statement(human.text)
-        calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + human.prompt_tokens,
-                                                   completion_tokens + human.completion_tokens)
+        calls, prompt_tokens, completion_tokens, reasoning_tokens = (
+            calls + 1, prompt_tokens + human.prompt_tokens, completion_tokens + human.completion_tokens,
+            reasoning_tokens + human.reasoning_tokens)
         if human.finish_reason == CONTENT_FILTER:
             ended_by, finish_reason = CONTENT_FILTER, CONTENT_FILTER
             break
@@ -71,8 +76,9 @@ async def v15_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dic
             break
         messages = [{"role": "user" if t.role == "human" else "assistant", "content": t.text} for t in dialogue]
         ai = await call(messages + [{"role": "user", "content": question}], None, lambda text: bool(text.strip()))
-        calls, prompt_tokens, completion_tokens = (calls + 1, prompt_tokens + ai.prompt_tokens,
-                                                   completion_tokens + ai.completion_tokens)
+        calls, prompt_tokens, completion_tokens, reasoning_tokens = (
+            calls + 1, prompt_tokens + ai.prompt_tokens, completion_tokens + ai.completion_tokens,
+            reasoning_tokens + ai.reasoning_tokens)
         model, finish_reason = ai.model, ai.finish_reason
         if finish_reason == CONTENT_FILTER:  # the row ends here, and the corpus rejects it
             ended_by = CONTENT_FILTER
@@ -87,7 +93,8 @@ async def v15_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dic
     transcript = "\n".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}" for t in dialogue)
     return {
         "model": model, "transcript": transcript, "finish_reason": finish_reason, "ended_by": ended_by,
-        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "api_calls": calls,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "reasoning_tokens": reasoning_tokens, "api_calls": calls,
     }
 
 
@@ -106,7 +113,8 @@ def _answer_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
         ended_by = "max_tokens" if answer.finish_reason == "length" else "teacher_stop"
     return {
         "model": answer.model, "transcript": answer.text, "finish_reason": answer.finish_reason, "ended_by": ended_by,
-        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens, "api_calls": 1,
+        "prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+        "reasoning_tokens": answer.reasoning_tokens, "api_calls": 1,
     }
 
 
@@ -124,9 +132,11 @@ class OneCall:
 
 @dataclass(frozen=True)
 class Writer:
-    """How the collector turns a row's text into an answer; ``mode`` and ``prompt_version`` key its cache.
+    """How the collector turns a row's text into an answer; ``mode``, ``prompt_version`` and the
+    response format key its cache.
 
     ``one_call`` is set for writers that ask once per row (v1, judge); ``turns`` for v1.5.
+    ``response_format`` is the structured output a one-call writer asks for, if any.
     """
 
     mode: str
@@ -134,11 +144,12 @@ class Writer:
     progress: str  # how the collector's progress lines count the rows: a format of done and total
     one_call: OneCall | None = None
     turns: Callable[[Call, str, TeacherConfig], Awaitable[dict[str, Any]]] | None = None
+    response_format: dict[str, Any] | None = None
 
     async def write(self, call: Call, text: str, teacher: TeacherConfig) -> dict[str, Any]:
         if self.one_call is None:
             return await self.turns(call, text, teacher)
-        answer = await call(self.one_call.messages(text), None, self.one_call.valid)
+        answer = await call(self.one_call.messages(text), None, self.one_call.valid, self.response_format)
         return self.one_call.fields(answer, teacher)
 
 
@@ -146,8 +157,15 @@ _SELF_CHAT_PROGRESS = "self-chat: {done}/{total} conversations"
 V1_WRITER = Writer("v1", SELF_CHAT_PROMPT_VERSION, _SELF_CHAT_PROGRESS,
                    one_call=OneCall(_self_chat_messages, has_markers, _v1_fields))
 V15_WRITER = Writer("v1.5", SELF_CHAT_TURN_PROMPT_VERSION, _SELF_CHAT_PROGRESS, turns=v15_conversation)
-JUDGE_WRITER = Writer("judge", JUDGE_PROMPT_VERSION, "teacher: {done}/{total} answers",
-                      one_call=OneCall(_prompt_messages, _non_empty, _answer_fields))
+_PROMPT_ANSWER = OneCall(_prompt_messages, _non_empty, _answer_fields)
+# The teacher's own answers to the judge's questions: the question is the whole prompt.
+REFERENCE_WRITER = Writer("judge", JUDGE_PROMPT_VERSION, "teacher: {done}/{total} answers", one_call=_PROMPT_ANSWER)
+
+
+def judge_writer(response_format: dict[str, Any] | None) -> Writer:
+    """Judgments: the judge prompt is the whole message; ``response_format`` asks for structured output."""
+    return Writer("judge", JUDGE_PROMPT_VERSION, "judge: {done}/{total} judgments", one_call=_PROMPT_ANSWER,
+                  response_format=response_format)
 
 
 def self_chat_writer(teacher: TeacherConfig) -> Writer:

@@ -38,10 +38,11 @@ import pyarrow as pa
 from ..config.pipeline import RateLimitStoreConfig, TeacherConfig
 from ..parent_death import die_with_parent
 from .cache import TranscriptCache, cache_key
-from .client import TeacherFatalError, Usage
+from .client import Usage
 from .collector import collect_transcripts
+from .errors import BUDGET_EXHAUSTED, TeacherFatalError
 from .modes import Writer
-from .results import BUDGET_EXHAUSTED, CollectionResult, generation_inputs
+from .results import CollectionResult, generation_inputs
 from .shared_limits import open_limit_store
 from .transcript import TRANSCRIPT_SCHEMA
 
@@ -89,7 +90,8 @@ def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame,
                     as cache:
                 result = collect_transcripts(seeds, teacher, api_key, base_url,
                                              lambda line: connection.send(("log", line)), progress_every_s, cache,
-                                             limit_store, ledger, writer)
+                                             limit_store, ledger, writer,
+                                             warn=lambda line: connection.send(("warn", line)))
         finally:
             limit_store.close()
         connection.send(("result", result))
@@ -125,18 +127,19 @@ def merge_results(results: list[CollectionResult], seconds: float) -> Collection
     """The children's results as one: their rows in seed-id order, their counts summed."""
     tables = [pa.Table.from_pandas(r.transcripts, schema=TRANSCRIPT_SCHEMA, preserve_index=False) for r in results]
     frame = pa.concat_tables(tables).to_pandas().sort_values("seed_id", kind="stable").reset_index(drop=True)
-    usage, failures, retries = Usage(), Counter(), Counter()
+    usage, failures, retries, rejected_tokens, rejected_dollars = Usage(), Counter(), Counter(), Counter(), Counter()
     for result in results:
-        for counter, more in ((usage.calls, result.usage.calls), (usage.prompt_tokens, result.usage.prompt_tokens),
-                              (usage.completion_tokens, result.usage.completion_tokens), (failures, result.failures),
-                              (retries, result.retries)):
+        usage.merge(result.usage)
+        for counter, more in ((failures, result.failures), (retries, result.retries),
+                              (rejected_tokens, result.rejected_tokens), (rejected_dollars, result.rejected_dollars)):
             counter.update(more)
     priced = [r.spent_dollars for r in results if r.spent_dollars is not None]
     return CollectionResult(
         transcripts=frame, usage=usage, failures=failures, retries=retries, seconds=seconds,
         requests=sum(r.requests for r in results), cached=sum(r.cached for r in results),
         spent_tokens=sum(r.spent_tokens for r in results), spent_dollars=sum(priced) if priced else None,
-        partial=failures[BUDGET_EXHAUSTED] > 0,
+        partial=failures[BUDGET_EXHAUSTED] > 0, adaptations=sum(r.adaptations for r in results),
+        rejected_tokens=rejected_tokens, rejected_dollars=rejected_dollars,
     )
 
 
@@ -172,6 +175,7 @@ def collect_transcripts_in_processes(
     progress_every_s: float | None = None,
     ledger: str | None = None,
     writer: Writer | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> CollectionResult:
     """Collect ``seeds`` in ``teacher.processes`` child processes; what :func:`.collector.collect_transcripts` returns.
 
@@ -187,7 +191,7 @@ def collect_transcripts_in_processes(
             with TranscriptCache(stores.cache_path, stores.reuse_cache) if stores.cache_path else nullcontext() \
                     as cache:
                 return collect_transcripts(seeds, teacher, api_key, base_url, log, progress_every_s, cache,
-                                           limit_store, ledger, writer)
+                                           limit_store, ledger, writer, warn)
         finally:
             limit_store.close()
 
@@ -205,7 +209,7 @@ def collect_transcripts_in_processes(
             children.append(_Child(number, len(slices), part, process, receiving))
         log(f"self-chat in {len(children)} processes: " + ", ".join(
             f"{len(child.seeds)} seeds in pid {child.process.pid}" for child in children))
-        results = _gather(children, log)
+        results = _gather(children, log, warn or log)
         for child in children:  # each has sent its result and is on its way out
             child.process.join(_STOP_GRACE_S)
     finally:
@@ -213,7 +217,8 @@ def collect_transcripts_in_processes(
     return merge_results(results, time.monotonic() - started)
 
 
-def _gather(children: list[_Child], log: Callable[[str], None]) -> list[CollectionResult]:
+def _gather(children: list[_Child], log: Callable[[str], None],
+            warn: Callable[[str], None]) -> list[CollectionResult]:
     """Every child's result, relaying their log lines; the first child to fail stops the collection."""
     results: dict[int, CollectionResult] = {}
     waiting = {child.connection: child for child in children}
@@ -228,8 +233,8 @@ def _gather(children: list[_Child], log: Callable[[str], None]) -> list[Collecti
                     f"{child.describe()} {_exit_description(child.process)} before it finished; nothing was "
                     "written for this shard, and a rerun reuses every conversation the processes finished"
                 ) from None
-            if kind == "log":
-                log(f"[process {child.number}/{child.of}] {payload}")
+            if kind in ("log", "warn"):
+                (log if kind == "log" else warn)(f"[process {child.number}/{child.of}] {payload}")
             elif kind == "result":
                 results[child.number] = payload
                 del waiting[connection]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .client import redact_url
+from .errors import redact_url
 from .shared_limits import LimitStore, LimitStoreError
 
 # A limit key idle this long is dropped from Redis; a ledger lives as long as a run may.
@@ -143,6 +143,23 @@ class RedisLimitStore(LimitStore):
         tokens, spent_dollars = self._call(lambda: self._redis.hmget(self._ledger(ledger), "spent_tokens",
                                                                      "spent_dollars"))
         return int(tokens or 0), float(spent_dollars or 0.0)
+
+    @staticmethod
+    def _adapted(key: str) -> str:
+        return f"baize:adapted:{key}"
+
+    def adaptations(self, key):
+        found = self._call(lambda: self._redis.hgetall(self._adapted(key)))
+        return {name.decode(): action.decode() for name, action in found.items()}
+
+    def add_adaptation(self, key, name, action):
+        def add() -> bool:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(self._adapted(key), name, action)
+                pipe.expire(self._adapted(key), _LEDGER_TTL_S)
+                return bool(pipe.execute()[0])
+
+        return self._call(add)
 
     def close(self) -> None:
         self._redis.close()

@@ -8,7 +8,7 @@ either the teacher's answer or a failure kind and message.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -16,9 +16,6 @@ import pandas as pd
 from ..config.pipeline import TeacherConfig
 from .client import Usage
 from .modes import Writer, self_chat_writer
-
-# The failure kind of a seed the run's budget left unasked (the others: collect.client).
-BUDGET_EXHAUSTED = "budget_exhausted"
 
 
 @dataclass
@@ -33,6 +30,15 @@ class CollectionResult:
     spent_tokens: int
     spent_dollars: float | None  # None when the model has no price
     partial: bool  # the budget stopped the run before every seed was asked
+    adaptations: int = 0  # request fields adapted to the endpoint's refusals
+    # Answers paid for and not used (another format, no text, ...): tokens and dollars by failure kind.
+    rejected_tokens: Counter = field(default_factory=Counter)
+    rejected_dollars: Counter = field(default_factory=Counter)
+
+    def rejected_cost(self) -> dict[str, dict[str, float]]:
+        """What rejected answers cost, by failure kind: for the metadata."""
+        return {kind: {"tokens": int(self.rejected_tokens[kind]), "dollars": round(self.rejected_dollars[kind], 6)}
+                for kind in sorted(self.rejected_tokens)}
 
 
 def generation_inputs(teacher: TeacherConfig, writer: Writer | None = None) -> dict[str, Any]:
@@ -49,6 +55,10 @@ def generation_inputs(teacher: TeacherConfig, writer: Writer | None = None) -> d
     }
     if writer.mode == "v1.5":
         inputs["max_conversation_tokens"] = teacher.max_conversation_tokens
+    # Only when set, so the keys of conversations asked without them stay what they were.
+    optional = {"reasoning_effort": teacher.reasoning_effort, "extra_body": teacher.extra_body,
+                "response_format": writer.response_format}
+    inputs.update((name, value) for name, value in optional.items() if value)
     return inputs
 
 

@@ -29,7 +29,7 @@ from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config.pipeline import RateLimitStoreConfig
-from .client import TeacherFatalError
+from .errors import TeacherFatalError
 
 
 class LimitStoreError(TeacherFatalError):
@@ -97,6 +97,14 @@ class LimitStore:
     def spent(self, ledger: str) -> tuple[int, float]:
         raise NotImplementedError
 
+    def adaptations(self, key: str) -> dict[str, str]:
+        """The request fields adapted under ``key`` (a run's model at an endpoint): field -> action."""
+        raise NotImplementedError
+
+    def add_adaptation(self, key: str, name: str, action: str) -> bool:
+        """Record that requests under ``key`` ``action`` field ``name``; False when it was already recorded."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -111,6 +119,7 @@ class MemoryLimitStore(LimitStore):
         self._limits: dict[str, list[float]] = {}  # key: [next request, next token, paused until]
         self._ledgers: dict[str, list[float]] = {}  # ledger: [spent tokens, spent dollars, reserved ...]
         self._in_flight: dict[str, set[str]] = {}  # key: requests (this process's own cannot go stale)
+        self._adaptations: dict[str, dict[str, str]] = {}
 
     def _limit(self, key: str) -> list[float]:
         return self._limits.setdefault(key, [0.0, 0.0, 0.0])
@@ -162,6 +171,16 @@ class MemoryLimitStore(LimitStore):
         state = self._ledger(ledger)
         return int(state[0]), state[1]
 
+    def adaptations(self, key):
+        return dict(self._adaptations.get(key, {}))
+
+    def add_adaptation(self, key, name, action):
+        adapted = self._adaptations.setdefault(key, {})
+        if name in adapted:
+            return False
+        adapted[name] = action
+        return True
+
 
 class SqliteLimitStore(LimitStore):
     """A store in one SQLite file: shared by the processes of one machine, no service needed.
@@ -191,6 +210,8 @@ class SqliteLimitStore(LimitStore):
                    "spent_dollars REAL NOT NULL, reserved_tokens INTEGER NOT NULL, reserved_dollars REAL NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS in_flight (key TEXT NOT NULL, request TEXT NOT NULL, "
                    "started_at REAL NOT NULL, PRIMARY KEY (key, request))")
+        db.execute("CREATE TABLE IF NOT EXISTS adaptations (key TEXT NOT NULL, name TEXT NOT NULL, "
+                   "action TEXT NOT NULL, PRIMARY KEY (key, name))")
 
     def _write(self, change: Callable[[sqlite3.Connection], object]):
         """``change`` in one write transaction; a failing store stops the run, it never lets requests through."""
@@ -296,6 +317,16 @@ class SqliteLimitStore(LimitStore):
         except sqlite3.Error as error:
             raise LimitStoreError(f"{self.name} failed: {error}") from None
         return int(state[0]), float(state[1])
+
+    def adaptations(self, key):
+        try:
+            return dict(self._db.execute("SELECT name, action FROM adaptations WHERE key = ?", (key,)).fetchall())
+        except sqlite3.Error as error:
+            raise LimitStoreError(f"{self.name} failed: {error}") from None
+
+    def add_adaptation(self, key, name, action):
+        return self._write(lambda db: db.execute("INSERT OR IGNORE INTO adaptations VALUES (?, ?, ?)",
+                                                 (key, name, action)).rowcount == 1)
 
     def close(self) -> None:
         self._db.close()

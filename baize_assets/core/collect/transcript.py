@@ -27,6 +27,7 @@ TRANSCRIPT_SCHEMA = pa.schema(
         ("finish_reason", pa.string()),
         ("prompt_tokens", pa.int64()),
         ("completion_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),  # part of completion_tokens: the hidden reasoning of the answer(s)
         ("total_tokens", pa.int64()),
         ("failure_kind", pa.string()),
         ("failure_message", pa.string()),

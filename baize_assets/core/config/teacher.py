@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, JsonValue, PrivateAttr, field_validator, model_validator
 
 from .base import StrictModel, Text
 
@@ -64,11 +64,29 @@ class BatchConfig(StrictModel):
     prices: dict[Text, ModelPrice] = Field(default_factory=dict)
 
 
+# Request fields the pipeline sets itself: extra_body may not carry them.
+REQUEST_FIELDS = frozenset({
+    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "reasoning_effort",
+    "response_format", "stream", "stream_options", "n",
+})
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
+
+
+def check_extra_body(extra_body: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """Provider-specific request fields: any JSON, but none the pipeline sets itself."""
+    taken = sorted(REQUEST_FIELDS & extra_body.keys())
+    if taken:
+        raise ValueError(f"{', '.join(taken)} cannot go in extra_body: the pipeline sets "
+                         f"{'it' if len(taken) == 1 else 'them'} (use the setting of that name)")
+    return extra_body
+
+
 class TeacherConfig(StrictModel):
     """The chat model that writes self-chat transcripts, and how collection runs.
 
     The endpoint and key come from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` so they
-    never land in a file that is committed or recorded.
+    never land in a file that is committed or recorded. The same settings, filled from the
+    ``judge`` block, drive the judge's requests (:meth:`PipelineConfig.judge_teacher`).
     """
 
     model: Text = "baize-simulated-teacher"
@@ -76,7 +94,15 @@ class TeacherConfig(StrictModel):
     mode: Literal["v1", "v1.5"] = "v1"
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    # The completion budget, hidden reasoning included (sent as max_completion_tokens where the model needs it).
     max_tokens: int = Field(default=1024, ge=1)
+    # A reasoning model's effort; None sends none (the model's default).
+    reasoning_effort: ReasoningEffort | None = None
+    # Provider-specific request fields sent as they are (vLLM's top_k, an OpenRouter route, ...).
+    extra_body: dict[Text, JsonValue] = Field(default_factory=dict)
+    # An answer that is not in the format asked for is asked again at most this many times;
+    # each retry costs as much as the first request.
+    format_retries: int = Field(default=1, ge=0)
     # A longer answer is refused (kind "oversized"), not stored; None derives it from max_tokens.
     max_answer_chars: int | None = Field(default=None, ge=1)
     # Loop guards: exchanges kept per conversation, completion tokens per v1.5 conversation.
@@ -102,6 +128,34 @@ class TeacherConfig(StrictModel):
     # chat: one request per call; batch: the shard's requests as one Batch API job (v1 only).
     api: Literal["chat", "batch"] = "chat"
     batch: BatchConfig = BatchConfig()
+    # Where these settings come from, for messages that name what to change: the configuration
+    # section, and the environment variables of the endpoint and key.
+    _section: str = PrivateAttr("teacher")
+    _base_url_env: str = PrivateAttr("OPENAI_BASE_URL")
+    _api_key_env: str = PrivateAttr("OPENAI_API_KEY")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_pipeline_fields_in_extra_body(cls, extra_body: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        return check_extra_body(extra_body)
+
+    @property
+    def section(self) -> str:
+        return self._section
+
+    @property
+    def base_url_env(self) -> str:
+        return self._base_url_env
+
+    @property
+    def api_key_env(self) -> str:
+        return self._api_key_env
+
+    def as_section(self, section: str, base_url_env: str, api_key_env: str) -> "TeacherConfig":
+        """These settings as configuration ``section``, whose endpoint and key are in those variables."""
+        copy = self.model_copy()
+        copy._section, copy._base_url_env, copy._api_key_env = section, base_url_env, api_key_env
+        return copy
 
     @model_validator(mode="after")
     def _check_batch_mode(self) -> "TeacherConfig":
