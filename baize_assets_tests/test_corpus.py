@@ -55,7 +55,7 @@ def test_build_corpus_gives_every_transcript_exactly_one_outcome():
     )
     by_seed = dict(zip(built.rejects["seed_id"], built.rejects["reason"]))
     assert by_seed == {
-        "id1": reasons.EMPTY_TRANSCRIPT, "id2": reasons.NO_TURNS, "id3": reasons.REFUSAL,
+        "id1": reasons.EMPTY_TRANSCRIPT, "id2": reasons.NO_TURNS, "id3": reasons.AI_DISCLAIMER,
         "id4": reasons.OPENAI_MENTION, "id5": reasons.ROLE_CONFUSION, "id6": reasons.ROLE_CONFUSION,
         "id7": reasons.EMPTY_TURN, "id8": reasons.ROLE_CONFUSION,
     }

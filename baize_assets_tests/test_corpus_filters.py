@@ -58,12 +58,12 @@ def test_each_filter_rejects_with_its_reason_and_every_reason_is_counted():
     counts = built.reason_counts()
     assert set(counts) == set(reasons.REASONS)
     assert counts[reasons.REPETITION] == 2 and counts[reasons.TEACHER_FAILURE] == 0
-    assert built.rejects.set_index("seed_id").loc["id1", "detail"] == "turn 1: 'I'm sorry, but I'"
+    assert built.rejects.set_index("seed_id").loc["id1", "detail"] == "turn 1: 'I'm sorry, but I cannot'"
 
 
 def test_filters_can_be_turned_off():
     config = CORPUS_OFF = CorpusConfig.model_validate(
-        {"refusals": False, "openai_mentions": False, "repetition": {"enabled": False},
+        {"refusals": False, "ai_disclaimers": False, "openai_mentions": False, "repetition": {"enabled": False},
          "turn_length": {"min_chars": None}, "language": {"enabled": False}}
     )  # fmt: skip
     built = corpus.build_corpus(

@@ -27,11 +27,15 @@ class RepetitionConfig(StrictModel):
 
     enabled: bool = True
     ngram: int = Field(default=3, ge=1)
-    # A turn fails when this share of its word n-grams repeat an earlier n-gram of the turn.
-    max_repeated_ngram_fraction: float = Field(default=0.3, gt=0.0, le=1.0)
-    # Turns shorter than this many words are too short to judge.
+    # A turn fails when this share of its prose's word n-grams repeat an earlier n-gram of the
+    # turn. Prose is the turn without code blocks, indented code and table rows; lists, verse
+    # and parallel options repeat phrases by design, and on hand-labelled real answers 0.5
+    # keeps them while looping text repeats far more (core/corpus/real_text.py).
+    max_repeated_ngram_fraction: float = Field(default=0.5, gt=0.0, le=1.0)
+    # Turns whose prose is shorter than this many words are too short to judge.
     min_words: int = Field(default=20, ge=1)
-    # A conversation fails when one speaker says the same turn twice (case and spaces ignored).
+    # A conversation fails when the AI says the same turn twice (case and spaces ignored); a
+    # person may rightly send the same request again ("continue", asking for another answer).
     repeated_turns: bool = True
 
 
@@ -122,6 +126,8 @@ class CorpusConfig(StrictModel):
     min_exchanges: int = Field(default=1, ge=1)
     turn_length: TurnLengthConfig = TurnLengthConfig()
     refusals: bool = True
+    # The AI speaking of itself: its knowledge cutoff, being a language model, what it cannot access.
+    ai_disclaimers: bool = True
     openai_mentions: bool = True
     role_confusion: bool = True
     # finish_reason=length: "keep_complete" drops the cut-off last turn and keeps the rest.
@@ -135,3 +141,6 @@ class CorpusConfig(StrictModel):
     near_dedup: NearDedupConfig = NearDedupConfig()
     # Asset check: warn when a corpus shard keeps less than this share of its transcripts.
     min_kept_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    # The corpus report also scores the filters on the hand-labelled real conversations
+    # (core/corpus/real_text.py); needs the realtext extra and takes a few seconds a report.
+    real_text_quality: bool = False

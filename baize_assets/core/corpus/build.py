@@ -25,7 +25,7 @@ from .schema import CONVERSATION_SCHEMA, REJECT_SCHEMA
 
 # Bump when parsing or filtering changes what is kept: it is the conversations'
 # code_version, so Dagster marks every corpus partition stale.
-CORPUS_LOGIC_VERSION = "4"
+CORPUS_LOGIC_VERSION = "5"
 
 
 @dataclass

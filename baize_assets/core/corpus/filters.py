@@ -21,8 +21,15 @@ import pyarrow.compute as pc
 from ..config.pipeline import CorpusConfig
 from ..prompts import Turn, render_conversation
 from . import dedup, langid, role_voice
-from .patterns import OPENAI_IDENTITY_PATTERN, REFUSAL_PATTERN, SCRUB_PATTERNS
+from .patterns import (
+    AI_DISCLAIMER_PATTERN,
+    OPENAI_IDENTITY_PATTERN,
+    REFUSAL_PATTERN,
+    SCRUB_PATTERNS,
+    STRUCTURED_TEXT,
+)
 from .reasons import (
+    AI_DISCLAIMER,
     OPENAI_MENTION,
     REFUSAL,
     REPETITION,
@@ -101,22 +108,46 @@ def _check_shape(turns: _Turns, config: CorpusConfig) -> None:
 
 
 def _check_patterns(turns: _Turns, config: CorpusConfig) -> None:
-    """AI turns that refuse, or that name OpenAI or GPT as the speaker."""
-    for enabled, code, pattern in (
+    """AI turns that refuse, speak of themselves as an AI, or name OpenAI or GPT as the speaker.
+
+    Only the AI's own words count: quotes and a script's lines are other people's.
+    """
+    checks = [(code, pattern) for enabled, code, pattern in (
         (config.refusals, REFUSAL, REFUSAL_PATTERN),
+        (config.ai_disclaimers, AI_DISCLAIMER, AI_DISCLAIMER_PATTERN),
         (config.openai_mentions, OPENAI_MENTION, OPENAI_IDENTITY_PATTERN),
-    ):
-        if enabled and turns.texts:
-            hit = pc.match_substring_regex(turns.array, pattern, ignore_case=True).to_numpy(zero_copy_only=False)
-            compiled = re.compile(pattern, re.IGNORECASE)
-            turns.fail_turns(hit & turns.is_ai, code, lambda t, rx=compiled: f"'{rx.search(turns.texts[t]).group(0)}'")
+    ) if enabled]  # fmt: skip
+    ai = np.flatnonzero(turns.is_ai)
+    if not checks or not len(ai):
+        return
+    own = role_voice.own_words(turns.array.take(pa.array(ai)))
+    for code, pattern in checks:
+        hit = np.zeros(len(turns.texts), dtype=bool)
+        hit[ai] = pc.match_substring_regex(own, pattern, ignore_case=True).to_numpy(zero_copy_only=False)
+        compiled = re.compile(pattern, re.IGNORECASE)
+        turns.fail_turns(
+            hit, code, lambda t, rx=compiled: f"'{rx.search(role_voice.own_words_of(turns.texts[t])).group(0)}'"
+        )
+
+
+def _prose_repetition(texts: list[str], words: np.ndarray, repeated: np.ndarray, ngram: int) -> None:
+    """Words and repeated n-gram fraction of each structured text (code, tables) measured on its prose alone."""
+    array = pa.array(texts, type=pa.large_string())
+    structured = np.flatnonzero(pc.match_substring_regex(array, STRUCTURED_TEXT).to_numpy(zero_copy_only=False))
+    for first in range(0, len(structured), CHUNK_TEXTS):
+        chunk = structured[first : first + CHUNK_TEXTS]
+        prose = pc.replace_substring_regex(array.take(pa.array(chunk)), STRUCTURED_TEXT, " ").to_pylist()
+        prose_words = word_hashes(prose)
+        words[chunk] = prose_words.counts()
+        repeated[chunk] = repeated_fraction(ngram_hashes(prose_words, ngram))
 
 
 def _shingle_pass(turns: _Turns, config: CorpusConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Words and repeated n-gram fraction per turn, and each conversation's MinHash signature.
+    """Prose words and repeated n-gram fraction per turn, and each conversation's MinHash signature.
 
     One pass over word shingles, a chunk of whole conversations at a time; the signature
-    covers the shingles of all of a conversation's turns.
+    covers the shingles of all of a conversation's turns. A turn holding code or a table
+    has its repetition measured again on its prose (``_prose_repetition``).
     """
     repetition, near = config.repetition, config.near_dedup
     words = np.zeros(len(turns.texts), dtype=np.int64)
@@ -135,11 +166,13 @@ def _shingle_pass(turns: _Turns, config: CorpusConfig) -> tuple[np.ndarray, np.n
             signatures[first_conv:last_conv] = dedup.minhash_of_hashes(
                 shingles.hashes, conv_offsets, near.num_perm, near.seed
             )
+    if repetition.enabled and turns.texts:
+        _prose_repetition(turns.texts, words, repeated, repetition.ngram)
     return words, repeated, signatures
 
 
 def _check_repetition(turns: _Turns, config: CorpusConfig, words: np.ndarray, repeated: np.ndarray) -> None:
-    """Turns that loop over their own n-grams, and turns a speaker says twice."""
+    """Turns that loop over their own n-grams, and AI turns said twice."""
     repetition = config.repetition
     if not repetition.enabled:
         return
@@ -149,9 +182,7 @@ def _check_repetition(turns: _Turns, config: CorpusConfig, words: np.ndarray, re
         said = pd.DataFrame(
             {"owner": turns.owner, "ai": turns.is_ai, "text": pc.utf8_lower(pc.utf8_trim_whitespace(turns.array))}
         )
-        turns.fail_turns(
-            said.duplicated().to_numpy(), REPETITION, lambda t: "repeats an earlier turn of the same speaker"
-        )
+        turns.fail_turns(said.duplicated().to_numpy() & turns.is_ai, REPETITION, lambda t: "repeats an earlier AI turn")
 
 
 def _check_language(turns: _Turns, conversations: list[list[Turn]], config: CorpusConfig, language: str) -> None:
@@ -223,7 +254,8 @@ def apply_filters(candidates: Candidates, config: CorpusConfig, language: str | 
     if language and config.language.enabled:
         _check_language(turns, candidates.turns, config, language)
     if self_chat and config.role_voice.enabled and turns.texts:
-        voiced = role_voice.voice_mismatch(turns.array, turns.is_ai, config.role_voice)
+        requested = role_voice.role_requested(turns.array, turns.is_ai, turns.owner)
+        voiced = role_voice.voice_mismatch(turns.array, turns.is_ai, config.role_voice, requested)
         turns.fail_turns(voiced, ROLE_VOICE, lambda t: role_voice.describe(turns.texts[t], bool(turns.is_ai[t])))
     rows = _kept_rows(turns, candidates, config, signatures)
     for index in np.flatnonzero(~turns.passing()):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..config.corpus import UnfinishedTurnConfig
 from ..prompts import MARKER_ANYWHERE, MARKER_PATTERN, Turn
+from .patterns import STRUCTURED_TEXT
 from .reasons import (
     EMPTY_TRANSCRIPT,
     EMPTY_TURN,
@@ -36,8 +37,11 @@ _MARKER_AT_LINE_START = re.compile(
 )  # fmt: skip
 # Speaker labels ("Human: ...", "AI: ...") used as markers by a transcript that has no bracketed ones.
 _LABEL_AT_LINE_START = re.compile(r"(?im)^[ \t]*(?P<role>human|ai)[ \t]*:")
-# A speaker label written inside a turn ("Human: ...", "AI: ...") at a line start.
-_INNER_SPEAKER = re.compile(r"(?im)^\s*(human|ai|assistant|user)\s*:")
+# A speaker label written inside a turn ("Human: ...", "AI: ...") at a line start, with words
+# after it; looked for outside code and tables, where "user: 'admin'" is data, and a bare
+# "User:" line is a heading (both seen in real answers, see real_text.py).
+_INNER_SPEAKER = re.compile(r"(?im)^[ \t]{0,3}(human|ai|assistant|user)[ \t]*:[ \t]*\S")
+_STRUCTURED_TEXT = re.compile(STRUCTURED_TEXT)
 # The one-exchange example that ends the self-chat prompt; teachers often echo it.
 _EXAMPLE_EXCHANGE = (("human", "hello!"), ("ai", "hi! how can i help you?"))
 # Characters that carry no text: byte-order mark, zero-width spaces and joiners, word joiner.
@@ -94,7 +98,7 @@ def _turn_problem(turns: list[Turn], check_roles: bool) -> tuple[str, str] | Non
         expected = "human" if index % 2 == 0 else "ai"
         if turn.role != expected:
             return ROLE_CONFUSION, f"turn {index} is {turn.role}, expected {expected}"
-        if check_roles and _INNER_SPEAKER.search(turn.text):
+        if check_roles and _INNER_SPEAKER.search(_STRUCTURED_TEXT.sub(" ", turn.text)):
             return ROLE_CONFUSION, f"turn {index} ({turn.role}) speaks for another role"
         if match := MARKER_ANYWHERE.search(turn.text):
             return MARKER_IN_TURN, f"turn {index} ({turn.role}) contains '{match.group(0)}'"

@@ -19,6 +19,8 @@ TOO_FEW_EXCHANGES = "too_few_exchanges"
 TURN_TOO_SHORT = "turn_too_short"
 TURN_TOO_LONG = "turn_too_long"
 REFUSAL = "refusal"
+# The AI speaking of itself: its knowledge cutoff, being a language model, what it cannot access.
+AI_DISCLAIMER = "ai_disclaimer"
 OPENAI_MENTION = "openai_mention"
 REPETITION = "repetition"
 WRONG_LANGUAGE = "wrong_language"
@@ -28,7 +30,7 @@ ROLE_VOICE = "role_voice"
 REASONS = (
     TEACHER_FAILURE, INVALID_ROW, CONTENT_FILTER, EMPTY_TRANSCRIPT, NO_TURNS, TRUNCATED, EMPTY_TURN,
     ROLE_CONFUSION, MARKER_IN_TURN, UNFINISHED_TURN, TOO_FEW_EXCHANGES, TURN_TOO_SHORT, TURN_TOO_LONG, REFUSAL,
-    OPENAI_MENTION, REPETITION, WRONG_LANGUAGE, ROLE_VOICE,
+    AI_DISCLAIMER, OPENAI_MENTION, REPETITION, WRONG_LANGUAGE, ROLE_VOICE,
 )  # fmt: skip
 
 # Counted edits of kept conversations (not rejections).

@@ -2,8 +2,8 @@
 
 The headline numbers are the paper's (Baize, table 1): dialogs, average turns (exchanges
 per dialog) and average response length (words per AI turn), per source. A corpus
-report also shows how well the text-only filters do on their labelled cases
-(``filter_quality.quality_table``) under the settings that built it.
+report also shows how well the text filters do on labelled cases, synthetic and, with
+``real_text_quality``, real (``filter_quality.quality_table``), under the settings that built it.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def markdown_report(
     quality = (
         []
         if filter_quality is None
-        else ["### Filter quality on the labelled cases (precision, recall, clean look-alikes kept)",
+        else ["### Filter quality on labelled cases (precision, recall, clean look-alikes kept)",
               table(filter_quality)]
     )  # fmt: skip
     return "\n\n".join(
