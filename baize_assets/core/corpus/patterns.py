@@ -23,8 +23,8 @@ SCRIPT_LINES = rf"(?m:^{_LABEL}[^\n]*$)|(?m:^{_NAME_LINE}\n(?:[^\n]+\n?)*)"
 # the word after the noun is checked so that "as an AI researcher" is a person.
 _AI = (
     r"(?:(?:ai|artificial intelligence)(?: language model| model| assistant| chatbot)?"
-    r"|(?:large |text-based |computer |natural )?language model(?: ai)?|text-based (?:ai|model)(?: model)?"
-    r"|machine learning model|computer program|chatbot|virtual assistant|digital assistant)"
+    r"|(?:large |text-based |computer |natural )?language model(?: ai)?|(?:text-based|computer) (?:ai|model|program)"
+    r"(?: model)?|machine learning model|chatbot|virtual assistant|digital assistant)"
 )
 _AFTER_AI = (
     r"(?:[,.!;:)]|\s+(?:and|so|but|that|i|designed|created|trained|developed|programmed|here|without|with|which"
@@ -35,9 +35,10 @@ AI_SELF = (
     rf"|\bi(?:'m| am) (?:just |only |merely |simply )?(?:an? |your )?{_AI}{_AFTER_AI}"
 )
 # A turn that declines the task: "I can't provide the full code", "I'm sorry, but I am unable to ...".
+# What it cannot reach ("I cannot browse") is a disclaimer, unless it declines for it.
 _DECLINED = (
     r"(?:provide|write|create|generate|produce|give you|make|draw|display|show you|run|execute|fulfill|comply"
-    r"|complete|do that|do this|assist with|help with|help you with|offer|share|send|access|browse|choose|pick)"
+    r"|complete|do that|do this|assist with|help with|help you with|offer|share|send|choose|pick)"
 )
 _CANNOT = r"(?:can(?:no|')t|can not|am (?:not (?:currently )?able|unable)|'m (?:not able|unable)|won't|will not)"
 REFUSAL_PATTERN = (

@@ -2,28 +2,29 @@
 
 A teacher's answer can stop mid-sentence although the API reported
 ``finish_reason: stop``: a proxy or the provider cut it, or the model simply stopped.
-The signals, strongest first:
+The signals, in the order they are checked:
 
 * an unclosed code block (an odd number of ``````` or ``~~~`` fence lines), or a turn
   ending with a code block that is cut inside: a bracket left open, a last line ending with
   an operator, a comma or an opening bracket, or an open string (real answers are often
   cut mid-code and then closed by whatever stored them);
-* a last line that is only a list marker ("3."), or a list item left without the full stop
-  its siblings end with;
-* an unclosed double quote in the last line;
-* a last character that announces more (",", ":", ";", "(", a dash);
-* a last word that cannot end a sentence ("the", "and", "of", ...);
-* an unclosed bracket or inline code span in the last paragraph;
-* no sentence end at all ("." "!" "?" "…", possibly inside quotes or brackets).
+* a last line that is only a list marker ("3."), an unclosed double quote in the last
+  line, an unclosed inline code span in the last paragraph;
+* then, when the last line has no sentence end ("." "!" "?" "…", possibly inside quotes or
+  brackets): a list item left without the full stop its siblings end with, a last
+  character that announces more (",", ":", ";", "(", a dash), a last word that cannot end
+  a sentence ("the", "and", "of", ...), an unclosed bracket in the last paragraph, and,
+  weakest, no sentence end at all.
 
-The last, weakest rule is waived where text legitimately ends without a full stop: a turn
-that ends with its code block or has under ``2 * min_words`` words after the last one, a
-last line that is a list item, a table row, a heading (Markdown or in capitals, "THE
-END"), a block quote, hashtags or a ``field: value`` line, a URL or domain, inline code,
-a number, an emoji, a closing bracket, brace or quote, a letter's sign-off ("Best
-regards,\\nSam"), and short turns (fewer than ``min_words`` words). The stronger signals
-hold everywhere, so a code answer ending "then run it with the" is still unfinished. The
-rules were checked on final answers of hand-labelled real conversations (``real_text.py``).
+The weakest rule is waived where text legitimately ends without a full stop: a turn that
+ends with its code block or has under ``2 * min_words`` words after the last one, a last
+line that is a list item, a table row, a heading (Markdown or in capitals, "THE END"),
+verse (a last paragraph of short lines), a block quote, hashtags, a ``field: value``
+line, a URL or domain, inline code, a number, an emoji, a closing bracket, brace or
+quote, a letter's sign-off ("Best regards,\\nSam"), and short turns (fewer than
+``min_words`` words). The stronger signals hold everywhere, so a code answer ending
+"then run it with the" is still unfinished. The rules were checked on the final answers
+of hand-labelled real conversations (``real_text.py``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ _TABLE_ROW = re.compile(r"^\|.*\|$")
 _HEADING = re.compile(r"^#{1,6}\s")
 _FIELD_VALUE = re.compile(r"^[\w\\]+\s*:\s*\S+$")
 _BRACKETS = (("(", ")"), ("[", "]"), ("{", "}"))
+_VERSE_LINE_CHARS = 60
 # The end of a code line that cannot end a program: an operator, a comma, an opening bracket.
 _OPEN_CODE_LINE = re.compile(r"[=+\-*/&<,(\[{:\\]$")
 
@@ -88,6 +90,15 @@ def _list_cause(lines: list[str]) -> str | None:
     return None
 
 
+def _is_verse(paragraph: str) -> bool:
+    """Two or more short lines, none a list item, table row or "label: text" line: a stanza."""
+    lines = [line.strip() for line in paragraph.strip().splitlines()]
+    return len(lines) >= 2 and all(
+        0 < len(line) <= _VERSE_LINE_CHARS and "|" not in line and ": " not in line and not _LIST_ITEM.match(line)
+        for line in lines
+    )
+
+
 def _weak_rule_waived(text: str, prose: str, lines: list[str], config: UnfinishedTurnConfig) -> bool:
     """Whether a last line without a sentence end is a legitimate ending (see the module docstring)."""
     last_line = lines[-1].strip()
@@ -100,6 +111,7 @@ def _weak_rule_waived(text: str, prose: str, lines: list[str], config: Unfinishe
         or _LIST_ITEM.match(last_line)
         or _TABLE_ROW.match(core)
         or _HEADING.match(last_line)
+        or _is_verse(prose.rsplit("\n\n", 1)[-1])
         or (core.isupper() and len(core.split()) <= 4)
         or last_line.startswith(">")
         or all(word.startswith("#") for word in core.split()[-2:])
