@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["teacher"]:
-        from .teacher.server import main as teacher_main
+        from .teacher.cli import main as teacher_main
 
         return teacher_main(argv[1:])
     args = _parser().parse_args(argv)

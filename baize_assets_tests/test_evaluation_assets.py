@@ -115,6 +115,20 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_i
             failure.step_failure_data.user_failure_data.description)
         assert json.loads(layout.evaluation("tiny").read_text())["judge"] == rejudged
 
+        # A judge that is no judge: the evaluation fails with the counts and a hint, not with a score of noise.
+        with SimulatedTeacher(judge=False) as no_judge:
+            chat = {**resources, "openai": OpenAIResource(api_key="sk-test-not-a-real-key", base_url=no_judge.base_url)}
+            unjudged = materialize([build_adapter_asset(adapter, failing), build_evaluation_asset(adapter, failing)],
+                                   selection=AssetSelection.assets(build_evaluation_asset(adapter, failing).key),
+                                   instance=instance, resources=chat, raise_on_error=False)
+            temperatures = no_judge.stats()["temperatures"]
+        assert not unjudged.success
+        (failure,) = [e for e in unjudged.all_events if e.event_type == DagsterEventType.STEP_FAILURE]
+        assert failure.step_failure_data.user_failure_data.description.startswith(
+            "4 of the 4 judgments of tiny judgments hold no score (4 out_of_range)")
+        assert temperatures == {"1.0": 2, "0.0": 4}  # the teacher's answers sampled, the judgments at 0
+        assert json.loads(layout.evaluation("tiny").read_text())["judge"] == rejudged
+
 
 def test_an_adapter_is_not_judged_against_itself_and_needs_no_teacher_then():
     adapter = AdapterConfig(name="tiny", sources=["synthetic"])

@@ -11,6 +11,9 @@
   that the builder only imports.
 * No module of ``baize_assets`` over 400 lines, no function over 80 lines unless the line
   before it (before its first decorator) is a comment starting ``# long:`` that says why.
+* No import circle among the modules of ``core/``, counting imports inside functions and
+  under ``TYPE_CHECKING``: a circle means two modules that cannot be read, tested or moved
+  one without the other.
 
 Imports inside functions count; relative imports are resolved against the module's package.
 Each rule is a function of a module's name and source, checked on the real tree and, to
@@ -155,6 +158,36 @@ def length_violations(module: str, source: str) -> list[str]:
     return bad
 
 
+def import_circles(names: dict[str, tuple[Path, str]]) -> list[list[str]]:
+    """The modules of ``names`` that import each other round a circle, one sorted list per circle."""
+    graph = {name: sorted(m for m in imports(name, source, path.stem == "__init__") if m in names and m != name)
+             for name, (path, source) in names.items()}
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(module: str) -> None:  # Tarjan's strongly connected components
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for other in graph[module]:
+            if other not in order:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in stack:
+                low[module] = min(low[module], order[other])
+        if low[module] == order[module]:
+            component = stack[stack.index(module):]
+            del stack[stack.index(module):]
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for module in graph:
+        if module not in order:
+            visit(module)
+    return circles
+
+
 def _check(rule, names: dict[str, tuple[Path, str]], *args) -> list[str]:
     return [v for name, (path, source) in names.items() for v in rule(name, source, *args, path.stem == "__init__")]
 
@@ -185,6 +218,12 @@ def test_nothing_reads_a_name_the_builder_only_imports():
     assert "CONVERSATION_SCHEMA" not in api and "parse_transcript" not in api
     everything = modules("baize_assets", "baize_assets_tests", "benchmarks")
     assert _check(borrowed_builder_names, everything, api) == []
+
+
+def test_no_module_of_core_imports_itself_round_a_circle():
+    core = modules("baize_assets/core")
+    assert "baize_assets.core.collect.client" in core
+    assert import_circles(core) == []
 
 
 def test_modules_and_functions_stay_short():
@@ -237,4 +276,11 @@ def test_the_rules_catch_what_they_forbid():
     assert length_violations("m", decorated) == []
     assert length_violations("m", "class A:\n" + "\n".join("    " + line for line in _function("g", 90).splitlines()))
     assert length_violations("m", "x = 1\n" * 401) == ["m: 401 lines > 400"]
+
+    path = Path("m.py")
+    circle = {"p.a": (path, "from . import b\n"), "p.b": (path, "def f():\n    from .c import x\n"),
+              "p.c": (path, "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import y\n"),
+              "p.d": (path, "from . import a\n")}
+    assert import_circles(circle) == [["p.a", "p.b", "p.c"]]
+    assert import_circles({**circle, "p.c": (path, "import os\n")}) == []
     assert length_violations("m", "x = 1\n" * 400) == []

@@ -42,7 +42,7 @@ from baize_assets.core.config.pipeline import (
 from baize_assets.core.corpus.trainingset import TRAINING_SET_SCHEMA
 from baize_assets.core.storage import Layout, write_parquet_atomic
 from baize_assets.core.train.checkpoints import CHECKPOINT_FILE
-from baize_assets.core.train.summary import SUMMARY_FILE
+from baize_assets.core.train.model_card import SUMMARY_FILE
 from baize_assets.jobs import SEED_TABLES_JOB
 from baize_assets.teacher.server import SimulatedTeacher
 

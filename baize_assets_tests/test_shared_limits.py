@@ -17,7 +17,8 @@ import pytest
 
 from baize_assets.assets import seed_key, transcripts_key
 from baize_assets.core.collect.collector import collect_transcripts
-from baize_assets.core.collect.shared_limits import LimitStoreError, SqliteLimitStore, limit_key, open_limit_store
+from baize_assets.core.collect.shared_limits import LimitStoreError, SqliteLimitStore, limit_key
+from baize_assets.core.collect.stores import open_limit_store
 from baize_assets.core.config.pipeline import (
     PROJECT_ROOT,
     BudgetConfig,
@@ -65,7 +66,7 @@ ACQUIRE = textwrap.dedent(
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig
     from baize_assets.core.collect.limiter import RateLimiter
-    from baize_assets.core.collect.shared_limits import open_limit_store
+    from baize_assets.core.collect.stores import open_limit_store
 
     kind, path, key, rpm, count = sys.argv[1:]
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
@@ -107,7 +108,7 @@ SPEND = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitStoreConfig
-    from baize_assets.core.collect.shared_limits import open_limit_store
+    from baize_assets.core.collect.stores import open_limit_store
 
     kind, path, ledger = sys.argv[1:]
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
@@ -144,7 +145,7 @@ PAUSE = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitStoreConfig
-    from baize_assets.core.collect.shared_limits import open_limit_store
+    from baize_assets.core.collect.stores import open_limit_store
 
     kind, path, key, seconds = sys.argv[1:]
     store = open_limit_store(RateLimitStoreConfig(kind=kind), Path(path))
@@ -182,7 +183,7 @@ COLLECT_TOKENS = textwrap.dedent(
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
     from baize_assets.core.collect.collector import collect_transcripts
-    from baize_assets.core.collect.shared_limits import open_limit_store
+    from baize_assets.core.collect.stores import open_limit_store
     from baize_assets_tests.collection_support import make_seeds
 
     kind, path, base_url, tpm, worker, count = sys.argv[1:]

@@ -52,7 +52,7 @@ COLLECTOR = textwrap.dedent(
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
     from baize_assets.core.collect.collector import collect_transcripts
-    from baize_assets.core.collect.shared_limits import open_limit_store
+    from baize_assets.core.collect.stores import open_limit_store
     from baize_assets.core.storage import seed_id
 
     start_at, base_url, store_kind, store_path, rpm, headroom, worker, seeds = sys.argv[1:]

@@ -25,7 +25,7 @@ from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .judge_section import judge_adapter
 from .keys import adapter_key, evaluation_key, training_set_key
-from .metadata import config_hash
+from .metadata import config_hash, settings_hash
 
 BEATS_BASE_CHECK = "beats_base_on_held_out_loss"
 
@@ -99,7 +99,9 @@ def build_evaluation_asset(adapter: AdapterConfig, config: PipelineConfig) -> As
     deps = [adapter_key(adapter.name), training_set_key(adapter.name)]
     if judged and reference != TEACHER_REFERENCE:
         deps.append(adapter_key(reference))
-    judge_version = f"-judge-{JUDGE_PROMPT_VERSION}-{config_hash(config.judge)[:8]}" if judged else ""
+    # The judge's model is the teacher's unless it names its own.
+    judge_settings = settings_hash(config.judge.model_dump(mode="json"), config.judge_teacher().model)
+    judge_version = f"-judge-{JUDGE_PROMPT_VERSION}-{judge_settings[:8]}" if judged else ""
 
     decorate = asset(
         key=key,

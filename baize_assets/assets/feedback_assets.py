@@ -2,7 +2,7 @@
 
     <v1>/adapter + <source>/conversations [shard]
         -> <v2>/<source>_samples [shard]   k answers per seed from v1
-        -> <v2>/<source>_scores [shard]    the teacher's score of each answer
+        -> <v2>/<source>_scores [shard]    the judge's score of each answer
     every scores shard + <v1>/training_set (its eval split)
         -> <v2>/training_set (+ its best-vs-worst pairs) -> <v2>/adapter (starts from v1's weights)
         -> <v2>/evaluation
@@ -14,14 +14,14 @@ scores shard and v2.
 """
 
 
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Failure, MaterializeResult, MetadataValue, asset
 from dagster_openai import OpenAIResource
 
-from ..core.collect.modes import REFERENCE_WRITER
+from ..core.collect.modes import judge_writer
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
 from ..core.corpus import schema as corpus
 from ..core.feedback import judgments as judging, self_distill
-from ..core.prompts import CHAT_FORMAT_VERSION, JUDGE_PROMPT_VERSION
+from ..core.prompts import CHAT_FORMAT_VERSION, JUDGE_PROMPT_VERSION, SCORE_ANSWER_FORMAT
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .adapter_assets import build_adapter_asset
@@ -36,7 +36,7 @@ from .keys import (
     training_set_key,
 )
 from .metadata import config_hash, table_metadata
-from .shard_collection import collect_shard
+from .shard_collection import collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
 
 
@@ -80,7 +80,8 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> A
 
 
 def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
-    teacher = config.teacher
+    judge = config.judge_teacher()
+    writer = judge_writer(SCORE_ANSWER_FORMAT if config.judge.structured_output else None)
 
     @asset(
         key=feedback_scores_key(plan.adapter_name, source.name),
@@ -90,11 +91,12 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         kinds={"openai", "parquet"},
         pool=TEACHER_API_POOL,
         description=(
-            f"The teacher's score (1-100: helpfulness, relevance, accuracy, detail) of every sampled answer of "
+            f"The judge's score (1-100: helpfulness, relevance, accuracy, detail) of every sampled answer of "
             f"'{source.name}', through the collector (rate limit, retries, cache, budget); an unreadable "
-            "judgment is a row with its reason."
+            "judgment is a row with its reason, and a shard with too many of them fails."
         ),
-        code_version=f"{JUDGE_PROMPT_VERSION}-{config_hash(teacher.model_copy(update={'processes': 1}))[:8]}",
+        code_version=f"{JUDGE_PROMPT_VERSION}-{config_hash(judge.model_copy(update={'processes': 1}))[:8]}"
+                     f"{'-structured' if config.judge.structured_output else ''}",
     )
     def scores(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource) -> MaterializeResult:
         die_with_the_run_process(context)
@@ -102,13 +104,16 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         shard = int(context.partition_key)
         samples = read_parquet(layout.feedback_samples(plan.adapter_name, source.name, shard))
         requests = self_distill.judge_requests(samples)
+        step = f"{plan.adapter_name}/{source.name}/{shard} scores"
         collected = collect_shard(
-            context, layout, openai, requests, teacher,
+            context, layout, endpoint_for(judge, openai), requests, judge,
             lease=layout.feedback_lease(plan.adapter_name, source.name, shard),
-            cache=layout.feedback_cache(plan.adapter_name), writer=REFERENCE_WRITER,
-            step=f"{plan.adapter_name}/{source.name}/{shard} scores",
+            cache=layout.feedback_cache(plan.adapter_name), writer=writer, step=step,
         )
         frame = self_distill.read_judgments(samples, collected.result.transcripts)
+        problem = judging.unscored_problem(frame["reason"], config.judge.max_unscored_fraction, step, judge.model)
+        if problem and not collected.result.partial:  # a budget that stopped the run says so itself
+            raise Failure(description=problem, metadata=collected.metadata)
         path = write_parquet_atomic(
             frame, layout.feedback_scores(plan.adapter_name, source.name, shard), self_distill.SCORE_SCHEMA
         )
@@ -121,6 +126,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
                 "mean_score": round(float(scored.mean()), 2) if len(scored) else 0.0,
                 "unscored_by_reason": MetadataValue.json(frame["reason"].dropna().value_counts().astype(int).to_dict()),
                 "judge_prompt_version": JUDGE_PROMPT_VERSION,
+                "judge_model": judge.model,
             }
         )
 

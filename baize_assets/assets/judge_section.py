@@ -1,8 +1,8 @@
-"""The judge section of ``<adapter>/evaluation``: the teacher compares the adapter's answers with a reference's.
+"""The judge section of ``<adapter>/evaluation``: the judge compares the adapter's answers with a reference's.
 
 The reference is the teacher's own answers (asked through the collector, cached, so a
 re-evaluation asks only for the new judgments) or another adapter's. Both answers go into
-one judge prompt, in both orders (``core.judge_eval``).
+one judge prompt, in both orders (``core.judge_eval``), asked with the ``judge`` settings.
 """
 
 from dataclasses import dataclass
@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from dagster import AssetExecutionContext, Failure, MetadataValue
 from dagster_openai import OpenAIResource
 
-from ..core.collect.modes import REFERENCE_WRITER
+from ..core.collect.modes import REFERENCE_WRITER, Writer, judge_writer
 from ..core.collect.parallel import merge_results
-from ..core.config.pipeline import TEACHER_REFERENCE, PipelineConfig
+from ..core.config.pipeline import TEACHER_REFERENCE, PipelineConfig, TeacherConfig
 from ..core.evaluate import judge as judge_eval
-from ..core.prompts import JUDGE_PROMPT_VERSION
+from ..core.feedback.judgments import unscored_problem
+from ..core.prompts import COMPARE_ANSWERS_FORMAT, JUDGE_PROMPT_VERSION
 from ..core.storage import Layout, write_parquet_atomic
-from .shard_collection import all_failed, collect_shard
+from .shard_collection import all_failed, collect_shard, endpoint_for
 
 
 @dataclass
@@ -29,13 +30,13 @@ def judge_adapter(
     context: AssetExecutionContext, layout: Layout, openai: OpenAIResource, adapter: str, config: PipelineConfig
 ) -> JudgeSection:
     judge = config.judge
-    teacher = config.teacher
+    judge_settings = config.judge_teacher()
     questions = judge_eval.load_questions(judge.resolved_questions_path(), judge.questions)
 
-    def ask(requests, step: str):
+    def ask(requests, step: str, settings: TeacherConfig, writer: Writer):
         collected = collect_shard(
-            context, layout, openai, requests, teacher, lease=layout.evaluation_judge_lease(adapter),
-            cache=layout.judge_cache(), writer=REFERENCE_WRITER, step=step,
+            context, layout, endpoint_for(settings, openai), requests, settings,
+            lease=layout.evaluation_judge_lease(adapter), cache=layout.judge_cache(), writer=writer, step=step,
         )
         failures = collected.result.failures
         if sum(failures.values()) == len(requests):
@@ -48,7 +49,8 @@ def judge_adapter(
     candidate = adapter_answers(layout.adapter(adapter), questions, judge, log=context.log.info)
     spent = []
     if judge.reference == TEACHER_REFERENCE:
-        answered = ask(judge_eval.reference_requests(questions), f"{adapter} judge reference answers")
+        answered = ask(judge_eval.reference_requests(questions), f"{adapter} judge reference answers",
+                       config.teacher, REFERENCE_WRITER)
         spent.append(answered)
         reference = judge_eval.teacher_answers(answered.result.transcripts)
     else:
@@ -57,8 +59,14 @@ def judge_adapter(
     kept = [i for i, answer in enumerate(reference) if answer is not None]
     without_reference = len(questions) - len(kept)
     questions, candidate, reference = ([values[i] for i in kept] for values in (questions, candidate, reference))
-    judged = ask(judge_eval.judge_requests(questions, candidate, reference), f"{adapter} judgments")
+    step = f"{adapter} judgments"
+    judged = ask(judge_eval.judge_requests(questions, candidate, reference), step, judge_settings,
+                 judge_writer(COMPARE_ANSWERS_FORMAT if judge.structured_output else None))
     spent.append(judged)
+    problem = unscored_problem(judge_eval.judgment_reasons(judged.result.transcripts), judge.max_unscored_fraction,
+                               step, judge_settings.model)
+    if problem and not judged.result.partial:
+        raise Failure(description=problem)
     table, summary = judge_eval.judge_table(questions, candidate, reference, judged.result.transcripts)
     path = write_parquet_atomic(table, layout.evaluation_judge_table(adapter))
     # Both collections' counts as one, as the collector processes' are merged.
@@ -75,7 +83,7 @@ def judge_adapter(
     report = {
         **summary.as_dict(),
         "reference": judge.reference,
-        "judge_model": teacher.model,
+        "judge_model": judge_settings.model,
         "judge_prompt_version": JUDGE_PROMPT_VERSION,
         "questions": len(questions),
         "questions_without_reference": without_reference,

@@ -1,13 +1,14 @@
-"""One shard's teacher requests from a Dagster step: the shared limit, the lease, the cache, the metadata.
+"""One shard's teacher (or judge) requests from a Dagster step: the shared limit, the lease, the cache, the metadata.
 
-The transcripts asset (self-chat) and the feedback scores asset (judgments) ask the
-teacher the same way: every process with the endpoint and key shares one rate limit and
-the run's budget, one run at a time works on a shard, and finished answers are cached as
-they arrive so a rerun asks only for what is missing.
+The transcripts asset (self-chat), the feedback scores asset and the judged evaluation
+(judgments) ask the same way: every process with the endpoint and key shares one rate
+limit, the run's budget and its request profile, one run at a time works on a shard, and
+finished answers are cached as they arrive so a rerun asks only for what is missing.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,29 @@ from ..core.collect.leases import exclusive_lease
 from ..core.collect.modes import Writer
 from ..core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
 from ..core.collect.results import CollectionResult
-from ..core.collect.shared_limits import open_limit_store
+from ..core.collect.stores import open_limit_store
 from ..core.config.pipeline import TeacherConfig
 from ..core.storage import Layout
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where requests go: the key, and the base URL (None: the ``openai`` client's own default)."""
+
+    api_key: str
+    base_url: str | None
+
+
+def endpoint_for(settings: TeacherConfig, openai: OpenAIResource) -> Endpoint:
+    """The teacher resource's endpoint, or the one the judge's own variables name (``judge.base_url_env``, ...)."""
+    names = {"base_url": settings.base_url_env, "api_key": settings.api_key_env}
+    found = {"base_url": openai.base_url, "api_key": openai.api_key}
+    for what, name in names.items():
+        if name != f"OPENAI_{what.upper()}":
+            found[what] = os.environ.get(name)
+            if not found[what]:
+                raise Failure(description=f"{settings.section}.{what}_env names {name}, which is not set")
+    return Endpoint(found["api_key"], found["base_url"])
 
 
 @dataclass
@@ -38,7 +59,7 @@ class ShardCollection:
 def collect_shard(
     context: AssetExecutionContext,
     layout: Layout,
-    openai: OpenAIResource,
+    endpoint: Endpoint,
     requests: pd.DataFrame,
     teacher: TeacherConfig,
     lease: Path,
@@ -63,18 +84,19 @@ def collect_shard(
                 stores = SharedStores(teacher.rate_limit_store, layout.rate_limit_store(), opened_cache.path,
                                       reuse_cache=not regenerate)
                 result = collect_transcripts_in_processes(
-                    requests, teacher, openai.api_key, stores, base_url=openai.base_url,
-                    log=context.log.info, ledger=context.run.run_id, writer=writer,
+                    requests, teacher, endpoint.api_key, stores, base_url=endpoint.base_url,
+                    log=context.log.info, ledger=context.run.run_id, writer=writer, warn=context.log.warning,
                 )
             elif teacher.api == "batch":
                 result = collect_transcripts_batch(
-                    requests, teacher, api_key=openai.api_key, base_url=openai.base_url, log=context.log.info,
+                    requests, teacher, api_key=endpoint.api_key, base_url=endpoint.base_url, log=context.log.info,
                     cache=opened_cache, limit_store=limit_store, ledger=context.run.run_id, writer=writer,
                 )
             else:
                 result = collect_transcripts(
-                    requests, teacher, api_key=openai.api_key, base_url=openai.base_url, log=context.log.info,
+                    requests, teacher, api_key=endpoint.api_key, base_url=endpoint.base_url, log=context.log.info,
                     cache=opened_cache, limit_store=limit_store, ledger=context.run.run_id, writer=writer,
+                    warn=context.log.warning,
                 )
         run_tokens, run_dollars = limit_store.spent(context.run.run_id)
     except (TeacherFatalError, CollectionProcessError) as error:
@@ -96,6 +118,8 @@ def collect_shard(
         "failed_requests": sum(result.failures.values()),
         "failures_by_kind": MetadataValue.json(dict(result.failures)),
         "retries_by_kind": MetadataValue.json(dict(result.retries)),
+        "rejected_answers_cost": MetadataValue.json(result.rejected_cost()),
+        "request_adaptations": result.adaptations,
         "partition_tokens": result.spent_tokens,
         "run_tokens": run_tokens,
         "seconds": round(result.seconds, 2),

@@ -19,7 +19,7 @@ from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata
-from .shard_collection import all_failed, collect_shard
+from .shard_collection import all_failed, collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
 
 
@@ -64,7 +64,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
                                                       if teacher.processes > 1 else "")
         )
         collected = collect_shard(
-            context, layout, openai, shard_seeds, teacher,
+            context, layout, endpoint_for(teacher, openai), shard_seeds, teacher,
             # One run at a time collects a shard: a second run of it waits, then finds it all in the cache.
             lease=layout.transcripts_lease(source.name, shard), cache=layout.transcript_cache(source.name), step=step,
             regenerate=config.regenerate,

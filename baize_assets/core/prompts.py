@@ -183,6 +183,21 @@ COMPARE_ANSWERS_TEMPLATE = (
     "Assistant 2 in that order, separated by a space. Then explain your judgment; do not let the "
     "order in which the answers appear or their length sway it."
 )
+# Structured output of the two judgments, where the judge's endpoint takes a JSON schema
+# (``response_format``); the explanation comes first, so the score follows from it.
+SCORE_ANSWER_FIELD = "score"
+COMPARE_ANSWERS_FIELDS = ("assistant_1_score", "assistant_2_score")
+
+
+def _judgment_format(name: str, scores: tuple[str, ...]) -> dict:
+    properties = {"explanation": {"type": "string"}, **{score: {"type": "integer"} for score in scores}}
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": {
+        "type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}}}
+
+
+SCORE_ANSWER_FORMAT = _judgment_format("answer_score", (SCORE_ANSWER_FIELD,))
+COMPARE_ANSWERS_FORMAT = _judgment_format("answer_comparison", COMPARE_ANSWERS_FIELDS)
+
 _SCORED_ANSWER = re.compile(
     r"^You are reviewing one answer.*?\[Conversation\]\n(?P<conversation>.*)\n\[End of conversation\]\n\n"
     r"\[Answer\]\n(?P<answer>.*)\n\[End of answer\]\n\nRate how well",

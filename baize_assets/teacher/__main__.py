@@ -1,5 +1,5 @@
 """``python -m baize_assets.teacher``: run the simulated teacher in the foreground."""
 
-from baize_assets.teacher.server import main
+from baize_assets.teacher.cli import main
 
 raise SystemExit(main())

@@ -195,7 +195,8 @@ class BatchService:
             return None, {"code": "server_error", "message": "The server had an error processing this request "
                                                              "(simulated)."}
         try:
-            request = parse_chat_request(line["body"], self.teacher.models)
+            request = parse_chat_request(line["body"], self.teacher.models, self.teacher.reasoning_models,
+                                         self.teacher.structured_output)
         except ApiError as error:
             return {"status_code": error.status, "request_id": request_id, "body": error.body}, None
         return {"status_code": 200, "request_id": request_id, "body": self.complete(request)}, None

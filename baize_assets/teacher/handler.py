@@ -54,17 +54,28 @@ def build_completion(teacher: SimulatedTeacher, request: dict[str, Any],
     elif raw_content is not None:
         text = raw_content.decode("utf-8", "replace")  # for the token count only
     else:
-        text = completion_text(request["messages"], request["model"], request["temperature"])
-    if raw_content is None:
-        text, finish_reason = apply_limits(text, request["stop"], request["max_tokens"])
+        text = completion_text(request["messages"], request["model"], request["temperature"], teacher.judge,
+                               request["json_schema"])
+    # A reasoning model thinks first: its hidden reasoning comes out of the same completion budget.
+    reasoning = request["reasoning_tokens"]
+    visible_budget = request["max_tokens"]
+    if reasoning is not None and visible_budget is not None:
+        reasoning = min(reasoning, visible_budget)
+        visible_budget -= reasoning
+    if raw_content is None and visible_budget == 0:
+        text, finish_reason = "", "length"
+    elif raw_content is None:
+        text, finish_reason = apply_limits(text, request["stop"], visible_budget)
     else:
         finish_reason = "stop"
     text, finish_reason = faulty_text(fault, text, finish_reason, teacher.oversized_chars)
 
     prompt_tokens = sum(approx_tokens(content_text(m.get("content"))) for m in request["messages"])
-    completion_tokens = approx_tokens(text)
+    completion_tokens = approx_tokens(text) + (reasoning or 0)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}
+    if reasoning is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
     completion = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": request["model"],
         "system_fingerprint": None, "object": "chat.completion",
@@ -199,7 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat_completion(self, raw_body: bytes) -> None:
         teacher = self.server.teacher
         body = json_object_body(raw_body)
-        request = parse_chat_request(body, teacher.models)
+        teacher.count_fields(body)
+        request = parse_chat_request(body, teacher.models, teacher.reasoning_models, teacher.structured_output)
 
         # Tokens are counted at admission as the answer will use them (the fault-free answer).
         tokens = build_completion(teacher, request, None)[0]["usage"]["total_tokens"] if teacher.tokens_per_window \

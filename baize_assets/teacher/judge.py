@@ -6,14 +6,26 @@ their content words, and with the question by how many of its words the answer t
 The teacher's own answer scores highest, an answer about something else lowest, so a
 test can tell a better answer from a worse one. Offline scores are
 simulated: they measure closeness to the simulated teacher, nothing more.
+
+Asked for structured output, it answers the judgment's JSON schema; as a model that is no
+judge (``judge=False``), it answers with scores far outside the scale, as a small chat
+model asked to judge was seen to do.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
-from ..core.prompts import RAW_AI, RAW_HUMAN, parse_compare_answers_prompt, parse_score_answer_prompt
-from .text import STOPWORDS, self_chat_transcript
+from ..core.prompts import (
+    COMPARE_ANSWERS_FIELDS,
+    RAW_AI,
+    RAW_HUMAN,
+    SCORE_ANSWER_FIELD,
+    parse_compare_answers_prompt,
+    parse_score_answer_prompt,
+)
+from .text import STOPWORDS, self_chat_transcript, stable_rng
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9+#'-]*")
 
@@ -46,16 +58,32 @@ def answer_quality(question: str, answer: str, model: str) -> float:
     return 0.5 * closeness(answer, reference_answer(question, model)) + 0.5 * on_topic
 
 
-def judge_reply(prompt: str, model: str) -> str | None:
-    """The judgment of a scoring or comparison prompt, or None when ``prompt`` is neither."""
+def _judgment(scores: list[int], names: tuple[str, ...], structured: bool, explanation: str) -> str:
+    if structured:
+        return json.dumps({"explanation": explanation, **dict(zip(names, scores))})
+    return f"{' '.join(map(str, scores))}\n{explanation}"
+
+
+def judge_reply(prompt: str, model: str, as_judge: bool = True, structured: bool = False) -> str | None:
+    """The judgment of a scoring or comparison prompt (JSON when ``structured``), or None when ``prompt`` is neither.
+
+    ``as_judge`` False scores out of every scale, deterministically per prompt.
+    """
     scored = parse_score_answer_prompt(prompt)
+    compared = parse_compare_answers_prompt(prompt) if scored is None else None
+    if scored is None and compared is None:
+        return None
+    if not as_judge:
+        rng = stable_rng("no judge", prompt, model)
+        names = (SCORE_ANSWER_FIELD,) if scored is not None else COMPARE_ANSWERS_FIELDS
+        return _judgment([rng.randint(101, 999) for _ in names], names, structured,
+                         "I liked this conversation a lot and would happily read more of it.")
     if scored is not None:
         question, answer = scored
         score = 1 + round(99 * answer_quality(question, answer, model))
-        return f"{score}\nSimulated judgment by closeness to the question and to the reference answer."
-    compared = parse_compare_answers_prompt(prompt)
-    if compared is not None:
-        question, first, second = compared
-        scores = [1 + round(9 * answer_quality(question, answer, model)) for answer in (first, second)]
-        return f"{scores[0]} {scores[1]}\nSimulated judgment by closeness to the reference answer."
-    return None
+        return _judgment([score], (SCORE_ANSWER_FIELD,), structured,
+                         "Simulated judgment by closeness to the question and to the reference answer.")
+    question, first, second = compared
+    scores = [1 + round(9 * answer_quality(question, answer, model)) for answer in (first, second)]
+    return _judgment(scores, COMPARE_ANSWERS_FIELDS, structured,
+                     "Simulated judgment by closeness to the reference answer.")

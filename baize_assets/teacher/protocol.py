@@ -13,6 +13,8 @@ _MODEL_CREATED = 1767225600  # 2026-01-01T00:00:00Z
 # Advertised in the x-ratelimit-* headers when no request limit is enforced (the default).
 RATE_LIMIT_REQUESTS = 10_000
 RATE_LIMIT_TOKENS = 2_000_000
+# Hidden reasoning tokens a reasoning model spends per answer, by reasoning_effort (medium when unset).
+REASONING_TOKENS = {"none": 0, "minimal": 16, "low": 64, "medium": 192, "high": 512, "xhigh": 1024}
 
 
 class ApiError(Exception):
@@ -60,9 +62,63 @@ def model_and_messages(body: dict[str, Any], models: Sequence[str]) -> tuple[str
     return model, messages
 
 
-def parse_chat_request(body: dict[str, Any], models: Sequence[str]) -> dict[str, Any]:
+def _unsupported(param: str) -> ApiError:
+    return ApiError(400, f"Unsupported parameter: '{param}' is not supported with this model.",
+                    "invalid_request_error", "unsupported_parameter", param)
+
+
+def check_reasoning_fields(body: dict[str, Any], reasoning: bool) -> None:
+    """OpenAI's rules for the fields of a reasoning model's request (and for reasoning_effort elsewhere),
+    refused with OpenAI's exact 400 bodies."""
+    if not reasoning:
+        if body.get("reasoning_effort") is not None:
+            raise _unsupported("reasoning_effort")
+        return
+    if body.get("max_tokens") is not None:
+        raise ApiError(400, "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                            "'max_completion_tokens' instead.", "invalid_request_error", "unsupported_parameter",
+                       "max_tokens")
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise ApiError(400, f"Unsupported value: 'temperature' does not support {json.dumps(temperature)} with this "
+                            "model. Only the default (1) value is supported.", "invalid_request_error",
+                       "unsupported_value", "temperature")
+    for param in ("top_p", "stop"):
+        if body.get(param) is not None and body.get(param) != 1:
+            raise _unsupported(param)
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_TOKENS:
+        raise ApiError(400, f"Invalid value: '{effort}'. Supported values are: "
+                            f"{', '.join(repr(e) for e in REASONING_TOKENS)}.", "invalid_request_error",
+                       "invalid_value", "reasoning_effort")
+
+
+def check_response_format(body: dict[str, Any], structured_output: bool) -> dict[str, Any] | None:
+    """The JSON schema a request asks its answer to follow, or None; refused as OpenAI refuses it where the
+    model has no structured output."""
+    response_format = body.get("response_format")
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind != "json_schema" or not structured_output:
+        raise ApiError(400, f"Invalid parameter: 'response_format' of type '{kind}' is not supported with this "
+                            "model.", "invalid_request_error", None, "response_format")
+    schema = response_format.get("json_schema")
+    if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+        raise bad_request("Missing required parameter: 'response_format.json_schema.name'.",
+                          "response_format.json_schema.name")
+    return schema
+
+
+def parse_chat_request(body: dict[str, Any], models: Sequence[str], reasoning_models: Sequence[str] = (),
+                       structured_output: bool = True) -> dict[str, Any]:
     """Validate a chat completion request; returns the normalised fields or raises ApiError."""
     model, messages = model_and_messages(body, models)
+    reasoning = model in reasoning_models
+    check_reasoning_fields(body, reasoning)
+    json_schema = check_response_format(body, structured_output)
 
     n = body.get("n")
     if n is not None and n != 1:
@@ -98,6 +154,8 @@ def parse_chat_request(body: dict[str, Any], models: Sequence[str]) -> dict[str,
         "stop": stop,
         "stream": bool(body.get("stream")),
         "include_usage": bool(stream_options.get("include_usage")),
+        "reasoning_tokens": REASONING_TOKENS[body.get("reasoning_effort") or "medium"] if reasoning else None,
+        "json_schema": json_schema["name"] if json_schema else None,
     }
 
 

@@ -18,16 +18,21 @@ Faults, for exercising the pipeline's retries and guards, are listed in
 :mod:`~baize_assets.teacher.faults`: error statuses, hangs, slow and broken bodies, and
 answers that are well-formed but unusable.
 
+Models named in ``reasoning_models`` follow OpenAI's reasoning models: ``max_tokens``,
+``temperature`` or ``top_p`` other than 1 and ``stop`` are refused with OpenAI's exact 400
+bodies, ``max_completion_tokens`` and ``reasoning_effort`` are taken, and each answer first
+spends hidden reasoning tokens (by effort) out of its completion budget, reported in
+``usage.completion_tokens_details.reasoning_tokens``. With ``judge=False`` the server
+answers judge prompts as a chat model that is no judge does (scores far outside the
+scale); with ``structured_output=False`` it refuses ``response_format`` as models without
+structured output do.
+
 Standard library only, so it runs wherever the package is installed.
 """
 
 from __future__ import annotations
 
-import argparse
 import hmac
-import os
-import signal
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -38,8 +43,7 @@ from .faults import ALL_FAULT_KINDS, DEFAULT_FAULT_KINDS, FaultSchedule
 from .handler import TeacherHTTPServer, build_completion
 from .protocol import DEFAULT_MODEL, OWNER, RATE_LIMIT_REQUESTS, ApiError
 
-__all__ = ["ALL_FAULT_KINDS", "API_KEY_ENV", "DEFAULT_FAULT_KINDS", "DEFAULT_MODEL", "OWNER", "SimulatedTeacher",
-           "main"]
+__all__ = ["ALL_FAULT_KINDS", "API_KEY_ENV", "DEFAULT_FAULT_KINDS", "DEFAULT_MODEL", "OWNER", "SimulatedTeacher"]
 
 API_KEY_ENV = "BAIZE_TEACHER_API_KEY"
 ADMISSION_TIMES_KEPT = 100_000
@@ -81,7 +85,10 @@ class SimulatedTeacher:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        models: Sequence[str] = (DEFAULT_MODEL,),
+        models: Sequence[str] | None = None,
+        reasoning_models: Sequence[str] = (),
+        judge: bool = True,
+        structured_output: bool = True,
         api_key: str | None = None,
         latency_s: float = 0.0,
         fault_rate: float = 0.0,
@@ -110,11 +117,16 @@ class SimulatedTeacher:
             expire_batches=batch_expire, duplicate_ids=batch_duplicate_ids, unknown_ids=batch_unknown_ids,
             missing_ids=batch_missing_ids,
         )
-        if not models:
+        if models is None:  # the default model, unless only reasoning models are served
+            models = () if reasoning_models else (DEFAULT_MODEL,)
+        if not models and not reasoning_models:
             raise ValueError("the server needs at least one model name")
         self.host = host
         self.port = port
-        self.models = tuple(models)
+        self.models = tuple(dict.fromkeys((*models, *reasoning_models)))
+        self.reasoning_models = tuple(reasoning_models)
+        self.judge = judge
+        self.structured_output = structured_output
         self._api_key = api_key  # never logged, printed or echoed in an error
         self.latency_s = latency_s
         self.retry_after_s = retry_after_s
@@ -140,6 +152,8 @@ class SimulatedTeacher:
         self._requests_total = 0
         self._by_path: Counter[str] = Counter()
         self._by_outcome: Counter[str] = Counter()
+        self._fields: Counter[str] = Counter()  # top-level fields of the chat completion requests
+        self._temperatures: Counter[str] = Counter()  # their temperature ("None" when they sent none)
         self._connections_total = 0
 
         # Set on stop() so latency, hang and drip sleeps end at once instead of holding threads.
@@ -208,6 +222,8 @@ class SimulatedTeacher:
                 "requests_total": self._requests_total,
                 "requests_by_path": dict(self._by_path),
                 "requests_by_outcome": dict(self._by_outcome),
+                "request_fields": dict(self._fields),
+                "temperatures": dict(self._temperatures),
                 "connections_total": self._connections_total,
                 "admitted_at_s": [round(t, 4) for t in self._admission_times],
                 "admitted_tokens_at_s": [[round(t, 4), tokens] for t, tokens in self._token_admissions],
@@ -222,6 +238,11 @@ class SimulatedTeacher:
     def count_outcome(self, outcome: str) -> None:
         with self._lock:
             self._by_outcome[outcome] += 1
+
+    def count_fields(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self._fields.update(name for name, value in body.items() if value is not None)
+            self._temperatures[str(body.get("temperature"))] += 1
 
     def count_connection(self) -> None:
         with self._lock:
@@ -290,84 +311,3 @@ class SimulatedTeacher:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             self._stopping.wait(seconds)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m baize_assets.teacher",
-        description="Run the simulated (placeholder) OpenAI-compatible teacher in the foreground.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to bind; 0 picks a free one (default 8000)")
-    parser.add_argument("--model", action="append", dest="models", metavar="NAME",
-                        help=f"model name to serve; repeatable (default {DEFAULT_MODEL})")
-    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, which keeps "
-                             "the key out of the process list; unset = accept any key)")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay added to every API request")
-    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of chat completions that fault (0..1)")
-    parser.add_argument("--faults", default=",".join(DEFAULT_FAULT_KINDS),
-                        help=f"comma-separated fault kinds (default {','.join(DEFAULT_FAULT_KINDS)}; "
-                             f"all: {','.join(ALL_FAULT_KINDS)})")
-    parser.add_argument("--fault-seed", type=int, default=0, help="seed of the deterministic fault schedule")
-    parser.add_argument("--retry-after-s", type=float, default=1.0, help="Retry-After value on simulated 429s")
-    parser.add_argument("--hang-s", type=float, default=30.0, help="how long a hanging request sleeps")
-    parser.add_argument("--drip-interval-s", type=float, default=0.2,
-                        help="pause between the few bytes a slow_drip answer sends at a time")
-    parser.add_argument("--oversized-chars", type=int, default=5_000_000,
-                        help="characters of text in an oversized answer")
-    parser.add_argument("--rpm", type=int, default=None,
-                        help="enforce at most this many chat completions per minute (429 beyond; default off)")
-    parser.add_argument("--tpm", type=int, default=None,
-                        help="enforce at most this many tokens per minute per API key (429 beyond; default off)")
-    parser.add_argument("--batch-delay-s", type=float, default=0.5,
-                        help="how long a batch takes from creation to completion (default 0.5)")
-    parser.add_argument("--batch-failure-rate", type=float, default=0.0,
-                        help="share of batch lines that fail with an error (0..1)")
-    parser.add_argument("--batch-expire", type=int, default=0,
-                        help="the first N batches expire with half of their lines done")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT; the first stdout line is the base URL."""
-    args = _parse_args(argv)
-    try:
-        teacher = SimulatedTeacher(
-            args.host, args.port,
-            models=args.models or (DEFAULT_MODEL,),
-            api_key=args.api_key or None,
-            latency_s=args.latency_ms / 1000,
-            fault_rate=args.fault_rate,
-            fault_kinds=[k.strip() for k in args.faults.split(",") if k.strip()],
-            fault_seed=args.fault_seed,
-            retry_after_s=args.retry_after_s,
-            hang_s=args.hang_s,
-            drip_interval_s=args.drip_interval_s,
-            oversized_chars=args.oversized_chars,
-            requests_per_window=args.rpm,
-            tokens_per_window=args.tpm,
-            batch_completion_delay_s=args.batch_delay_s,
-            batch_failure_rate=args.batch_failure_rate,
-            batch_expire=args.batch_expire,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-    stop_requested = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop_requested.set())
-    with teacher:
-        print(teacher.base_url, flush=True)
-        print(
-            f"simulated teacher (placeholder answers) serving {', '.join(teacher.models)}; "
-            f"auth {'required' if args.api_key else 'off'}; fault rate {teacher.fault_rate:g} "
-            f"({', '.join(teacher.fault_kinds)}); stop with Ctrl-C or SIGTERM",
-            file=sys.stderr, flush=True,
-        )
-        stop_requested.wait()
-    return 0

@@ -187,17 +187,19 @@ def prompt_subject(messages: list[dict[str, Any]]) -> str:
     return last_user if seed is None else seed
 
 
-def completion_text(messages: list[dict[str, Any]], model: str, temperature: float) -> str:
+def completion_text(messages: list[dict[str, Any]], model: str, temperature: float, as_judge: bool = True,
+                    json_schema: str | None = None) -> str:
     """What the simulated teacher answers to ``messages`` (before stop/length limits).
 
     A self-chat prompt that already carries some dialogue (Baize v1.5's human turn) gets
     the rest of the seed's transcript after that many exchanges, or the end marker when
-    the transcript has no more.
+    the transcript has no more. A judge prompt gets a judgment (see :mod:`.judge`), as
+    JSON when the request named a ``json_schema``.
     """
     from .judge import judge_reply  # the judge builds on this module's self-chat
 
     last_user = last_user_text(messages)
-    judgment = judge_reply(last_user, model)
+    judgment = judge_reply(last_user, model, as_judge, json_schema is not None)
     if judgment is not None:
         return judgment
     seed = seed_from_self_chat_prompt(last_user)

@@ -181,7 +181,7 @@ class TeacherCalls:
         if rejected.param not in request_fields(self.teacher, current, messages, stop, response_format):
             self.profile = current  # another process of the run adapted already
             return
-        action = adaptation(rejected.param, current) if rejected.param not in stored else None
+        action = adaptation(rejected.param, current, stored)
         if action is None or adapted > _MAX_ADAPTATIONS_PER_REQUEST:
             raise self._fail_run(TeacherFatalError(
                 f"the {self.teacher.section} endpoint rejected the request (HTTP 400) and no change of its fields "

@@ -43,7 +43,7 @@ from .collector import collect_transcripts
 from .errors import BUDGET_EXHAUSTED, TeacherFatalError
 from .modes import Writer
 from .results import CollectionResult, generation_inputs
-from .shared_limits import open_limit_store
+from .stores import open_limit_store
 from .transcript import TRANSCRIPT_SCHEMA
 
 # How long a stopped child has to exit before it is killed.

@@ -94,10 +94,14 @@ def rejected_field(code: str | None, param: str | None, message: str, sent: Mapp
     return None
 
 
-def adaptation(name: str, profile: RequestProfile) -> str | None:
-    """What to do about refused field ``name``: rename a token limit (once), drop anything else."""
+def adaptation(name: str, profile: RequestProfile, adapted: Mapping[str, str]) -> str | None:
+    """What to do about refused field ``name``, ``adapted`` being the run's adaptations so far: rename the token
+    limit (once: an endpoint that refuses both names takes neither), drop anything else (once); None: nothing helps."""
+    if name in adapted:
+        return None
     if name in TOKEN_LIMIT_FIELDS:
-        return RENAME if name == profile.token_limit else None
+        renamed = any(adapted.get(field) == RENAME for field in TOKEN_LIMIT_FIELDS)
+        return RENAME if name == profile.token_limit and not renamed else None
     return DROP
 
 

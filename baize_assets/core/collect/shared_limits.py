@@ -15,20 +15,20 @@ by any process, so each process reads them against everyone's requests in flight
 
 Stores: ``MemoryLimitStore`` (one process), ``SqliteLimitStore`` (the processes of one
 machine, through one file; no service to run) and ``RedisLimitStore`` (processes on any
-number of machines; the server's clock is the only clock; :mod:`.redis_limits`).
+number of machines; the server's clock is the only clock; :mod:`.redis_limits`);
+:func:`.stores.open_limit_store` opens the one the configuration names. The same store
+keeps each run's request profile (:mod:`.request_profile`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from ..config.pipeline import RateLimitStoreConfig
 from .errors import TeacherFatalError
 
 
@@ -330,16 +330,3 @@ class SqliteLimitStore(LimitStore):
 
     def close(self) -> None:
         self._db.close()
-
-
-def open_limit_store(config: RateLimitStoreConfig, default_path: Path) -> LimitStore:
-    """The store named by ``teacher.rate_limit_store``; raises LimitStoreError before any request if it is down."""
-    if config.kind == "redis":
-        url = os.environ.get(config.url_env)
-        if not url:
-            raise LimitStoreError(f"teacher.rate_limit_store is redis, but {config.url_env} (its URL) is not set; "
-                                  "no request was sent")
-        from .redis_limits import RedisLimitStore  # redis is imported only where it is used
-
-        return RedisLimitStore(url)
-    return SqliteLimitStore(Path(config.path) if config.path else default_path)

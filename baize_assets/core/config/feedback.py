@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, JsonValue, field_validator
 
 from .base import PROJECT_ROOT, StrictModel, Text
+from .teacher import ReasoningEffort, check_extra_body
 
 SAMPLE_JUDGE_QUESTIONS = "data/judge/questions.txt"
 TEACHER_REFERENCE = "teacher"
@@ -69,13 +70,35 @@ class SelfDistillationConfig(StrictModel):
         return self.name or f"{self.adapter}_v2"
 
 
-class JudgeConfig(StrictModel):
-    """The judge section of every adapter's evaluation (the paper's protocol, see ``judge_eval``).
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-    The adapter and the reference answer the same questions; the teacher scores both
-    answers in one prompt, in both orders.
+
+class JudgeConfig(StrictModel):
+    """The judge: who scores Baize v2's sampled answers and every adapter's judged evaluation, and how.
+
+    The model and its sampling are the judge's own (by default the teacher's model at
+    temperature 0, where the model takes a temperature); limits, retries, budget, prices and
+    the API come from the teacher's settings. In the judged evaluation (the paper's protocol,
+    see ``judge_eval``) the adapter and the reference answer the same questions, and the
+    judge scores both answers in one prompt, in both orders.
     """
 
+    model: Text | None = Field(default=None, description="the judge's model; None: the teacher's")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0,
+                               description="sent where the model takes one (reasoning models take only their own)")
+    max_tokens: int = Field(default=1024, ge=1, description="a judgment's completion budget, reasoning included")
+    reasoning_effort: ReasoningEffort | None = None
+    extra_body: dict[Text, JsonValue] = Field(default_factory=dict, description="provider fields sent as they are")
+    base_url_env: str | None = Field(default=None, pattern=ENV_NAME,
+                                     description="the variable holding the judge's endpoint; None: OPENAI_BASE_URL")
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME,
+                                    description="the variable holding the judge's key; None: OPENAI_API_KEY")
+    structured_output: bool = Field(
+        default=True, description="ask for the scores as JSON (response_format), as text where the endpoint refuses"
+    )
+    max_unscored_fraction: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="a step whose share of judgments without a score is larger fails"
+    )
     enabled: bool = True
     questions_path: Text = Field(
         default=SAMPLE_JUDGE_QUESTIONS,
@@ -88,6 +111,11 @@ class JudgeConfig(StrictModel):
     )
     max_new_tokens: int = Field(default=128, ge=1, description="length limit of the adapters' answers")
     batch_size: int = Field(default=16, ge=1, description="answers generated per forward pass")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_pipeline_fields_in_extra_body(cls, extra_body: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        return check_extra_body(extra_body)
 
     def resolved_questions_path(self, root: Path = PROJECT_ROOT) -> Path:
         path = Path(self.questions_path)

@@ -87,6 +87,13 @@ def verdicts(questions: Sequence[str], judged: pd.DataFrame) -> list[PairVerdict
     ]
 
 
+def judgment_reasons(judged: pd.DataFrame) -> list[str | None]:
+    """Why each judgment of the collector's table of :func:`judge_requests` holds no scores (None where it does)."""
+    failures = judged["failure_kind"] if "failure_kind" in judged else [None] * len(judged)
+    return [f"request_{kind}" if isinstance(kind, str) else read_pair_scores(text).reason
+            for kind, text in zip(failures, judged["transcript"])]
+
+
 def judge_table(
     questions: Sequence[str], candidate: Sequence[str], reference: Sequence[str], judged: pd.DataFrame
 ) -> tuple[pd.DataFrame, JudgeSummary]:

@@ -1,17 +1,23 @@
 """Reading a teacher's judgments: one answer scored 1-100 (self-distillation), two answers 1-10 (evaluation).
 
-A judgment is free text from a model, so nothing here trusts it: an answer without a
-number, with a number out of range, with two candidate numbers or with a refusal is a
-row with a reason, never a crash and never a silent zero. Pure Python, no Dagster.
+A judgment is free text from a model, or the JSON object of its structured output
+(:data:`~baize_assets.core.prompts.SCORE_ANSWER_FORMAT`), so nothing here trusts it: an
+answer without a number, with a number out of range, with two candidate numbers or with a
+refusal is a row with a reason, never a crash and never a silent zero. A step whose
+judgments mostly hold no score fails instead of passing them on (:func:`unscored_problem`).
+Pure Python, no Dagster.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from ..corpus.patterns import REFUSAL_PATTERN
+from ..prompts import COMPARE_ANSWERS_FIELDS, SCORE_ANSWER_FIELD
 
 # Reasons a judgment gave no score.
 NO_SCORE = "no_score"
@@ -66,11 +72,26 @@ def _first_line_with_numbers(text: str) -> tuple[str, list[float]]:
     return "", []
 
 
-def _read(text: str | None, count: int, scale: tuple[int, int]) -> Judgment:
+def _json_scores(text: str, fields: tuple[str, ...]) -> tuple[str, list[float]] | None:
+    """The scores of a structured judgment (``fields`` of a JSON object), or None when ``text`` is no JSON object."""
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    values = [data.get(name) for name in fields]
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return ", ".join(f"{name}={data.get(name)!r}" for name in fields), numbers if len(numbers) == len(fields) else []
+
+
+def _read(text: str | None, count: int, scale: tuple[int, int], fields: tuple[str, ...]) -> Judgment:
     text = (text or "").strip()
     if not text:
         return Judgment((), EMPTY_JUDGMENT, "the judgment is empty")
-    line, numbers = _first_line_with_numbers(text)
+    line, numbers = _json_scores(text, fields) or _first_line_with_numbers(text)
     if not numbers:
         if _REFUSAL.search(text):
             return Judgment((), JUDGE_REFUSED, text[:200])
@@ -86,13 +107,30 @@ def _read(text: str | None, count: int, scale: tuple[int, int]) -> Judgment:
 
 
 def read_single_score(text: str | None) -> Judgment:
-    """One score 1-100 from the first line of a judgment that holds a number."""
-    return _read(text, 1, SINGLE_SCALE)
+    """One score 1-100: a structured judgment's ``score``, else the first line of a judgment that holds a number."""
+    return _read(text, 1, SINGLE_SCALE, (SCORE_ANSWER_FIELD,))
 
 
 def read_pair_scores(text: str | None) -> Judgment:
-    """Two scores 1-10 (first answer, second answer) from the first line that holds numbers."""
-    return _read(text, 2, PAIR_SCALE)
+    """Two scores 1-10 (first answer, second answer), from a structured judgment or the first line with numbers."""
+    return _read(text, 2, PAIR_SCALE, COMPARE_ANSWERS_FIELDS)
+
+
+def unscored_problem(reasons: Iterable[str | None], max_fraction: float, step: str, model: str) -> str | None:
+    """Why a step's judgments cannot be used, when more than ``max_fraction`` of them hold no score; else None.
+
+    ``reasons`` holds one entry per judgment: None where it was scored, else why not.
+    """
+    reasons = list(reasons)
+    unscored = Counter(reason for reason in reasons if reason is not None)
+    missing = sum(unscored.values())
+    if not reasons or missing <= max_fraction * len(reasons):
+        return None
+    counts = ", ".join(f"{count} {reason}" for reason, count in unscored.most_common())
+    return (f"{missing} of the {len(reasons)} judgments of {step} hold no score ({counts}), more than "
+            f"judge.max_unscored_fraction ({max_fraction:g}) allows. Is judge.model ('{model}') a judge? A chat "
+            "model that is not one answers a judge prompt with prose or numbers off the scale: name a stronger "
+            "model in judge.model (on its own endpoint with judge.base_url_env and judge.api_key_env if need be)")
 
 
 @dataclass(frozen=True)

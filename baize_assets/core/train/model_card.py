@@ -17,7 +17,10 @@ import yaml
 from ..corpus.schema import data_version
 from ..prompts import AI, BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION, HUMAN, STOP_MARKERS
 from ..storage import write_text_atomic
-from .summary import CONFIG_FILE, SUMMARY_FILE
+
+# The files of an adapter directory the card is rendered from (written by train/summary.py).
+SUMMARY_FILE = "training_summary.json"
+CONFIG_FILE = "training_config.json"
 
 MODEL_CARD_FILE = "README.md"
 # The weights derive from the base model and from a teacher model's output, each under its own terms.

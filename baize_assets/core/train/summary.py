@@ -17,9 +17,8 @@ import torch
 import transformers
 
 from ..model.samples import FitStats
+from .model_card import CONFIG_FILE, SUMMARY_FILE, write_model_card
 
-SUMMARY_FILE = "training_summary.json"
-CONFIG_FILE = "training_config.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 
 
@@ -123,8 +122,6 @@ def write_run_files(
     staging: Path, run_config: dict, summary: dict, progress: TrainingProgress, loss_label: str = "loss per token"
 ) -> None:
     """The run config, the loss curve, the summary and, rendered from those, the model card."""
-    from .model_card import write_model_card
-
     (staging / CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n", encoding="utf-8")
     write_loss_curve(progress.step_losses, progress.eval_history, staging / LOSS_CURVE_FILE, loss_label)
     (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
