@@ -1,4 +1,8 @@
-"""One tiny trained adapter, and its loaded model, shared by the chat, batched-generation and server tests."""
+"""One tiny trained adapter, and its loaded model, shared by the chat, batched-generation and server tests.
+
+The same adapter is also trained on a tiny base of each tokenizer layout, for the tests whose
+outcome depends on the tokenizer (prompt ids, stops, streamed decoding).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from baize_assets.core.config.pipeline import AdapterConfig, TinyBaseConfig, Tra
 from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import Turn, render_conversation, render_inference_prompt
 from baize_assets.core.train.trainer import train_adapter
+
+from .tokenizer_support import TOKENIZER_KINDS
 
 # Few positions, so that the cap on new tokens is exercised.
 TINY = TinyBaseConfig(
@@ -35,11 +41,13 @@ def conversations(count: int = 24) -> list[list[Turn]]:
 
 
 @functools.cache
-def _trained_adapter(root: Path) -> Path:
+def _trained_adapter(root: Path, tokenizer: str = "byte_level_bpe") -> Path:
     """Built once per test process, however many modules import the fixtures (each would build its own)."""
     data = conversations()
     texts = [render_conversation(turns) for turns in data] + [render_inference_prompt([Turn("human", "Hello")])]
-    build_tiny_base(texts, TINY.model_copy(update={"pretrain_steps": 40}), root / "base")  # answers need not be good
+    base = root / tokenizer / "base"
+    # Short pretraining: answers need not be good, only words (after 40 steps a SentencePiece base says nothing).
+    build_tiny_base(texts, TINY.model_copy(update={"pretrain_steps": 100, "tokenizer": tokenizer}), base)
     adapter = AdapterConfig(
         name="served",
         sources=["synthetic"],
@@ -47,8 +55,8 @@ def _trained_adapter(root: Path) -> Path:
             learning_rate=5e-3, max_steps=4, micro_batch_size=4, effective_batch_size=8, warmup_steps=1
         ),
     )
-    train_adapter(data, adapter, str(root / "base"), root / "baize_served", log=lambda _: None)
-    return root / "baize_served"
+    train_adapter(data, adapter, str(base), root / tokenizer / "baize_served", log=lambda _: None)
+    return root / tokenizer / "baize_served"
 
 
 @functools.cache
@@ -64,6 +72,13 @@ def served_adapter_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def served_chat(served_adapter_dir) -> ChatModel:
     return _loaded(served_adapter_dir)
+
+
+@pytest.fixture(scope="session", params=TOKENIZER_KINDS)
+def served_on_each_tokenizer(request, tmp_path_factory) -> tuple[Path, ChatModel]:
+    """The served adapter trained on a tiny base of each tokenizer layout (the byte-level one is served_chat's)."""
+    adapter_dir = _trained_adapter(tmp_path_factory.getbasetemp() / "served_adapter", request.param)
+    return adapter_dir, _loaded(adapter_dir)
 
 
 def a_stop_string_inside(text: str) -> str:

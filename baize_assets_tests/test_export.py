@@ -7,7 +7,7 @@ import torch
 
 from baize_assets.cli import main
 from baize_assets.core.chat.chat_model import load_chat_model
-from baize_assets.core.model.chat_template import BAIZE_CHAT_TEMPLATE
+from baize_assets.core.model.chat_template import serving_chat_template
 from baize_assets.core.prompts import Turn
 from baize_assets.core.train.export import ExportError, export_adapter
 
@@ -28,7 +28,7 @@ def test_merged_model_answers_like_the_adapter(adapter_dir, merged):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(merged)
-    assert tokenizer.chat_template == BAIZE_CHAT_TEMPLATE
+    assert tokenizer.chat_template == serving_chat_template(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(merged)
     assert not any("lora" in name for name, _ in model.named_parameters())
     inputs = tokenizer.apply_chat_template(
@@ -47,7 +47,8 @@ def test_merged_model_answers_like_the_adapter(adapter_dir, merged):
 def test_training_saves_the_chat_template_with_the_adapter(adapter_dir):
     from transformers import AutoTokenizer
 
-    assert AutoTokenizer.from_pretrained(adapter_dir).chat_template == BAIZE_CHAT_TEMPLATE
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    assert tokenizer.chat_template == serving_chat_template(tokenizer)
 
 
 def test_export_refuses_what_is_not_an_adapter(adapter_dir, tmp_path, capsys):

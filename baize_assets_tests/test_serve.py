@@ -18,9 +18,14 @@ import pytest
 
 from baize_assets.cli import main
 from baize_assets.core.chat.server import AdapterServer
-from baize_assets.core.prompts import AI, HUMAN
+from baize_assets.core.prompts import AI, HUMAN, Turn
 
-from .serving_support import a_stop_string_inside, served_adapter_dir, served_chat  # noqa: F401
+from .serving_support import (  # noqa: F401
+    a_stop_string_inside,
+    served_adapter_dir,
+    served_chat,
+    served_on_each_tokenizer,
+)
 
 QUESTION = [{"role": "user", "content": "Tell me about the river."}]
 
@@ -222,6 +227,32 @@ def test_cli_names_a_taken_port(served_adapter_dir, capsys):
         assert main(["serve", "--adapter", str(served_adapter_dir), "--port", str(port)]) == 1
     err = capsys.readouterr().err
     assert f"port {port}" in err and "already in use" in err and "Traceback" not in err
+
+
+def test_every_tokenizer_layout_serves_the_template_ids_and_clean_answers(served_on_each_tokenizer):
+    """The ids vLLM would render from the saved template are the ones served, and answers decode cleanly."""
+    from transformers import AutoTokenizer
+
+    adapter_dir, chat = served_on_each_tokenizer
+    question = Turn("human", QUESTION[0]["content"])
+    template_ids = AutoTokenizer.from_pretrained(adapter_dir).apply_chat_template(
+        QUESTION, add_generation_prompt=True, return_dict=False
+    )
+    assert template_ids == chat.prompt_ids([question])
+    with AdapterServer(adapter_dir, chat=chat) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
+        settings = dict(model=server.model_name, messages=QUESTION, temperature=0, max_tokens=24)
+        plain = client.chat.completions.create(**settings)
+        answer = plain.choices[0].message.content
+        assert plain.usage.prompt_tokens == len(template_ids)
+        assert answer == chat.reply([question], max_new_tokens=24, temperature=0)  # baize chat's answer
+        assert answer and HUMAN not in answer and AI not in answer and "\ufffd" not in answer
+        chunks = list(client.chat.completions.create(stream=True, **settings))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
+        stop = a_stop_string_inside(answer)
+        cut = client.chat.completions.create(stop=[stop], **settings).choices[0]
+        assert cut.finish_reason == "stop" and answer.startswith(cut.message.content)
+        assert stop not in cut.message.content
 
 
 @pytest.mark.slow

@@ -29,6 +29,8 @@ from baize_assets.core.storage import staged_output_dir
 from baize_assets.core.train.packing import collate_packed, pack_rows, packing_layout
 from baize_assets.core.train.trainer import train_adapter
 
+from .tokenizer_support import TOKENIZER_KINDS, trained_tokenizer
+
 TINY = TinyBaseConfig(
     vocab_size=400, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
 )
@@ -86,6 +88,12 @@ def tokenizer(tiny_base):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_base)
+
+
+@pytest.fixture(scope="module", params=TOKENIZER_KINDS)
+def each_tokenizer(request, conversations):
+    """A tokenizer of each layout, trained on the conversations as the tiny base's is."""
+    return trained_tokenizer(request.param, [render_conversation(c) for c in conversations])
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +158,8 @@ def labeled_runs(sample, tokenizer) -> list[str]:
     return [tokenizer.decode(run) for run in runs]
 
 
-def test_labels_cover_exactly_the_ai_answers(tokenizer):
+def test_labels_cover_exactly_the_ai_answers(each_tokenizer):
+    tokenizer = each_tokenizer
     turns = [
         Turn("human", "Tell me about the river."),
         Turn("ai", "The river is long and cold."),
@@ -183,14 +192,16 @@ def long_conversation(exchanges: int) -> list[Turn]:
     return turns
 
 
-def test_long_conversations_are_split_at_turn_boundaries_not_truncated(tokenizer):
+def test_long_conversations_are_split_at_turn_boundaries_not_truncated(each_tokenizer):
+    tokenizer = each_tokenizer
     turns = long_conversation(8)
-    training = TrainingConfig(cutoff_len=200, split_context_fraction=0.5)  # pieces of up to 3 exchanges
     whole = build_sample(turns, tokenizer, "ai")
-    assert len(whole.input_ids) > 200
+    # Pieces of about half the conversation, however long each tokenizer makes it.
+    cutoff = len(whole.input_ids) // 2
+    training = TrainingConfig(cutoff_len=cutoff, split_context_fraction=0.5)
     samples, stats = fit_conversation(turns, tokenizer, training)
     assert stats.conversations_split == 1 and stats.samples == len(samples) > 1 and stats.exchanges_dropped == 0
-    assert all(len(s.input_ids) <= 200 for s in samples)
+    assert all(len(s.input_ids) <= cutoff for s in samples)
     trained = [run.strip() for s in samples for run in labeled_runs(s, tokenizer)]
     # Every AI answer is trained exactly once, in order, each ending with the stop marker.
     assert trained == [f"Answer {i}: the river meets the mountain near the old garden.\n{HUMAN}" for i in range(8)]

@@ -8,7 +8,7 @@ module under ``core/`` and records what it wrote. Per source::
 (single-turn sources such as Alpaca skip the transcripts), and per adapter::
 
     <source>/conversations [all shards] ... -> <name>/training_set -> <name>/adapter -> <name>/evaluation
-                                                                        ^ base_models/tiny_llama
+                                                                        ^ base_models/<name> (built-in bases)
 
 and per ``self_distillation`` entry (Baize v2), see :mod:`.feedback_assets`::
 
@@ -21,7 +21,8 @@ Every key is ``<owner>/<what it is>`` and the owner is its group (see :mod:`.key
 from dagster import AssetsDefinition
 
 from ..core.config.pipeline import PipelineConfig
-from .adapter_assets import build_adapter_asset, build_tiny_base_asset
+from .adapter_assets import build_adapter_asset
+from .base_model_assets import build_base_model_assets
 from .checks import build_asset_checks
 from .corpus_assets import build_conversations_asset
 from .evaluation_assets import BEATS_BASE_CHECK, build_evaluation_assets
@@ -70,8 +71,7 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
         if source.is_self_chat:
             built.append(build_transcripts_asset(source, config))
         built.append(build_conversations_asset(source, config))
-    if any(a.uses_tiny_base for a in config.adapters):
-        built.append(build_tiny_base_asset(config))
+    built.extend(build_base_model_assets(config))
     for adapter in config.adapters:
         built.append(build_training_set_asset(adapter, config))
         built.append(build_adapter_asset(adapter, config))

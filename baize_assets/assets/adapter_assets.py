@@ -1,4 +1,4 @@
-"""``base_models/tiny_llama`` and ``<name>/adapter``: the base model and the LoRA adapters.
+"""``<name>/adapter``: the LoRA adapters, trained on a built-in base (:mod:`.base_model_assets`) or a named one.
 
 Training must not outlive its run: the adapter step ties itself to the run's process
 (see ``step_process``), and the training child to the step's, so both die with it and
@@ -7,7 +7,6 @@ the rerun is the only process that writes the adapter and its checkpoints.
 
 import sys
 
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -22,43 +21,10 @@ from ..core.config.feedback import PreferenceConfig
 from ..core.config.pipeline import AdapterConfig, PipelineConfig
 from ..core.corpus import trainingset
 from ..core.prompts import CHAT_FORMAT_VERSION
-from ..core.storage import read_parquet
 from ..resources import BaizeStorage
-from .keys import (
-    BASE_MODELS_GROUP,
-    TINY_BASE_KEY,
-    TRAINING_POOL,
-    adapter_key,
-    seed_key,
-    training_set_key,
-)
+from .keys import TRAINING_POOL, adapter_key, base_model_key, training_set_key
 from .metadata import config_hash
 from .step_process import die_with_the_run_process
-
-
-def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
-    @asset(
-        key=TINY_BASE_KEY,
-        deps=[seed_key(s.name) for s in config.sources],
-        group_name=BASE_MODELS_GROUP,
-        kinds={"pytorch"},
-        description=(
-            "Offline default base model: a tiny Llama built from a config with a BPE tokenizer "
-            "trained on the seed texts. No download; a real adapter names a hub id or path instead."
-        ),
-        code_version=f"1-{config_hash(config.tiny_base)}",
-    )
-    def tiny_llama(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        from ..core.model.tiny_base import build_tiny_base
-
-        layout = storage.layout
-        texts = pd.concat([read_parquet(layout.seeds(s.name))["seed"] for s in config.sources])
-        summary = build_tiny_base(texts.tolist(), config.tiny_base, layout.tiny_base())
-        return MaterializeResult(
-            metadata={"path": MetadataValue.path(str(layout.tiny_base())), "summary": MetadataValue.json(summary)}
-        )
-
-    return tiny_llama
 
 
 def _dpo_metadata(summary: dict) -> dict:
@@ -141,7 +107,8 @@ def build_adapter_asset(
     With ``preference`` it trains by DPO on its training set's preference pairs, ``init_from``
     being the reference policy; the objective is part of the code version.
     """
-    deps = [training_set_key(adapter.name)] + ([TINY_BASE_KEY] if adapter.uses_tiny_base else [])
+    builtin = adapter.builtin_base
+    deps = [training_set_key(adapter.name)] + ([base_model_key(builtin)] if builtin else [])
     deps += [adapter_key(init_from)] if init_from else []
     started_from = f", starting from the weights of '{init_from}'" if init_from else ""
     if preference is not None:
@@ -166,7 +133,7 @@ def build_adapter_asset(
             from ..core.train.preference import require_trl
 
             require_trl()
-        base = str(layout.tiny_base()) if adapter.uses_tiny_base else adapter.base_model
+        base = str(layout.base_model(builtin)) if builtin else adapter.base_model
         paths = (layout.training_set(name), layout.adapter(name), layout.adapter_checkpoints(name))
         init_adapter = layout.adapter(init_from) if init_from else None
         request = training_request(adapter, base, *paths, init_adapter=init_adapter, preference=preference)

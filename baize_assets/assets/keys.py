@@ -2,14 +2,21 @@
 
 from dagster import AssetKey, StaticPartitionsDefinition
 
-from ..core.config.pipeline import BASE_MODELS_OWNER, SourceConfig
+from ..core.config.pipeline import BASE_MODELS_OWNER, BUILTIN_BASES, TINY_BASE_MODEL, SourceConfig
 from ..core.storage import shard_keys
 
 # Every key is <owner>/<what it is>, and the owner (a source, an adapter, the base models)
 # is the key's group: the lineage view draws one box per owner, and each node's label (the
 # last part of its key) says what the node is: seed_questions, training_set, adapter, ...
 BASE_MODELS_GROUP = BASE_MODELS_OWNER
-TINY_BASE_KEY = AssetKey([BASE_MODELS_GROUP, "tiny_llama"])
+
+
+def base_model_key(name: str) -> AssetKey:
+    """The asset of a built-in base model, by its name (``tiny_llama``, ``smollm2_135m_instruct``)."""
+    return AssetKey([BASE_MODELS_GROUP, name])
+
+
+TINY_BASE_KEY = base_model_key(BUILTIN_BASES[TINY_BASE_MODEL])
 # Concurrency pools (limits live in the Dagster instance): teacher calls share the
 # endpoint's rate limit across runs, training steps share the accelerator.
 TEACHER_API_POOL = "teacher_api"

@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config.training import BUILTIN_BASES, TINY_BASE_MODEL
+
 
 def seed_id(normalized_text: str) -> str:
     """Stable id of a seed: a hash of its normalized text."""
@@ -82,8 +84,12 @@ class Layout:
         """Folder of a training set's report plots."""
         return self.root / "training_sets" / f"{adapter}.report"
 
+    def base_model(self, name: str) -> Path:
+        """The directory a built-in base model's asset writes (``tiny_llama``, ``smollm2_135m_instruct``)."""
+        return self.root / "base_models" / name
+
     def tiny_base(self) -> Path:
-        return self.root / "base_models" / "tiny_llama"
+        return self.base_model(BUILTIN_BASES[TINY_BASE_MODEL])
 
     def adapter(self, name: str) -> Path:
         return self.root / "adapters" / name

@@ -10,10 +10,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 from transformers.generation import BaseStreamer
 
-from ..model.base import device_and_dtype, quiet_peft_deprecation, resolve_base_model
+from ..model.base import device_and_dtype, load_pretrained, quiet_peft_deprecation, resolve_base_model
 from ..model.samples import encode
 from ..prompts import BAIZE_SYSTEM_PROMPT, STOP_MARKERS, Turn, render_inference_prompt
 
@@ -185,9 +185,9 @@ def load_chat_model(adapter_dir: Path) -> ChatModel:
     base_ref = adapter_base_model(adapter_dir)
     device, dtype = device_and_dtype()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
-    base = AutoModelForCausalLM.from_pretrained(base_ref, dtype=dtype)
+    base = load_pretrained(base_ref, device, dtype)
     with quiet_peft_deprecation():
-        model = PeftModel.from_pretrained(base, adapter_dir).to(device)
+        model = PeftModel.from_pretrained(base, adapter_dir)
     model.eval()
     return ChatModel(model=model, tokenizer=tokenizer, device=device)
 

@@ -1,8 +1,10 @@
-"""The offline tiny base model: a byte-level BPE tokenizer and a small pretrained Llama.
+"""The offline tiny base model: a tokenizer trained here and a small pretrained Llama.
 
-Nothing is downloaded: the tokenizer is trained on the given texts, the model is built
-from :class:`TinyBaseConfig` and briefly pretrained (all parameters) on the same texts,
-seeded, so the same texts and config always give the same files. A real language model,
+Nothing is downloaded: the tokenizer is trained on the given texts (byte-level BPE by
+default, or a Llama-style SentencePiece one in either of its layouts, see
+:mod:`.sentencepiece_tokenizer`, so code that must hold for every tokenizer is tested on
+each), the model is built from :class:`TinyBaseConfig` and briefly pretrained (all
+parameters) on the same texts, seeded, so the same texts and config always give the same files. A real language model,
 if a very small one, makes adapter evaluation (base versus adapter) meaningful. The
 result loads with ``AutoTokenizer`` / ``AutoModelForCausalLM``.
 """
@@ -20,7 +22,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from ..config.pipeline import TinyBaseConfig
 from ..prompts import STOP_MARKERS
 from ..storage import staged_output_dir
-from .batching import Sample, collate, length_grouped_batches
+from .base import no_progress_bars
+from .batching import Sample, collate, length_grouped_batches, padding_id
+from .sentencepiece_tokenizer import train_sentencepiece_tokenizer
 
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 SPECIAL_TOKENS = [BOS, EOS, UNK, PAD]
@@ -58,6 +62,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
+def train_base_tokenizer(texts: list[str], config: TinyBaseConfig) -> PreTrainedTokenizerFast:
+    """The tokenizer ``config.tokenizer`` names, trained on ``texts``."""
+    if config.tokenizer == "byte_level_bpe":
+        return train_tokenizer(texts, config.vocab_size)
+    layout = "legacy" if config.tokenizer == "sentencepiece_legacy" else "first"
+    return train_sentencepiece_tokenizer(texts, config.vocab_size, layout)
+
+
 def pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], config: TinyBaseConfig) -> list[float]:
     """Next-token training of every parameter on ``texts`` (BOS text EOS); returns the step losses."""
     samples = []
@@ -70,7 +82,7 @@ def pretrain(model: LlamaForCausalLM, tokenizer, texts: list[str], config: TinyB
     model.train()
     losses = []
     for _ in range(config.pretrain_steps):
-        batch = collate([samples[i] for i in next(batches)], tokenizer.pad_token_id, "cpu")
+        batch = collate([samples[i] for i in next(batches)], padding_id(tokenizer), "cpu")
         loss = model(**batch).loss  # mean over the labeled (non-pad) tokens
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -95,7 +107,7 @@ def build_tiny_base(texts: Iterable[str], config: TinyBaseConfig, out_dir: Path)
             f"hidden_size {config.hidden_size} is not divisible by "
             f"num_attention_heads {config.num_attention_heads}"
         )
-    tokenizer = train_tokenizer(texts, config.vocab_size)
+    tokenizer = train_base_tokenizer(texts, config)
     model_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
@@ -114,7 +126,7 @@ def build_tiny_base(texts: Iterable[str], config: TinyBaseConfig, out_dir: Path)
         torch.manual_seed(config.seed)
         model = LlamaForCausalLM(model_config)
         losses = pretrain(model, tokenizer, texts, config)
-    with staged_output_dir(out_dir) as staging:
+    with staged_output_dir(out_dir) as staging, no_progress_bars():
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         fingerprint = directory_fingerprint(staging)
