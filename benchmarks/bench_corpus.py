@@ -21,7 +21,11 @@ nothing similar was kept. Both are timed from the turn texts to the dropped set 
 both recalls of the planted pairs are printed. Before that it scores the unfinished-turn and role-voice
 checks on their labelled cases, runs the simulated teacher's transcripts of the sample
 seeds through the corpus with those checks off and on, counts what they flag in the
-seed files' own text, and times one shard with them off and on.
+seed files' own text, and times one shard with them off and on. With the realtext extra
+installed it first scores every text filter on the hand-labelled real conversations
+(core/corpus/real_text.py): each filter alone, then all of them as configured against the
+targets (clean conversations kept whole, refusals and AI disclaimers, and cut or empty
+answers kept out of the corpus), for all labelled conversations and per stratum.
 
     .venv/bin/python benchmarks/bench_corpus.py [--conversations 160000] [--workers 2] [--baseline-docs 20000]
 """
@@ -47,7 +51,16 @@ from datasketch import MinHash, MinHashLSH
 
 from baize_assets.core.collect.transcript import TRANSCRIPT_SCHEMA
 from baize_assets.core.config.pipeline import PROJECT_ROOT, CorpusConfig, load_config
-from baize_assets.core.corpus import build as corpus, dedup, filter_quality, parse, reasons, role_voice, schema
+from baize_assets.core.corpus import (
+    build as corpus,
+    dedup,
+    filter_quality,
+    parse,
+    real_text,
+    reasons,
+    role_voice,
+    schema,
+)
 from baize_assets.core.corpus.trainingset import (
     DUPLICATE_SCHEMA,
     EXACT_DUPLICATE,
@@ -178,7 +191,7 @@ def time_new_filters(directory: Path) -> tuple[float, float, str]:
 def report_new_filters() -> None:
     """The unfinished-turn and role-voice checks: labelled cases, sample seeds, the seed files' own text."""
     config = CorpusConfig()
-    print("new filters on their labelled cases (core/corpus/labelled_cases.py):")
+    print("text-only checks on their synthetic labelled cases (core/corpus/labelled_cases.py):")
     print(filter_quality.quality_table(config).to_string(index=False))
     pipeline = load_config()
     tables = [load_seed_table(source).seeds for source in pipeline.sources]
@@ -206,6 +219,26 @@ def report_new_filters() -> None:
           f"{int(voiced.sum())}/{len(human)} seed questions and contexts read as the assistant; "
           f"{int(asking.sum())}/{len(answers)} Alpaca answers read as the asker "
           "(instruction data, which the check skips)")  # fmt: skip
+
+
+def report_real_text(config: CorpusConfig) -> None:
+    """Every text filter on the hand-labelled real conversations, and the issue's targets, measured now."""
+    started = time.perf_counter()
+    try:
+        table, summaries = real_text.real_text_quality(config)
+    except real_text.RealTextUnavailable as missing:
+        print(f"real-text set skipped: {missing}")
+        return
+    labels = real_text.read_labels()
+    strata, classes = labels["stratum"].value_counts().to_dict(), labels["label"].value_counts().to_dict()
+    print(f"real text: {len(labels)} hand-labelled ShareGPT conversations {strata}, labels {classes}; every filter "
+          f"alone and all as configured replayed in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    print(table.to_string(index=False))
+    for name, summary in summaries.items():
+        print(f"real text ({name}): clean kept whole {summary.clean_kept:.3f} of {summary.clean} (target >= 0.98); "
+              f"refusals and AI disclaimers kept out {summary.declines_handled:.3f} of {summary.declines} "
+              f"(target >= 0.9); cut or empty answers kept out {summary.broken_handled:.3f} of {summary.broken} "
+              "(target >= 0.7)")  # fmt: skip
 
 
 def word_shingles(turns: list[str], n: int) -> list[bytes]:
@@ -312,6 +345,7 @@ def main() -> None:
     args = parser.parse_args()
     config = CorpusConfig()
     spawn = multiprocessing.get_context("spawn")  # fresh processes: nothing of this one is inherited
+    report_real_text(config)
     report_new_filters()
 
     with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:

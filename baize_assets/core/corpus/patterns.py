@@ -37,8 +37,8 @@ AI_SELF = (
 # A turn that declines the task: "I can't provide the full code", "I'm sorry, but I am unable to ...".
 # What it cannot reach ("I cannot browse") is a disclaimer, unless it declines for it.
 _DECLINED = (
-    r"(?:provide|write|create|generate|produce|give you|make|draw|display|show you|run|execute|fulfill|comply"
-    r"|complete|do that|do this|assist with|help with|help you with|offer|share|send|choose|pick)"
+    r"(?:provide|write|create|generate|produce|give you|draw|display|show you|execute|fulfill|comply|assist with"
+    r"|help with|help you with)"
 )
 _CANNOT = r"(?:can(?:no|')t|can not|am (?:not (?:currently )?able|unable)|'m (?:not able|unable)|won't|will not)"
 REFUSAL_PATTERN = (

@@ -154,9 +154,9 @@ def headline(outcome: pd.DataFrame) -> Headline:
     declines, broken = outcome["label"].isin(DECLINES), outcome["label"].isin(BROKEN)
     out = handled(outcome)
     return Headline(
-        int(is_clean.sum()), round(whole.sum() / max(1, is_clean.sum()), 3),
-        int(declines.sum()), round((out & declines).sum() / max(1, declines.sum()), 3),
-        int(broken.sum()), round((out & broken).sum() / max(1, broken.sum()), 3),
+        int(is_clean.sum()), round(float(whole.sum() / max(1, is_clean.sum())), 3),
+        int(declines.sum()), round(float((out & declines).sum() / max(1, declines.sum())), 3),
+        int(broken.sum()), round(float((out & broken).sum() / max(1, broken.sum())), 3),
     )  # fmt: skip
 
 
@@ -194,14 +194,20 @@ def filter_table(config: CorpusConfig, labels: pd.DataFrame, frame: pd.DataFrame
 
 
 @lru_cache(maxsize=4)
-def _quality(settings_json: str) -> tuple[pd.DataFrame, Headline]:
+def _quality(settings_json: str) -> tuple[pd.DataFrame, dict[str, Headline]]:
     config = CorpusConfig.model_validate_json(settings_json)
     labels = read_labels()
     frame = transcripts(labels)
-    return filter_table(config, labels, frame), headline(replay(config, labels, frame))
+    outcome = replay(config, labels, frame)
+    summaries = {"all": headline(outcome)}
+    summaries.update({stratum: headline(part) for stratum, part in outcome.groupby("stratum")})
+    return filter_table(config, labels, frame), summaries
 
 
-def real_text_quality(config: CorpusConfig) -> tuple[pd.DataFrame, Headline]:
-    """Per-filter figures and the headline on the real-text set under ``config`` (cached per settings)."""
-    table, summary = _quality(config.model_dump_json())
-    return table.copy(), summary
+def real_text_quality(config: CorpusConfig) -> tuple[pd.DataFrame, dict[str, Headline]]:
+    """Per-filter figures, and the headline of all labelled conversations and of each stratum, under ``config``.
+
+    Cached per settings: a process reporting several corpus shards replays the set once.
+    """
+    table, summaries = _quality(config.model_dump_json())
+    return table.copy(), dict(summaries)
