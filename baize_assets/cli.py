@@ -1,4 +1,4 @@
-"""The ``baize`` command: ``demo``, ``chat``, ``serve``, ``export`` and ``teacher``."""
+"""The ``baize`` command: ``demo``, ``estimate``, ``chat``, ``serve``, ``export`` and ``teacher``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from .core.costs.stages import STAGES
 from .core.train.export import add_export_command, export_main
 
 
@@ -18,6 +19,15 @@ def _parser() -> argparse.ArgumentParser:
         help="run the whole graph end to end offline (simulated teacher, tiny base model)",
     )
     add_export_command(commands)
+
+    estimate = commands.add_parser(
+        "estimate", help="forecast what collecting, judging and evaluating will cost, before anything is sent")
+    estimate.add_argument("--source", action="append", dest="sources", metavar="NAME",
+                          help="only this source (repeatable; default: every source)")
+    estimate.add_argument("--shards", help="only these shards, e.g. 0,1,2 (default: every shard)")
+    estimate.add_argument("--stages", default=",".join(STAGES),
+                          help=f"which paid stages, comma-separated (default: {','.join(STAGES)})")
+    estimate.add_argument("--json", action="store_true", help="print the forecast as JSON")
 
     chat = commands.add_parser("chat", help="talk to a trained adapter with the Baize inference prompt")
     chat.add_argument("--adapter", type=Path, required=True, help="adapter directory (adapters/<name>)")
@@ -61,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "export":
         return export_main(args)
+    if args.command == "estimate":
+        from .core.costs.command import estimate_main
+
+        return estimate_main(args.sources, args.shards, args.stages, args.json)
     if args.command == "demo":
         from .demo import run_demo
 

@@ -23,7 +23,6 @@ from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, Sourc
 from ..core.corpus.schema import schema_problems
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
-from .evaluation_assets import judges
 from .keys import conversations_key, evaluation_key, shard_partitions, training_set_key
 
 
@@ -151,6 +150,6 @@ def build_asset_checks(config: PipelineConfig) -> list[AssetChecksDefinition]:
     checks += [
         _judged_not_worse_check(plan)
         for plan in config.self_distillation
-        if judges(config.adapter(plan.adapter), config) and judges(config.distilled_adapter(plan), config)
+        if config.is_judged(plan.adapter) and config.is_judged(plan.adapter_name)
     ]
     return checks

@@ -38,11 +38,6 @@ def _answers_markdown(answers: list[dict]) -> str:
     return "\n".join(["| prompt | answer |", "| --- | --- |", *rows])
 
 
-def judges(adapter: AdapterConfig, config: PipelineConfig) -> bool:
-    """Whether the adapter's evaluation has a judge section (an adapter is not judged against itself)."""
-    return config.judge.enabled and config.judge.reference != adapter.name
-
-
 def _evaluate(
     context: AssetExecutionContext,
     storage: BaizeStorage,
@@ -94,7 +89,7 @@ def _evaluate(
 
 def build_evaluation_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
     key = evaluation_key(adapter.name)
-    judged = judges(adapter, config)
+    judged = config.is_judged(adapter.name)
     reference = config.judge.reference
     deps = [adapter_key(adapter.name), training_set_key(adapter.name)]
     if judged and reference != TEACHER_REFERENCE:

@@ -45,7 +45,15 @@ from .errors import BUDGET_EXHAUSTED, CONTENT_FILTER, WRONG_FORMAT, RetryableErr
 from .modes import Writer, self_chat_writer
 from .pricing import Budget, Reservation, dollars
 from .request_profile import request_fields, starting_profile
-from .results import CollectionResult, cached_row, generation_inputs, seed_row
+from .results import (
+    CollectionResult,
+    cached_row,
+    collection_stats,
+    generation_inputs,
+    history_key,
+    paid_fields,
+    seed_row,
+)
 from .shared_limits import LimitStore, MemoryLimitStore
 from .transcript import transcripts_frame
 
@@ -100,6 +108,7 @@ class _BatchCollector:
         self.attempts: Counter = Counter()
         self.format_slips: Counter = Counter()
         self.rejected_tokens, self.rejected_dollars = Counter(), Counter()
+        self.paid: dict[str, tuple[int, int, int]] = {}  # per cache key: what its rejected answers cost
         self.reservations: dict[str, Reservation] = {}
         self.profile = starting_profile(teacher.model)
 
@@ -226,7 +235,7 @@ class _BatchCollector:
         except (RetryableError, TerminalError) as exc:
             self.budget.settle(reservation)
             if completion is not None:
-                self._count_rejected(exc.kind, completion)
+                self._count_rejected(key, exc.kind, completion)
             self.outcomes[key] = _Failure(exc.kind, str(exc))
             if isinstance(exc, TerminalError):
                 return False
@@ -243,7 +252,10 @@ class _BatchCollector:
             self.cache.put(key, seed["seed_id"], {**seed_row(seed, key, self.inputs, self.teacher), **made})
         return False
 
-    def _count_rejected(self, kind: str, completion: Completion) -> None:
+    def _count_rejected(self, key: str, kind: str, completion: Completion) -> None:
+        prompt, completion_tokens, reasoning = self.paid.get(key, (0, 0, 0))
+        self.paid[key] = (prompt + completion.prompt_tokens, completion_tokens + completion.completion_tokens,
+                          reasoning + completion.reasoning_tokens)
         self.rejected_tokens[kind] += completion.prompt_tokens + completion.completion_tokens
         self.rejected_dollars[kind] += dollars(self.budget.price, completion.prompt_tokens,
                                                completion.completion_tokens) or 0.0
@@ -293,9 +305,13 @@ class _BatchCollector:
                 rows.append(cached_row(stored[key], row))
             elif isinstance(outcome, _Failure):
                 self.failures[outcome.kind] += 1
-                rows.append({**row, "failure_kind": outcome.kind, "failure_message": outcome.message})
+                rows.append({**row, **paid_fields(self.paid.get(key, (0, 0, 0)), self.budget.price),
+                             "failure_kind": outcome.kind, "failure_message": outcome.message})
             else:
                 rows.append({**row, **outcome})
+        if self.cache is not None:
+            stats = collection_stats(rows, self.usage, sum(self.attempts.values()), self.writer)
+            self.cache.record_collection(history_key(self.teacher, self.writer), stats)
         return rows
 
 

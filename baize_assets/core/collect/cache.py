@@ -6,6 +6,10 @@ hash of exactly what determines the teacher's answer (seed text, prompt version,
 model, sampling parameters and loop guards), so a rerun asks only for what it lacks
 and a prompt or model change asks again only for what it affects.
 
+Beside the conversations, each collection appends what it cost (:class:`CollectionStats`,
+retries and rejected answers included), so a forecast can price the next one from what
+the same prompt version and model really used (:mod:`baize_assets.core.costs`).
+
 SQLite in WAL mode: appends are atomic, a reader never sees half a row, and a process
 killed mid-commit leaves the file consistent. Several processes may write at once (the
 collector processes of one shard, the steps of other runs): each insert is one short
@@ -20,6 +24,7 @@ import hashlib
 import json
 import sqlite3
 import time
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,7 +37,36 @@ CREATE TABLE IF NOT EXISTS conversations (
     row_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conversations_by_key ON conversations (cache_key, id);
+CREATE TABLE IF NOT EXISTS collections (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    history_key TEXT NOT NULL,
+    stats_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS collections_by_history ON collections (history_key, id);
 """
+
+
+@dataclass
+class CollectionStats:
+    """What asking some rows cost, every answered request included (retries, answers in another format).
+
+    ``answered_tokens`` and ``answered_tokens_sq`` sum each answered row's tokens (prompt and
+    completion) and their squares, for the spread of a row's cost; ``prompt_estimate`` sums
+    the first request's estimated prompt tokens of each asked row, for calibrating estimates.
+    """
+
+    rows: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    answered: int = 0
+    answered_tokens: float = 0.0
+    answered_tokens_sq: float = 0.0
+    prompt_estimate: int = 0
+
+    def __add__(self, other: "CollectionStats") -> "CollectionStats":
+        return CollectionStats(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 def cache_key(seed: str, generation: dict[str, Any]) -> str:
@@ -91,6 +125,19 @@ class TranscriptCache:
             "INSERT INTO conversations (cache_key, seed_id, created_at, row_json) VALUES (?, ?, ?, ?)",
             (key, seed_id, time.time(), json.dumps(row, ensure_ascii=False)),
         )
+
+    def record_collection(self, history_key: str, stats: CollectionStats) -> None:
+        """Append what one collection under ``history_key`` (see ``results.history_key``) cost."""
+        if stats.rows:
+            self._db.execute("INSERT INTO collections (created_at, history_key, stats_json) VALUES (?, ?, ?)",
+                             (time.time(), history_key, json.dumps(asdict(stats))))
+
+    def collection_history(self, history_key: str) -> CollectionStats:
+        """What every recorded collection under ``history_key`` cost, summed."""
+        total = CollectionStats()
+        for (stats,) in self._db.execute("SELECT stats_json FROM collections WHERE history_key = ?", (history_key,)):
+            total = total + CollectionStats(**json.loads(stats))
+        return total
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(DISTINCT cache_key) FROM conversations").fetchone()[0]

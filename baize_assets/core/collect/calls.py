@@ -25,6 +25,7 @@ from .errors import (
     CONTENT_FILTER,
     RATE_LIMITED,
     WRONG_FORMAT,
+    BudgetStop,
     ParameterRejected,
     RetryableError,
     TeacherFatalError,
@@ -38,10 +39,6 @@ from .shared_limits import LimitStore, LimitStoreError
 
 # A request adapted this often and still refused is refused for good.
 _MAX_ADAPTATIONS_PER_REQUEST = 8
-
-
-class BudgetStop(Exception):
-    """The run's budget cannot hold this request's worst case: the seed is left unasked."""
 
 
 class Abandoned(Exception):
@@ -99,6 +96,7 @@ class TeacherCalls:
         teacher = self.teacher
         estimate = estimate_tokens(messages)
         attempt = slips = adapted = 0
+        paid = [0, 0, 0]  # what this call's rejected answers cost: prompt, completion, reasoning tokens
         try:
             while True:
                 probing = await self._wait_for_probe()
@@ -106,7 +104,10 @@ class TeacherCalls:
                     raise Abandoned()
                 try:
                     completion = await self._send(messages, stop, response_format, estimate)
-                    return self._answer(completion, stop, valid)
+                    return self._answer(completion, stop, valid, paid)
+                except (TerminalError, BudgetStop) as failure:
+                    failure.charged(*paid)
+                    raise
                 except ParameterRejected as rejected:
                     adapted += 1
                     self._adapt(rejected, messages, stop, response_format, adapted)
@@ -115,7 +116,7 @@ class TeacherCalls:
                     if slips > teacher.format_retries:
                         raise TerminalError(WRONG_FORMAT, f"{slip} (after {slips} answers in another format; "
                                                           f"{teacher.section}.format_retries is "
-                                                          f"{teacher.format_retries})") from None
+                                                          f"{teacher.format_retries})").charged(*paid) from None
                     self.retries[WRONG_FORMAT] += 1
                 except RetryableError as error:
                     if error.reached:
@@ -124,7 +125,8 @@ class TeacherCalls:
                     if attempt == teacher.max_retries:
                         if probing and not self._probe_done.is_set():
                             raise self._fail_run(self.client.unreachable(error, attempt + 1)) from None
-                        raise TerminalError(error.kind, f"{error} (after {attempt + 1} attempts)") from None
+                        raise TerminalError(error.kind, f"{error} (after {attempt + 1} attempts)").charged(
+                            *paid) from None
                     await asyncio.sleep(error.retry_after if error.retry_after is not None
                                         else backoff_s(attempt, teacher.retry_base_s, teacher.retry_max_s))
                     attempt += 1
@@ -149,8 +151,10 @@ class TeacherCalls:
         self.requests += 1
         return await self._request(messages, stop, response_format, paced, reservation)
 
-    def _answer(self, completion: Completion, stop: list[str] | None, valid: Callable[[str], bool]) -> Answer:
-        """The usable answer a completion holds; what it cost is counted against its kind when it holds none."""
+    def _answer(self, completion: Completion, stop: list[str] | None, valid: Callable[[str], bool],
+                paid: list[int]) -> Answer:
+        """The usable answer a completion holds; what it cost is counted against its kind, and added to the
+        call's ``paid``, when it holds none."""
         try:
             answer = self.client.answer(completion)
             if self.profile.stops_on_client:
@@ -162,13 +166,16 @@ class TeacherCalls:
                                    f"{self.client.redact(answer.text[:200])!r}")
             return answer
         except (RetryableError, TerminalError) as error:
-            self._count_rejected(error.kind, completion)
+            self._count_rejected(error.kind, completion, paid)
             raise
         except _WrongFormat:
-            self._count_rejected(WRONG_FORMAT, completion)
+            self._count_rejected(WRONG_FORMAT, completion, paid)
             raise
 
-    def _count_rejected(self, kind: str, completion: Completion) -> None:
+    def _count_rejected(self, kind: str, completion: Completion, paid: list[int]) -> None:
+        for index, tokens in enumerate((completion.prompt_tokens, completion.completion_tokens,
+                                        completion.reasoning_tokens)):
+            paid[index] += tokens
         self.rejected_tokens[kind] += completion.prompt_tokens + completion.completion_tokens
         self.rejected_dollars[kind] += dollars(self.budget.price, completion.prompt_tokens,
                                                completion.completion_tokens) or 0.0

@@ -45,14 +45,22 @@ import pandas as pd
 
 from ..config.pipeline import TeacherConfig
 from .cache import TranscriptCache, cache_key
-from .calls import Abandoned, BudgetStop, TeacherCalls
+from .calls import Abandoned, TeacherCalls
 from .client import TeacherClient
-from .errors import BUDGET_EXHAUSTED, TeacherFatalError, TerminalError
+from .errors import BUDGET_EXHAUSTED, BudgetStop, TeacherFatalError, TerminalError
 from .limiter import RateLimiter
 from .modes import Writer, self_chat_writer
 from .pricing import Budget, dollars
 from .request_profile import unsent_settings
-from .results import CollectionResult, cached_row, generation_inputs, seed_row
+from .results import (
+    CollectionResult,
+    cached_row,
+    collection_stats,
+    generation_inputs,
+    history_key,
+    paid_fields,
+    seed_row,
+)
 from .shared_limits import LimitStore, MemoryLimitStore, limit_key
 from .transcript import transcripts_frame
 
@@ -87,9 +95,10 @@ class _Collector:
 
     # -- one conversation
 
-    def _failure_row(self, row: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
+    def _failure_row(self, row: dict[str, Any], kind: str, message: str,
+                     paid: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
         self.failures[kind] += 1
-        return {**row, "failure_kind": kind, "failure_message": message}
+        return {**row, **paid_fields(paid, self.budget.price), "failure_kind": kind, "failure_message": message}
 
     async def _conversation(self, seed: dict, key: str) -> dict[str, Any]:
         row = seed_row(seed, key, self.inputs, self.teacher)
@@ -97,10 +106,10 @@ class _Collector:
             return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
         try:
             made = await self.writer.write(self.calls.call, seed["seed"], self.teacher)
-        except BudgetStop:
-            return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message())
+        except BudgetStop as stop:
+            return self._failure_row(row, BUDGET_EXHAUSTED, self._budget_message(), stop.paid)
         except TerminalError as error:
-            return self._failure_row(row, error.kind, str(error))
+            return self._failure_row(row, error.kind, str(error), error.paid)
         made["total_tokens"] = made["prompt_tokens"] + made["completion_tokens"]
         made["dollars"] = dollars(self.budget.price, made["prompt_tokens"], made["completion_tokens"])
         row.update(made)
@@ -167,6 +176,9 @@ class _Collector:
                 task.cancel()
             await asyncio.gather(*workers, reporter, return_exceptions=True)
         self.log(self.progress_line())
+        if self.cache is not None:
+            stats = collection_stats(self.rows, self.calls.usage, self.calls.requests, self.writer)
+            self.cache.record_collection(history_key(self.teacher, self.writer), stats)
         if self.calls.fatal:
             raise self.calls.fatal
 

@@ -55,12 +55,35 @@ class RetryableError(Exception):
         self.kind, self.retry_after, self.reached = kind, retry_after, reached
 
 
-class TerminalError(Exception):
+class SeedFailure(Exception):
+    """What ends a seed as a failure row; ``paid`` is what its answered requests cost, for that row.
+
+    ``paid`` holds prompt, completion and reasoning tokens: answers in another format, a
+    v1.5 conversation's turns before the failing one, a completion without text.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.paid = (0, 0, 0)
+
+    def charged(self, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> "SeedFailure":
+        """This failure, with these tokens added to what it cost."""
+        prompt, completion, reasoning = self.paid
+        self.paid = (prompt + prompt_tokens, completion + completion_tokens, reasoning + reasoning_tokens)
+        return self
+
+
+class TerminalError(SeedFailure):
     """A seed that no retry can help; it ends as a failure row of ``kind``."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class BudgetStop(SeedFailure):
+    """The run's budget cannot hold a request's worst case: the seed is left unasked (or its conversation
+    unfinished)."""
 
 
 class ParameterRejected(Exception):

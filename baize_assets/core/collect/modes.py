@@ -31,7 +31,7 @@ from ..prompts import (
     self_chat_turn_prompt,
 )
 from .client import Answer
-from .errors import CONTENT_FILTER
+from .errors import CONTENT_FILTER, SeedFailure
 from .transcript import guard_transcript, has_markers, human_statement, same_text
 
 Call = Callable[..., Awaitable[Answer]]  # (messages, stop, valid, response_format=None) -> Answer
@@ -54,48 +54,65 @@ def _v1_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Spent:
+    """What a v1.5 conversation's answered calls used so far."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def add(self, answer: Answer) -> Answer:
+        self.calls += 1
+        self.prompt_tokens += answer.prompt_tokens
+        self.completion_tokens += answer.completion_tokens
+        self.reasoning_tokens += answer.reasoning_tokens
+        return answer
+
+
 async def v15_conversation(call: Call, seed: str, teacher: TeacherConfig) -> dict[str, Any]:
-    dialogue: list[Turn] = []
-    calls = prompt_tokens = completion_tokens = reasoning_tokens = 0
-    ended_by, finish_reason, model = "max_turns", None, teacher.model
-    for _ in range(teacher.max_rounds):
-        human = await call([{"role": "user", "content": self_chat_turn_prompt(seed, dialogue)}], [RAW_AI],
-                           lambda _: True)
-        question = human_statement(human.text)
-        calls, prompt_tokens, completion_tokens, reasoning_tokens = (
-            calls + 1, prompt_tokens + human.prompt_tokens, completion_tokens + human.completion_tokens,
-            reasoning_tokens + human.reasoning_tokens)
-        if human.finish_reason == CONTENT_FILTER:
-            ended_by, finish_reason = CONTENT_FILTER, CONTENT_FILTER
-            break
-        if not question or RAW_END.lower() in question.lower():
-            ended_by = "human_done"
-            break
-        if any(t.role == "human" and same_text(t.text) == same_text(question) for t in dialogue):
-            ended_by = "repeated_turn"
-            break
-        messages = [{"role": "user" if t.role == "human" else "assistant", "content": t.text} for t in dialogue]
-        ai = await call(messages + [{"role": "user", "content": question}], None, lambda text: bool(text.strip()))
-        calls, prompt_tokens, completion_tokens, reasoning_tokens = (
-            calls + 1, prompt_tokens + ai.prompt_tokens, completion_tokens + ai.completion_tokens,
-            reasoning_tokens + ai.reasoning_tokens)
-        model, finish_reason = ai.model, ai.finish_reason
-        if finish_reason == CONTENT_FILTER:  # the row ends here, and the corpus rejects it
-            ended_by = CONTENT_FILTER
-            break
-        if any(t.role == "ai" and same_text(t.text) == same_text(ai.text) for t in dialogue):
-            ended_by = "repeated_turn"
-            break
-        dialogue += [Turn("human", question), Turn("ai", ai.text.strip())]
-        if completion_tokens >= teacher.max_conversation_tokens:
-            ended_by = "max_tokens"
-            break
+    spent = _Spent()
+    try:
+        dialogue, ended_by, finish_reason, model = await _v15_turns(call, seed, teacher, spent)
+    except SeedFailure as failure:  # the turns before the failing one were paid for too
+        failure.charged(spent.prompt_tokens, spent.completion_tokens, spent.reasoning_tokens)
+        raise
     transcript = "\n".join(f"{RAW_HUMAN if t.role == 'human' else RAW_AI} {t.text}" for t in dialogue)
     return {
         "model": model, "transcript": transcript, "finish_reason": finish_reason, "ended_by": ended_by,
-        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-        "reasoning_tokens": reasoning_tokens, "api_calls": calls,
+        "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens,
+        "reasoning_tokens": spent.reasoning_tokens, "api_calls": spent.calls,
     }
+
+
+async def _v15_turns(call: Call, seed: str, teacher: TeacherConfig,
+                     spent: _Spent) -> tuple[list[Turn], str, str | None, str]:
+    """The dialogue, why it ended, the last finish reason and the answering model."""
+    dialogue: list[Turn] = []
+    ended_by, finish_reason, model = "max_turns", None, teacher.model
+    for _ in range(teacher.max_rounds):
+        human = spent.add(await call([{"role": "user", "content": self_chat_turn_prompt(seed, dialogue)}], [RAW_AI],
+                                     lambda _: True))
+        question = human_statement(human.text)
+        if human.finish_reason == CONTENT_FILTER:
+            return dialogue, CONTENT_FILTER, CONTENT_FILTER, model
+        if not question or RAW_END.lower() in question.lower():
+            return dialogue, "human_done", finish_reason, model
+        if any(t.role == "human" and same_text(t.text) == same_text(question) for t in dialogue):
+            return dialogue, "repeated_turn", finish_reason, model
+        messages = [{"role": "user" if t.role == "human" else "assistant", "content": t.text} for t in dialogue]
+        ai = spent.add(await call(messages + [{"role": "user", "content": question}], None,
+                                  lambda text: bool(text.strip())))
+        model, finish_reason = ai.model, ai.finish_reason
+        if finish_reason == CONTENT_FILTER:  # the row ends here, and the corpus rejects it
+            return dialogue, CONTENT_FILTER, finish_reason, model
+        if any(t.role == "ai" and same_text(t.text) == same_text(ai.text) for t in dialogue):
+            return dialogue, "repeated_turn", finish_reason, model
+        dialogue += [Turn("human", question), Turn("ai", ai.text.strip())]
+        if spent.completion_tokens >= teacher.max_conversation_tokens:
+            return dialogue, "max_tokens", finish_reason, model
+    return dialogue, ended_by, finish_reason, model
 
 
 def _prompt_messages(prompt: str) -> list[dict[str, str]]:
@@ -145,6 +162,12 @@ class Writer:
     one_call: OneCall | None = None
     turns: Callable[[Call, str, TeacherConfig], Awaitable[dict[str, Any]]] | None = None
     response_format: dict[str, Any] | None = None
+
+    def first_messages(self, text: str) -> list[dict[str, str]]:
+        """The messages of a row's first request (a v1.5 conversation's opening human turn)."""
+        if self.one_call is None:
+            return [{"role": "user", "content": self_chat_turn_prompt(text, [])}]
+        return self.one_call.messages(text)
 
     async def write(self, call: Call, text: str, teacher: TeacherConfig) -> dict[str, Any]:
         if self.one_call is None:

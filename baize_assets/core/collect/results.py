@@ -7,15 +7,19 @@ either the teacher's answer or a failure kind and message.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from ..config.pipeline import TeacherConfig
-from .client import Usage
+from ..config.pipeline import ModelPrice, TeacherConfig
+from .cache import CollectionStats
+from .client import Usage, estimate_tokens
+from .errors import BUDGET_EXHAUSTED
 from .modes import Writer, self_chat_writer
+from .pricing import dollars
 
 
 @dataclass
@@ -62,6 +66,28 @@ def generation_inputs(teacher: TeacherConfig, writer: Writer | None = None) -> d
     return inputs
 
 
+def history_key(teacher: TeacherConfig, writer: Writer | None = None) -> str:
+    """What a collection's cost is recorded under: what asks (mode, prompt version, structured output) and who
+    answers (model, effort), not the sampling details."""
+    writer = writer or self_chat_writer(teacher)
+    return json.dumps({"mode": writer.mode, "prompt_version": writer.prompt_version, "model": teacher.model,
+                       "reasoning_effort": teacher.reasoning_effort,
+                       "structured": writer.response_format is not None}, sort_keys=True)
+
+
+def collection_stats(rows: list[dict[str, Any]], usage: Usage, requests: int, writer: Writer) -> CollectionStats:
+    """What the rows asked now (not from the cache, not left unasked by the budget) cost, with ``usage`` and
+    ``requests`` the collection's totals."""
+    asked = [r for r in rows if not r.get("cached") and r.get("failure_kind") != BUDGET_EXHAUSTED]
+    answered = [r["prompt_tokens"] + r["completion_tokens"] for r in asked if r.get("failure_kind") is None]
+    return CollectionStats(
+        rows=len(asked), requests=requests, prompt_tokens=sum(usage.prompt_tokens.values()),
+        completion_tokens=sum(usage.completion_tokens.values()), answered=len(answered),
+        answered_tokens=float(sum(answered)), answered_tokens_sq=float(sum(t * t for t in answered)),
+        prompt_estimate=sum(estimate_tokens(writer.first_messages(r["seed"])) for r in asked),
+    )
+
+
 def seed_row(seed: dict, key: str, inputs: dict[str, Any], teacher: TeacherConfig) -> dict[str, Any]:
     """The columns every row of a seed has, asked now under ``inputs`` (see :func:`generation_inputs`)."""
     return {
@@ -70,6 +96,13 @@ def seed_row(seed: dict, key: str, inputs: dict[str, Any], teacher: TeacherConfi
         "temperature": teacher.temperature, "max_tokens": teacher.max_tokens,
         "generation_mode": inputs["mode"], "cached": False, "cache_key": key,
     }  # fmt: skip
+
+
+def paid_fields(paid: tuple[int, int, int], price: ModelPrice | None) -> dict[str, Any]:
+    """The token and dollar columns of a failure row: what its answered requests cost (zeros when none)."""
+    prompt, completion, reasoning = paid
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "reasoning_tokens": reasoning,
+            "total_tokens": prompt + completion, "dollars": dollars(price, prompt, completion)}
 
 
 def cached_row(stored: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:

@@ -226,6 +226,10 @@ class PipelineConfig(StrictModel):
     def adapter(self, name: str) -> AdapterConfig:
         return next(a for a in self.adapters if a.name == name)
 
+    def is_judged(self, adapter: str) -> bool:
+        """Whether the adapter's evaluation has a judge section (an adapter is not judged against itself)."""
+        return self.judge.enabled and self.judge.reference != adapter
+
     def judge_teacher(self) -> TeacherConfig:
         """The settings of the judge's requests: the teacher's limits, retries, budget, prices and API,
         with the judge's model, sampling and endpoint (``judge`` in the messages they cause)."""

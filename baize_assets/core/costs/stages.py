@@ -1,0 +1,174 @@
+"""The paid stages of a configuration, priced before a run: what each would ask, and what it would cost.
+
+* **transcripts** of each self-chat source (the selected shards): one row per seed;
+* **scores** of each Baize v2 entry: one judgment per sampled answer (k per chosen seed),
+  exact where the samples exist, else from the conversations (or seeds) they would answer;
+* **judgments** of each judged evaluation: the teacher's reference answers (shared by every
+  adapter, cached once) and two judgments per question and adapter.
+
+Rows the caches already hold are free; nothing is sent and no file is written. The local
+model's work (sampling answers, training) costs compute, not API money, and is not priced.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from ..collect.batch import batch_price
+from ..collect.cache import CollectionStats, TranscriptCache, cache_key
+from ..collect.modes import REFERENCE_WRITER, Writer, judge_writer, self_chat_writer
+from ..collect.results import generation_inputs, history_key
+from ..config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig, TeacherConfig
+from ..evaluate import judge as judge_eval
+from ..feedback import self_distill
+from ..prompts import COMPARE_ANSWERS_FORMAT, SCORE_ANSWER_FORMAT, Turn, compare_answers_prompt, score_answer_prompt
+from ..seeds.table import load_seed_table
+from ..storage import Layout
+from .forecast import MIN_HISTORY_ROWS, StageForecast, forecast_stage
+
+TRANSCRIPTS, SCORES, JUDGMENTS = "transcripts", "scores", "judgments"
+STAGES = (TRANSCRIPTS, SCORES, JUDGMENTS)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to price: some sources (None: all), some shards (None: all), some stages."""
+
+    sources: tuple[str, ...] | None = None
+    shards: tuple[int, ...] | None = None
+    stages: tuple[str, ...] = STAGES
+
+    def shard_list(self, source: SourceConfig) -> list[int]:
+        return [s for s in range(source.shards) if self.shards is None or s in self.shards]
+
+
+def _read_cache(path: Path, keys: Iterable[str], history: str) -> tuple[set[str], CollectionStats]:
+    """The keys a cache holds and its cost history, without creating a cache that does not exist."""
+    if not path.exists():
+        return set(), CollectionStats()
+    try:
+        with TranscriptCache(path) as cache:
+            return cache.stored_keys(keys), cache.collection_history(history)
+    except sqlite3.Error as error:
+        raise OSError(f"cannot read the cache {path}: {error}") from None
+
+
+def _history(paths: Iterable[Path], key: str) -> CollectionStats:
+    total = CollectionStats()
+    for path in paths:
+        total = total + _read_cache(path, [], key)[1]
+    return total
+
+
+def _price(settings: TeacherConfig):
+    return batch_price(settings) if settings.api == "batch" else settings.prices.get(settings.model)
+
+
+def _stage(name: str, settings: TeacherConfig, writer: Writer, texts: list[str], cache: Path,
+           fallback_caches: Iterable[Path] = ()) -> StageForecast:
+    """Price ``texts`` (one row each) against ``cache``; the history of ``fallback_caches`` when its own is short."""
+    inputs, key = generation_inputs(settings, writer), history_key(settings, writer)
+    keys = [cache_key(text, inputs) for text in texts]
+    stored, history = _read_cache(cache, keys, key)
+    if history.rows < MIN_HISTORY_ROWS:
+        history = _history(fallback_caches, key)
+    pending = [text for text, k in zip(texts, keys) if k not in stored]
+    return forecast_stage(name, settings, writer, _price(settings), pending, len(texts), history)
+
+
+def _seeds(layout: Layout, source: SourceConfig) -> pd.DataFrame:
+    """The source's seed table as materialized, else as its files would make it."""
+    path = layout.seeds(source.name)
+    if path.exists():
+        return pd.read_parquet(path, columns=["seed", "shard"])
+    return load_seed_table(source).seeds[["seed", "shard"]]
+
+
+def _shard_label(source: SourceConfig, shards: list[int]) -> str:
+    return "" if len(shards) == source.shards else f" (shards {', '.join(map(str, shards))})"
+
+
+def transcripts_forecast(config: PipelineConfig, layout: Layout, source: SourceConfig,
+                         shards: list[int]) -> StageForecast:
+    seeds = _seeds(layout, source)
+    texts = list(seeds.loc[seeds["shard"].isin(shards), "seed"])
+    others = [layout.transcript_cache(s.name) for s in config.sources if s.name != source.name]
+    return _stage(f"{source.name} transcripts{_shard_label(source, shards)}", config.teacher,
+                  self_chat_writer(config.teacher), texts, layout.transcript_cache(source.name), others)
+
+
+def _placeholder(tokens: int) -> str:
+    """An answer of about ``tokens`` tokens whose text is not known yet (a sampled or reference answer)."""
+    return "word " * tokens
+
+
+def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillationConfig, source: SourceConfig,
+                   shard: int) -> list[str]:
+    """The judge prompts of one scores shard: exact where its samples exist, else with placeholder answers."""
+    sampling = plan.sampling
+    samples = layout.feedback_samples(plan.adapter_name, source.name, shard)
+    if samples.exists():
+        return list(self_distill.judge_requests(pd.read_parquet(samples))["seed"])
+    conversations = layout.conversations(source.name, shard)
+    if conversations.exists():
+        contexts = [c.context for c in self_distill.feedback_contexts(
+            pd.read_parquet(conversations), sampling.seeds_per_shard, sampling.seed)]
+    else:
+        seeds = _seeds(layout, source)
+        contexts = [[Turn("human", seed)] for seed in seeds.loc[seeds["shard"] == shard, "seed"]]
+        contexts = contexts[: sampling.seeds_per_shard]
+    answer = _placeholder(sampling.max_new_tokens)
+    return [score_answer_prompt(context, answer) for context in contexts for _ in range(sampling.answers_per_seed)]
+
+
+def scores_forecast(config: PipelineConfig, layout: Layout, plan: SelfDistillationConfig, source: SourceConfig,
+                    shards: list[int]) -> StageForecast:
+    texts = [text for shard in shards for text in _score_prompts(config, layout, plan, source, shard)]
+    writer = judge_writer(SCORE_ANSWER_FORMAT if config.judge.structured_output else None)
+    others = [layout.feedback_cache(p.adapter_name) for p in config.self_distillation]
+    return _stage(f"{plan.adapter_name} scores of {source.name}{_shard_label(source, shards)}",
+                  config.judge_teacher(), writer, texts, layout.feedback_cache(plan.adapter_name), others)
+
+
+def judgment_forecasts(config: PipelineConfig, layout: Layout) -> list[StageForecast]:
+    """The teacher's reference answers (once for every adapter), then each judged adapter's judgments."""
+    judge = config.judge
+    questions = judge_eval.load_questions(judge.resolved_questions_path(), judge.questions)
+    adapters = [a.name for a in config.adapters] + [p.adapter_name for p in config.self_distillation]
+    judged = [name for name in adapters if config.is_judged(name)]
+    if not judged:
+        return []
+    stages = []
+    if judge.reference == "teacher":
+        stages.append(_stage("judge: the teacher's reference answers", config.teacher, REFERENCE_WRITER,
+                             list(judge_eval.reference_requests(questions)["seed"]), layout.judge_cache()))
+    candidate = _placeholder(judge.max_new_tokens)
+    reference = _placeholder(config.teacher.max_tokens if judge.reference == "teacher" else judge.max_new_tokens)
+    writer = judge_writer(COMPARE_ANSWERS_FORMAT if judge.structured_output else None)
+    for name in judged:
+        texts = [compare_answers_prompt(q, *answers) for q in questions
+                 for answers in ((candidate, reference), (reference, candidate))]
+        stages.append(_stage(f"judge: {name}'s judgments", config.judge_teacher(), writer, texts,
+                             layout.judge_cache()))
+    return stages
+
+
+def forecast_selection(config: PipelineConfig, layout: Layout, selection: Selection = Selection()) -> list[
+        StageForecast]:
+    """Every paid stage of ``selection``, priced; raises ForecastError for a stage whose model has no price."""
+    sources = [s for s in config.sources if selection.sources is None or s.name in selection.sources]
+    stages: list[StageForecast] = []
+    if TRANSCRIPTS in selection.stages:
+        stages += [transcripts_forecast(config, layout, s, selection.shard_list(s)) for s in sources if s.is_self_chat]
+    if SCORES in selection.stages:
+        for plan in config.self_distillation:
+            for source in (s for s in sources if s.name in config.adapter(plan.adapter).sources):
+                stages.append(scores_forecast(config, layout, plan, source, selection.shard_list(source)))
+    if JUDGMENTS in selection.stages and config.judge.enabled:
+        stages += judgment_forecasts(config, layout)
+    return stages
