@@ -104,9 +104,9 @@ CASES = {
         transcript("I need some JavaScript written.", "Sure, I can help with that. Could you share what the "
                    "function should return and where it will run?"), "kept"),
     "interview questions the user asked for": (
-        transcript("Give me questions for a developer interview.", "Here are some questions:\n\n1. Can you tell me "
-                   "about a project you are proud of?\n2. How do you review a colleague's code?\n3. What would you "
-                   "change in your last team's process?"), "kept"),
+        transcript("Give me some questions for a developer interview.", "Here are some questions:\n\n1. Can you "
+                   "tell me about a project you are proud of?\n2. How do you review a colleague's code?\n3. What would "
+                   "you change in your last team's process?"), "kept"),
     "a riddle the user asked for": (
         transcript("Tell me a sports riddle.", "Happy to! Here it is:\n\nWhat has a net but never catches fish?"),
         "kept"),

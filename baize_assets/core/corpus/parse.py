@@ -90,6 +90,11 @@ def _before_unfinished(turns: list[Turn], config: UnfinishedTurnConfig) -> tuple
     return turns, None
 
 
+def _speaks_for_another_role(text: str) -> bool:
+    # Most turns hold no label at all, so the costlier look outside code and tables is rarely needed.
+    return bool(_INNER_SPEAKER.search(text) and _INNER_SPEAKER.search(_STRUCTURED_TEXT.sub(" ", text)))
+
+
 def _turn_problem(turns: list[Turn], check_roles: bool) -> tuple[str, str] | None:
     """The reason code and detail of the first turn that is empty, out of turn or holds a marker."""
     for index, turn in enumerate(turns):
@@ -98,7 +103,7 @@ def _turn_problem(turns: list[Turn], check_roles: bool) -> tuple[str, str] | Non
         expected = "human" if index % 2 == 0 else "ai"
         if turn.role != expected:
             return ROLE_CONFUSION, f"turn {index} is {turn.role}, expected {expected}"
-        if check_roles and _INNER_SPEAKER.search(_STRUCTURED_TEXT.sub(" ", turn.text)):
+        if check_roles and _speaks_for_another_role(turn.text):
             return ROLE_CONFUSION, f"turn {index} ({turn.role}) speaks for another role"
         if match := MARKER_ANYWHERE.search(turn.text):
             return MARKER_IN_TURN, f"turn {index} ({turn.role}) contains '{match.group(0)}'"

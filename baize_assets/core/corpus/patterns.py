@@ -40,11 +40,13 @@ _DECLINED = (
     r"(?:provide|write|create|generate|produce|give you|draw|display|show you|execute|fulfill|comply|assist with"
     r"|help with|help you with)"
 )
+# What is declined: "provide you with all the code", "create a PDF", "write that".
+_WHAT = r"(?: you)?(?: with)? (?:a|an|the|that|this|it|any|all|you|your|such|these|those|complete|specific|actual)\b"
 _CANNOT = r"(?:can(?:no|')t|can not|am (?:not (?:currently )?able|unable)|'m (?:not able|unable)|won't|will not)"
 REFUSAL_PATTERN = (
     rf"\b(?:i(?:'m| am) sorry|i apologi[sz]e|unfortunately),? (?:but )?i ?(?:{_CANNOT}|(?:do not|don't) have the)\b"
-    rf"|\b(?:i|we) ?{_CANNOT}(?: to)? {_DECLINED}\b"
-    rf"|\bit(?:'s| is) not possible for me to {_DECLINED}\b|\bi (?:do not|don't) have the (?:ability|capability) to\b"
+    rf"|\b(?:i|we) ?{_CANNOT}(?: to)? {_DECLINED}{_WHAT}|\bit(?:'s| is) not possible for me to {_DECLINED}{_WHAT}"
+    r"|\bi (?:do not|don't) have the (?:ability|capability) to\b"
     r"|\b(?:i(?:'m| am) sorry|i apologi[sz]e),? but [^.!?\n]{0,80}\b(?:is|are|would be) (?:beyond (?:the scope|my)"
     r"|not possible|impossible)"
 )

@@ -70,8 +70,8 @@ ROLE_REQUEST = (
     r"|\bask me\b|\bask (?:some |a few )?(?:clarifying |follow-up )?questions\b|\b(?:quiz|interview) me\b"
     r"|\blet'?s play\b|\bplay a (?:game|role)\b|\byour name is\b"
     r"|(?:^|[.!?\n]\s*)(?:now,? |from now on,? )?you(?:'re| are) (?:now )?(?:a|an|my)\b"
-    r"|\b(?:write|create|give|generate|list|make|prepare|suggest|send|draft)\b[^.?!\n]{0,40}"
-    r"\b(?:questions?|quiz(?:zes)?|mcqs?|riddles?|assessment)\b"
+    r"|\b(?:write|create|give|generate|list|make|prepare|suggest|draft)(?: me)? (?:\d+|a|an|some|a few|several|more"
+    r"|the) (?:[\w-]+ ){0,3}(?:questions|quiz(?:zes)?|mcqs|riddles|assessment)\b"
 )
 # A user's instructions to the assistant, which read like advice but are a prompt.
 USER_INSTRUCTION = (
