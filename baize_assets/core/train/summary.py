@@ -73,6 +73,7 @@ def progress_figures(
         "tokens_per_second": progress.tokens_seen / max(progress.train_seconds, 1e-9),
         "train_loss_first": progress.step_losses[0],
         "train_loss_final": progress.step_losses[-1],
+        "step_losses": progress.step_losses,
         "eval_loss_before": eval_loss_before,
         "eval_loss_final": final_eval_loss,
         "best_step": progress.best_step,
