@@ -6,6 +6,7 @@ from dagster import AssetSelection, define_asset_job
 
 from .assets import (
     BASE_MODELS_GROUP,
+    COST_FORECAST_KEY,
     adapter_stage_keys,
     conversations_key,
     feedback_samples_key,
@@ -17,6 +18,7 @@ from .core.config.pipeline import PipelineConfig
 
 SEED_TABLES_JOB = "seed_tables"
 TRAIN_ADAPTERS_JOB = "train_adapters"
+COST_FORECAST_JOB = "cost_forecast"
 
 
 def corpus_job_name(source: str) -> str:
@@ -32,7 +34,14 @@ def distilled_training_job_name(adapter: str) -> str:
 
 
 def build_jobs(config: PipelineConfig) -> list:
+    # With a forecast limit, every collecting run materializes the forecast first and stops at its failed check.
+    gate = [COST_FORECAST_KEY] if config.teacher.budget.max_forecast_dollars is not None else []
     jobs = [
+        define_asset_job(
+            COST_FORECAST_JOB,
+            selection=AssetSelection.assets(COST_FORECAST_KEY),
+            description="Forecast what every paid stage not yet paid for will cost; run it before a backfill.",
+        ),
         define_asset_job(
             SEED_TABLES_JOB,
             selection=AssetSelection.assets(*(seed_key(s.name) for s in config.sources)),
@@ -50,7 +59,7 @@ def build_jobs(config: PipelineConfig) -> list:
         jobs.append(
             define_asset_job(
                 corpus_job_name(source.name),
-                selection=AssetSelection.assets(*keys, conversations_key(source.name)),
+                selection=AssetSelection.assets(*(gate if keys else []), *keys, conversations_key(source.name)),
                 description=f"Self-chat and corpus of one shard of '{source.name}' (partitioned by shard).",
             )
         )
@@ -60,7 +69,8 @@ def build_jobs(config: PipelineConfig) -> list:
             jobs.append(
                 define_asset_job(
                     feedback_job_name(v2, source),
-                    selection=AssetSelection.assets(feedback_samples_key(v2, source), feedback_scores_key(v2, source)),
+                    selection=AssetSelection.assets(*gate, feedback_samples_key(v2, source),
+                                                    feedback_scores_key(v2, source)),
                     description=f"Answers of '{v1}' to one shard of '{source}' and the teacher's scores of them.",
                 )
             )

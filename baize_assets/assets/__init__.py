@@ -15,6 +15,7 @@ and per ``self_distillation`` entry (Baize v2), see :mod:`.feedback_assets`::
     <v1>/adapter -> <v1>/<source>_samples [shard] -> <v1>/<source>_scores [shard]
         -> <v2>/training_set -> <v2>/adapter -> <v2>/evaluation
 
+and ``costs/forecast``, what the paid stages not yet paid for will cost (:mod:`.cost_assets`).
 Every key is ``<owner>/<what it is>`` and the owner is its group (see :mod:`.keys`).
 """
 
@@ -25,10 +26,12 @@ from .adapter_assets import build_adapter_asset
 from .base_model_assets import build_base_model_assets
 from .checks import build_asset_checks
 from .corpus_assets import build_conversations_asset
+from .cost_assets import build_cost_forecast_asset
 from .evaluation_assets import BEATS_BASE_CHECK, build_evaluation_assets
 from .feedback_assets import build_self_distillation_assets
 from .keys import (
     BASE_MODELS_GROUP,
+    COST_FORECAST_KEY,
     TINY_BASE_KEY,
     adapter_key,
     adapter_stage_keys,
@@ -47,6 +50,7 @@ from .transcript_assets import build_transcripts_asset
 
 __all__ = [
     "BASE_MODELS_GROUP",
+    "COST_FORECAST_KEY",
     "TINY_BASE_KEY",
     "BEATS_BASE_CHECK",
     "adapter_key",
@@ -65,7 +69,7 @@ __all__ = [
 
 
 def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
-    built: list[AssetsDefinition] = []
+    built: list[AssetsDefinition] = [build_cost_forecast_asset(config)]
     for source in config.sources:
         built.append(build_seed_asset(source))
         if source.is_self_chat:

@@ -12,6 +12,7 @@ from dagster import (
 from ..core.config.pipeline import CorpusConfig, PipelineConfig, SourceConfig
 from ..core.corpus import build as corpus, filter_quality, report
 from ..core.corpus.schema import CONVERSATION_SCHEMA, REJECT_SCHEMA
+from ..core.costs.actuals import ShardCost, shard_cost
 from ..core.plots_markdown import plots_markdown
 from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import read_parquet, write_parquet_atomic
@@ -61,8 +62,11 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
     def conversations(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
         shard = int(context.partition_key)
+        costs = {}
         if source.is_self_chat:
-            built = corpus.build_corpus(read_parquet(layout.transcripts(source.name, shard)), settings, source.language)
+            transcripts = read_parquet(layout.transcripts(source.name, shard))
+            built = corpus.build_corpus(transcripts, settings, source.language)
+            costs = shard_cost_metadata(shard_cost(transcripts, built.conversations["seed_id"], built.rejects))
         else:
             built = corpus.single_turn_corpus(read_parquet(layout.seeds(source.name), shard), settings, source.language)
         # Rejects first: a failure between the two writes leaves the old corpus in place.
@@ -91,10 +95,22 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
                 ),
                 "plots": MetadataValue.md(plots_markdown(plots)),
                 **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
+                **costs,
             }
         )
 
     return conversations
+
+
+def shard_cost_metadata(cost: ShardCost) -> dict:
+    """What a shard's conversations cost, numeric so the UI plots it per partition over runs."""
+    if cost.spent_dollars is None:
+        return {}
+    return {
+        "spend_dollars": round(cost.spent_dollars, 6),
+        "dollars_per_kept_conversation": round(cost.dollars_per_kept or 0.0, 8),
+        "dollars_lost_by_reason": MetadataValue.json(cost.lost_by_reason),
+    }
 
 
 def read_rejects(paths) -> pd.DataFrame:

@@ -20,13 +20,16 @@ from dagster_openai import OpenAIResource
 from ..core.collect.modes import judge_writer
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
 from ..core.corpus import schema as corpus
+from ..core.costs.stages import scores_forecast
 from ..core.feedback import judgments as judging, self_distill
 from ..core.prompts import CHAT_FORMAT_VERSION, JUDGE_PROMPT_VERSION, SCORE_ANSWER_FORMAT
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .adapter_assets import build_adapter_asset
+from .cost_assets import forecast_metadata, gated, partition_forecast
 from .evaluation_assets import build_evaluation_asset
 from .keys import (
+    COST_FORECAST_KEY,
     TEACHER_API_POOL,
     adapter_key,
     conversations_key,
@@ -85,7 +88,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
 
     @asset(
         key=feedback_scores_key(plan.adapter_name, source.name),
-        deps=[feedback_samples_key(plan.adapter_name, source.name)],
+        deps=[feedback_samples_key(plan.adapter_name, source.name), *([COST_FORECAST_KEY] if gated(config) else [])],
         partitions_def=shard_partitions(source),
         group_name=plan.adapter_name,
         kinds={"openai", "parquet"},
@@ -105,6 +108,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         samples = read_parquet(layout.feedback_samples(plan.adapter_name, source.name, shard))
         requests = self_distill.judge_requests(samples)
         step = f"{plan.adapter_name}/{source.name}/{shard} scores"
+        forecast = partition_forecast(context, lambda: scores_forecast(config, layout, plan, source, [shard]))
         collected = collect_shard(
             context, layout, endpoint_for(judge, openai), requests, judge,
             lease=layout.feedback_lease(plan.adapter_name, source.name, shard),
@@ -127,6 +131,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
                 "unscored_by_reason": MetadataValue.json(frame["reason"].dropna().value_counts().astype(int).to_dict()),
                 "judge_prompt_version": JUDGE_PROMPT_VERSION,
                 "judge_model": judge.model,
+                **forecast_metadata(forecast, collected.result.spent_dollars),
             }
         )
 

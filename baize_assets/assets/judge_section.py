@@ -12,11 +12,15 @@ from dagster_openai import OpenAIResource
 
 from ..core.collect.modes import REFERENCE_WRITER, Writer, judge_writer
 from ..core.collect.parallel import merge_results
+from ..core.collect.results import CollectionResult
 from ..core.config.pipeline import TEACHER_REFERENCE, PipelineConfig, TeacherConfig
+from ..core.costs.forecast import combined
+from ..core.costs.stages import judgment_forecasts
 from ..core.evaluate import judge as judge_eval
 from ..core.feedback.judgments import unscored_problem
 from ..core.prompts import COMPARE_ANSWERS_FORMAT, JUDGE_PROMPT_VERSION
 from ..core.storage import Layout, write_parquet_atomic
+from .cost_assets import forecast_metadata, partition_forecast
 from .shard_collection import all_failed, collect_shard, endpoint_for
 
 
@@ -26,12 +30,26 @@ class JudgeSection:
     metadata: dict  # the materialization's judge_* entries
 
 
+def _usage(merged: CollectionResult) -> dict:
+    """What the section's requests used, for the report and (prefixed) the metadata."""
+    usage = {
+        "api_requests": merged.requests,
+        "prompt_tokens": sum(merged.usage.prompt_tokens.values()),
+        "completion_tokens": sum(merged.usage.completion_tokens.values()),
+        "cached_answers": merged.cached,
+    }
+    if merged.spent_dollars is not None:
+        usage["dollars"] = round(merged.spent_dollars, 6)
+    return usage
+
+
 def judge_adapter(
     context: AssetExecutionContext, layout: Layout, openai: OpenAIResource, adapter: str, config: PipelineConfig
 ) -> JudgeSection:
     judge = config.judge
     judge_settings = config.judge_teacher()
     questions = judge_eval.load_questions(judge.resolved_questions_path(), judge.questions)
+    forecasts = partition_forecast(context, lambda: judgment_forecasts(config, layout, [adapter]))
 
     def ask(requests, step: str, settings: TeacherConfig, writer: Writer):
         collected = collect_shard(
@@ -71,15 +89,7 @@ def judge_adapter(
     path = write_parquet_atomic(table, layout.evaluation_judge_table(adapter))
     # Both collections' counts as one, as the collector processes' are merged.
     merged = merge_results([c.result for c in spent], seconds=sum(c.result.seconds for c in spent))
-    tokens = merged.usage
-    usage = {
-        "api_requests": merged.requests,
-        "prompt_tokens": sum(tokens.prompt_tokens.values()),
-        "completion_tokens": sum(tokens.completion_tokens.values()),
-        "cached_answers": merged.cached,
-    }
-    if merged.spent_dollars is not None:
-        usage["dollars"] = round(merged.spent_dollars, 6)
+    usage = _usage(merged)
     report = {
         **summary.as_dict(),
         "reference": judge.reference,
@@ -91,7 +101,7 @@ def judge_adapter(
         **usage,
     }
     metadata = {
-        **tokens.as_metadata(),
+        **merged.usage.as_metadata(),
         "judge_relative_score_pct": summary.relative_score_pct,
         "judge_wins": summary.wins,
         "judge_ties": summary.ties,
@@ -100,6 +110,9 @@ def judge_adapter(
         "judge_reference": judge.reference,
         **{f"judge_{key}": value for key, value in usage.items()},
         "judge_table": MetadataValue.md(judge_eval.table_markdown(table)),
+        **{f"judge_{key}": value for key, value in forecast_metadata(
+            combined(f"{adapter} judged evaluation", forecasts) if forecasts else None,
+            merged.spent_dollars).items()},
         "judge_table_path": MetadataValue.path(str(path)),
     }
     return JudgeSection(report, metadata)

@@ -2,7 +2,7 @@
 
 from dagster import AssetKey, StaticPartitionsDefinition
 
-from ..core.config.pipeline import BASE_MODELS_OWNER, BUILTIN_BASES, TINY_BASE_MODEL, SourceConfig
+from ..core.config.pipeline import BASE_MODELS_OWNER, BUILTIN_BASES, COSTS_OWNER, TINY_BASE_MODEL, SourceConfig
 from ..core.storage import shard_keys
 
 # Every key is <owner>/<what it is>, and the owner (a source, an adapter, the base models)
@@ -17,6 +17,9 @@ def base_model_key(name: str) -> AssetKey:
 
 
 TINY_BASE_KEY = base_model_key(BUILTIN_BASES[TINY_BASE_MODEL])
+# What the paid stages will cost, before they run.
+COSTS_GROUP = COSTS_OWNER
+COST_FORECAST_KEY = AssetKey([COSTS_GROUP, "forecast"])
 # Concurrency pools (limits live in the Dagster instance): teacher calls share the
 # endpoint's rate limit across runs, training steps share the accelerator.
 TEACHER_API_POOL = "teacher_api"

@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 from ..core.config.pipeline import AdapterConfig, PipelineConfig, SourceConfig
 from ..core.corpus import chat_dataset, report, trainingset
 from ..core.corpus.schema import data_version
+from ..core.costs.actuals import data_cost, with_data_cost
 from ..core.plots_markdown import plots_markdown
 from ..core.storage import Layout, read_parquet, shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
@@ -98,8 +99,11 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
         write_parquet_atomic(
             built.duplicates, layout.training_set_duplicates(adapter.name), trainingset.DUPLICATE_SCHEMA
         )
+        cost = data_cost([shard_spend(layout, s, shard) for s in sources if s.is_self_chat
+                          for shard in shard_keys(s.shards)], len(built.conversations))
         path = write_parquet_atomic(
-            built.conversations, layout.training_set(adapter.name), trainingset.TRAINING_SET_SCHEMA
+            built.conversations, layout.training_set(adapter.name),
+            with_data_cost(trainingset.TRAINING_SET_SCHEMA, cost),
         )
         kept = built.conversations
         corpus_rejects = read_rejects(
@@ -129,7 +133,17 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
                 ),
                 "plots": MetadataValue.md(plots_markdown(plots)),
                 **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
+                **({} if cost.dollars is None else {
+                    "data_dollars": round(cost.dollars, 6),
+                    "data_dollars_per_conversation": round(cost.per_conversation or 0.0, 8),
+                }),
             }
         )
 
     return training_set
+
+
+def shard_spend(layout: Layout, source: SourceConfig, shard: str) -> float | None:
+    """What one transcripts shard cost (every row, failures included); None when no row was priced."""
+    dollars = read_parquet(layout.transcripts(source.name, shard))["dollars"]
+    return float(dollars.sum()) if dollars.notna().any() else None

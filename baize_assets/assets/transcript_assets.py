@@ -15,9 +15,11 @@ from ..core.collect.cache import cache_key
 from ..core.collect.results import generation_inputs
 from ..core.collect.transcript import TRANSCRIPT_SCHEMA
 from ..core.config.pipeline import PipelineConfig, SourceConfig
+from ..core.costs.stages import transcripts_forecast
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
-from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
+from .cost_assets import forecast_metadata, gated, partition_forecast
+from .keys import COST_FORECAST_KEY, TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata
 from .shard_collection import all_failed, collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
@@ -30,6 +32,7 @@ class TranscriptsRun(Config):
 
 
 def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
+    pipeline = config  # the step's own ``config`` parameter is its run config
     teacher = config.teacher
     inputs = generation_inputs(teacher)
     # Only what shapes the conversations: concurrency, limits or the budget do not make a partition stale.
@@ -37,7 +40,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
 
     @asset(
         key=transcripts_key(source.name),
-        deps=[seed_key(source.name)],
+        deps=[seed_key(source.name), *([COST_FORECAST_KEY] if gated(config) else [])],
         partitions_def=shard_partitions(source),
         group_name=source.name,
         kinds={"openai", "parquet"},
@@ -63,6 +66,8 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             f"{teacher.max_concurrency} in flight" + (f" in each of {teacher.processes} processes"
                                                       if teacher.processes > 1 else "")
         )
+        forecast = partition_forecast(
+            context, lambda: transcripts_forecast(pipeline, layout, source, [shard], config.regenerate))
         collected = collect_shard(
             context, layout, endpoint_for(teacher, openai), shard_seeds, teacher,
             # One run at a time collects a shard: a second run of it waits, then finds it all in the cache.
@@ -82,6 +87,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             "ended_by": MetadataValue.json({str(k): int(v) for k, v in ended_by.items()}),
             "generation_mode": teacher.mode,
             "prompt_version": inputs["prompt_version"],
+            **forecast_metadata(forecast, result.spent_dollars),
         }
         if len(frame) and metadata["conversations"] == 0 and not result.partial:
             raise Failure(description=all_failed(step, result.failures, str(path)), metadata=metadata)

@@ -123,6 +123,10 @@ class Layout:
         """Lock file of an adapter's judge section: one run at a time asks the teacher for it."""
         return self.root / "evaluations" / f"{name}.judge.lease"
 
+    def cost_forecast(self) -> Path:
+        """The forecast of every paid stage not yet paid for (``baize estimate``'s figures), as JSON."""
+        return self.root / "costs" / "forecast.json"
+
     def judge_cache(self) -> Path:
         """The teacher's reference answers and judgments for every evaluation, written as they arrive."""
         return self.root / "evaluations" / "judge_cache.sqlite"

@@ -93,16 +93,24 @@ def check_reasoning_fields(body: dict[str, Any], reasoning: bool) -> None:
                        "invalid_value", "reasoning_effort")
 
 
-def check_response_format(body: dict[str, Any], structured_output: bool) -> dict[str, Any] | None:
-    """The JSON schema a request asks its answer to follow, or None; refused as OpenAI refuses it where the
-    model has no structured output."""
+# How a server takes ``response_format: json_schema``: follows it, refuses it as OpenAI does for a model without
+# structured output (400), or refuses it as llama-cpp-python's server does (its body validation, answered 500).
+STRUCTURED_OUTPUT = ("json_schema", "refused", "refused_as_500")
+
+
+def check_response_format(body: dict[str, Any], structured_output: str) -> dict[str, Any] | None:
+    """The JSON schema a request asks its answer to follow, or None; refused as ``structured_output`` says."""
     response_format = body.get("response_format")
     if response_format is None:
         return None
     kind = response_format.get("type") if isinstance(response_format, dict) else None
     if kind == "text":
         return None
-    if kind != "json_schema" or not structured_output:
+    if structured_output == "refused_as_500":
+        raise ApiError(500, "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+                            f"'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': '{kind}'}}",
+                       "internal_server_error", None, outcome="server_error")
+    if kind != "json_schema" or structured_output != "json_schema":
         raise ApiError(400, f"Invalid parameter: 'response_format' of type '{kind}' is not supported with this "
                             "model.", "invalid_request_error", None, "response_format")
     schema = response_format.get("json_schema")
@@ -113,7 +121,7 @@ def check_response_format(body: dict[str, Any], structured_output: bool) -> dict
 
 
 def parse_chat_request(body: dict[str, Any], models: Sequence[str], reasoning_models: Sequence[str] = (),
-                       structured_output: bool = True) -> dict[str, Any]:
+                       structured_output: str = "json_schema") -> dict[str, Any]:
     """Validate a chat completion request; returns the normalised fields or raises ApiError."""
     model, messages = model_and_messages(body, models)
     reasoning = model in reasoning_models

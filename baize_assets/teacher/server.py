@@ -24,8 +24,9 @@ bodies, ``max_completion_tokens`` and ``reasoning_effort`` are taken, and each a
 spends hidden reasoning tokens (by effort) out of its completion budget, reported in
 ``usage.completion_tokens_details.reasoning_tokens``. With ``judge=False`` the server
 answers judge prompts as a chat model that is no judge does (scores far outside the
-scale); with ``structured_output=False`` it refuses ``response_format`` as models without
-structured output do.
+scale); ``structured_output`` says whether it follows ``response_format``'s JSON schema or
+refuses it, as OpenAI does for a model without structured output (``refused``: 400) or as
+llama-cpp-python's server does (``refused_as_500``: its body validation error, answered 500).
 
 Standard library only, so it runs wherever the package is installed.
 """
@@ -41,7 +42,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .batches import BatchService
 from .faults import ALL_FAULT_KINDS, DEFAULT_FAULT_KINDS, FaultSchedule
 from .handler import TeacherHTTPServer, build_completion
-from .protocol import DEFAULT_MODEL, OWNER, RATE_LIMIT_REQUESTS, ApiError
+from .protocol import DEFAULT_MODEL, OWNER, RATE_LIMIT_REQUESTS, STRUCTURED_OUTPUT, ApiError
 
 __all__ = ["ALL_FAULT_KINDS", "API_KEY_ENV", "DEFAULT_FAULT_KINDS", "DEFAULT_MODEL", "OWNER", "SimulatedTeacher"]
 
@@ -88,7 +89,7 @@ class SimulatedTeacher:
         models: Sequence[str] | None = None,
         reasoning_models: Sequence[str] = (),
         judge: bool = True,
-        structured_output: bool = True,
+        structured_output: str = "json_schema",
         api_key: str | None = None,
         latency_s: float = 0.0,
         fault_rate: float = 0.0,
@@ -126,6 +127,8 @@ class SimulatedTeacher:
         self.models = tuple(dict.fromkeys((*models, *reasoning_models)))
         self.reasoning_models = tuple(reasoning_models)
         self.judge = judge
+        if structured_output not in STRUCTURED_OUTPUT:
+            raise ValueError(f"structured_output is one of {', '.join(STRUCTURED_OUTPUT)}")
         self.structured_output = structured_output
         self._api_key = api_key  # never logged, printed or echoed in an error
         self.latency_s = latency_s

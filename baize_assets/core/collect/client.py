@@ -222,6 +222,9 @@ class TeacherClient:
             raise RetryableError(CONNECTION, self.redact(str(exc.__cause__ or exc) or "connection dropped"),
                                  reached=not _could_not_connect(exc)) from None
         except openai.APIStatusError as exc:
+            refused = rejected_field(exc.code, exc.param, exc.message, fields)
+            if exc.status_code in (422, 500) and refused is not None and "validation error" in exc.message.lower():
+                raise ParameterRejected(refused, self.redact(str(exc))) from None  # a body its framework refused
             if exc.status_code == 402:  # Payment Required: the account, not the request
                 reason = self.redact(str(exc.code)) if exc.code else "payment required"
                 raise TeacherFatalError(f"the teacher account has no quota left (HTTP 402 {reason})") from None

@@ -29,7 +29,10 @@ _REASONING_FAMILY = re.compile(r"(?:^|/)(?:o1|o3|o4|gpt-5)(?:$|[-.:_])", re.IGNO
 _REASONING_REFUSED = frozenset({"temperature", "top_p", "stop"})
 _QUOTED_FIELD = re.compile(r"'([A-Za-z_][A-Za-z0-9_.]*)'")
 _UNRECOGNIZED = re.compile(r"unrecognized request arguments? supplied:\s*([A-Za-z_][A-Za-z0-9_]*)", re.IGNORECASE)
-_REFUSAL_WORDS = re.compile(r"not supported|unsupported|unrecognized|not allowed|not permitted", re.IGNORECASE)
+_REFUSAL_WORDS = re.compile(r"not supported|unsupported|unrecognized|not allowed|not permitted|validation error",
+                            re.IGNORECASE)
+# A web framework's validation error of the request body (FastAPI, pydantic): "'loc': ('body', 'response_format', ...)".
+_VALIDATION_LOCATION = re.compile(r"""\(\s*['"]body['"]\s*,\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
 ADAPTABLE_CODES = frozenset({"unsupported_parameter", "unsupported_value"})
 
 
@@ -84,9 +87,14 @@ def request_fields(teacher: TeacherConfig, profile: RequestProfile, messages: li
 
 
 def rejected_field(code: str | None, param: str | None, message: str, sent: Mapping[str, Any]) -> str | None:
-    """The field of ``sent`` a 400 refuses, when the 400 is about one field the run can adapt to; else None."""
-    named = param or next(iter(_UNRECOGNIZED.findall(message)), None) or next(iter(_QUOTED_FIELD.findall(message)),
-                                                                              None)
+    """The field of ``sent`` an error refuses, when it is about one field the run can adapt to; else None.
+
+    A 400 names it in ``param`` or its message; a server whose framework validates the body
+    (llama-cpp-python answers 500, others 422) names it in the error's location.
+    """
+    found = (_UNRECOGNIZED.findall(message) or _VALIDATION_LOCATION.findall(message)
+             or _QUOTED_FIELD.findall(message))
+    named = param or next(iter(found), None)
     if named is None or named in REQUIRED_FIELDS or named not in sent:
         return None
     if code in ADAPTABLE_CODES or _REFUSAL_WORDS.search(message):

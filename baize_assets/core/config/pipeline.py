@@ -58,6 +58,9 @@ DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "data" / "output"
 
 # The key prefix and group of base model assets; no source or adapter may take this name.
 BASE_MODELS_OWNER = "base_models"
+# The key prefix and group of the cost forecast; reserved too.
+COSTS_OWNER = "costs"
+RESERVED_OWNERS = {BASE_MODELS_OWNER: "the base model assets", COSTS_OWNER: "the cost forecast"}
 
 SeedFormat = Literal["quora_tsv", "stackoverflow", "medquad", "alpaca_json", "csv", "jsonl", "text"]
 SINGLE_TURN_FORMATS = {"alpaca_json"}
@@ -177,8 +180,9 @@ class PipelineConfig(StrictModel):
     @model_validator(mode="after")
     def _check_references(self) -> "PipelineConfig":
         names = [s.name for s in self.sources]
-        if BASE_MODELS_OWNER in names:
-            raise ValueError(f"source name '{BASE_MODELS_OWNER}' is reserved for the base model assets")
+        for reserved, owner in RESERVED_OWNERS.items():
+            if reserved in names:
+                raise ValueError(f"source name '{reserved}' is reserved for {owner}")
         for adapter in self.adapters:
             for source in adapter.sources:
                 if source not in names:
@@ -199,8 +203,8 @@ class PipelineConfig(StrictModel):
         # Sources and adapters own the first part of their assets' keys (quora/conversations,
         # baize_general/adapter), so one name cannot be both.
         for name in adapter_names:
-            if name in names or name == BASE_MODELS_OWNER:
-                raise ValueError(f"adapter name '{name}' is already taken by a source or the base models")
+            if name in names or name in RESERVED_OWNERS:
+                raise ValueError(f"adapter name '{name}' is already taken by a source, the base models or the costs")
         try:
             self.judge_teacher()
         except ValidationError as error:

@@ -48,10 +48,16 @@ class ModelPrice(StrictModel):
 
 
 class BudgetConfig(StrictModel):
-    """Spending cap of one Dagster run (all its transcript steps together); None means no cap."""
+    """Spending cap of one Dagster run (all its transcript steps together); None means no cap.
+
+    ``max_forecast_dollars`` gates runs before they spend: the ``costs/forecast`` asset's
+    blocking check fails when the expected cost of everything not yet paid for exceeds it,
+    and the runs of the collecting jobs, which materialize the forecast first, stop there.
+    """
 
     max_tokens: int | None = Field(default=None, ge=1)
     max_dollars: float | None = Field(default=None, gt=0)
+    max_forecast_dollars: float | None = Field(default=None, gt=0)
 
 
 class BatchConfig(StrictModel):

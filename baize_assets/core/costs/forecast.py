@@ -11,20 +11,21 @@ recorded by every collection, retries and rejected answers included):
   from the mean seen;
 * **completion tokens** from the mean seen per row;
 * the **range**: the sum's expected value plus or minus :data:`STANDARD_ERRORS` standard
-  errors (from the spread of a row's tokens), widened by :data:`DRIFT` for what the history
-  cannot know (other seeds, another day).
+  errors (from the spread of a row's tokens, and from how few rows the mean was measured
+  on), widened by :data:`DRIFT` for what the history cannot know (other seeds, another day).
 
-Without history the range is wide and says so: completions between
-:data:`NO_HISTORY_LOW_SHARE` of ``max_tokens`` and all of it, prompts within a quarter of
-the estimate, and for v1.5 between one round and every round of ``max_rounds``. A stage
+Without history the range is wide and says so: a self-chat transcript's completion between
+:data:`NO_HISTORY_LOW_SHARE` of ``max_tokens`` and all of it, any other answer's (a
+judgment, a v1.5 turn) between :data:`SHORT_TURN_TOKENS` and ``max_tokens``, prompts within
+a quarter of the estimate, and for v1.5 between one round and every round of ``max_rounds``. A stage
 whose model has no price is refused: a forecast in tokens only would hide the cost.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, replace
+from typing import Iterable, Sequence
 
 from ..collect.cache import CollectionStats
 from ..collect.client import estimate_tokens
@@ -32,9 +33,13 @@ from ..collect.modes import Writer
 from ..collect.pricing import dollars
 from ..config.pipeline import ModelPrice, TeacherConfig
 
+# Bump when the forecast's method changes: the forecast asset's code_version.
+FORECAST_VERSION = "1"
 STANDARD_ERRORS = 2.5
 DRIFT = 0.1
 NO_HISTORY_LOW_SHARE = 0.125
+# Without history, the fewest tokens a v1.5 turn (one question, one short answer) is assumed to take.
+SHORT_TURN_TOKENS = 16
 # Rows of history below which the history is not trusted.
 MIN_HISTORY_ROWS = 5
 
@@ -83,6 +88,18 @@ class StageForecast:
                 "expected_dollars": round(self.expected_dollars, 6), "basis": self.basis}
 
 
+def combined(stage: str, forecasts: Sequence[StageForecast]) -> StageForecast:
+    """Several stages' forecasts as one (a judged evaluation: the reference answers and the judgments)."""
+    total = StageForecast(stage, ", ".join(dict.fromkeys(f.model for f in forecasts)), 0, 0, ZERO, ZERO, ZERO, ZERO,
+                          0.0, "; ".join(f.basis for f in forecasts))
+    for f in forecasts:
+        total = replace(total, rows=total.rows + f.rows, cached=total.cached + f.cached,
+                        requests=total.requests + f.requests, prompt_tokens=total.prompt_tokens + f.prompt_tokens,
+                        completion_tokens=total.completion_tokens + f.completion_tokens,
+                        dollars=total.dollars + f.dollars, expected_dollars=total.expected_dollars + f.expected_dollars)
+    return total
+
+
 def price_of(settings: TeacherConfig, price: ModelPrice | None, stage: str) -> ModelPrice:
     if price is None:
         where = "teacher.batch.prices or teacher.prices" if settings.api == "batch" else "teacher.prices"
@@ -116,20 +133,33 @@ def _with_history(n: int, estimate: int, writer: Writer, history: CollectionStat
     else:
         prompt = n * history.prompt_tokens / history.rows
     completion = n * history.completion_tokens / history.rows
-    mean = history.answered_tokens / history.answered if history.answered else 0.0
-    variance = history.answered_tokens_sq / history.answered - mean * mean if history.answered else 0.0
-    error = STANDARD_ERRORS * math.sqrt(max(variance, 0.0) * n)
+    seen = history.answered
+    mean = history.answered_tokens / seen if seen else 0.0
+    variance = history.answered_tokens_sq / seen - mean * mean if seen else 0.0
+    # The n rows' own spread, and the uncertainty of a mean measured on ``seen`` rows, applied n times.
+    error = STANDARD_ERRORS * math.sqrt(max(variance, 0.0) * n * (1 + n / max(seen, 1)))
     share = prompt / (prompt + completion) if prompt + completion else 0.5
-    requests = n * per_row_requests
-    request_error = STANDARD_ERRORS * math.sqrt(requests)
-    return _Tokens(_spread(requests - request_error, requests + request_error),
+    if writer.one_call is not None:  # one request a row, and retries at the rate seen (counted like arrivals)
+        extra = n * (per_row_requests - 1)
+        extra_error = STANDARD_ERRORS * math.sqrt(max(extra, 1.0))
+        requests = Range(n + max(extra - extra_error, 0.0), n + (extra + extra_error) * (1 + DRIFT))
+    else:
+        mid = n * per_row_requests
+        requests = _spread(mid - STANDARD_ERRORS * math.sqrt(mid), mid + STANDARD_ERRORS * math.sqrt(mid))
+    return _Tokens(requests,
                    _spread(prompt - error * share, prompt + error * share),
                    _spread(completion - error * (1 - share), completion + error * (1 - share)), prompt, completion)
 
 
+def _least_completion(writer: Writer, settings: TeacherConfig) -> float:
+    """Without history, the fewest completion tokens one request is assumed to take: a share of ``max_tokens``
+    for a whole self-chat transcript, a short turn for anything else (a judgment, an answer, a v1.5 turn)."""
+    return settings.max_tokens * NO_HISTORY_LOW_SHARE if writer.mode == "v1" else SHORT_TURN_TOKENS
+
+
 def _without_history(n: int, estimate: int, writer: Writer, settings: TeacherConfig) -> _Tokens:
     """What ``n`` rows asked for the first time will use: wide, and said to be."""
-    low_completion = settings.max_tokens * NO_HISTORY_LOW_SHARE
+    low_completion = _least_completion(writer, settings)
     if writer.one_call is not None:
         requests, prompt = Range(n, n), Range(estimate * 0.8, estimate * 1.25)
         completion = Range(n * low_completion, n * settings.max_tokens)
@@ -159,8 +189,8 @@ def forecast_stage(stage: str, settings: TeacherConfig, writer: Writer, price: M
                  f"{(history.prompt_tokens + history.completion_tokens) / history.rows:.0f} tokens per row")
     else:
         tokens = _without_history(n, estimate, writer, settings)
-        basis = (f"no history of this prompt and model: completions between {NO_HISTORY_LOW_SHARE:g} of "
-                 f"max_tokens ({settings.max_tokens}) and all of it"
+        basis = (f"no history of this prompt and model: completions of {_least_completion(writer, settings):g} "
+                 f"tokens to max_tokens ({settings.max_tokens}) a request"
                  + ("" if writer.one_call is not None else f", one to {settings.max_rounds} rounds"))
     return StageForecast(
         stage=stage, model=settings.model, rows=rows, cached=rows - n, requests=tokens.requests,

@@ -70,11 +70,13 @@ def _price(settings: TeacherConfig):
 
 
 def _stage(name: str, settings: TeacherConfig, writer: Writer, texts: list[str], cache: Path,
-           fallback_caches: Iterable[Path] = ()) -> StageForecast:
-    """Price ``texts`` (one row each) against ``cache``; the history of ``fallback_caches`` when its own is short."""
+           fallback_caches: Iterable[Path] = (), reuse: bool = True) -> StageForecast:
+    """Price ``texts`` (one row each) against ``cache`` (every row asked again unless ``reuse``); the history of
+    ``fallback_caches`` when its own is short."""
     inputs, key = generation_inputs(settings, writer), history_key(settings, writer)
     keys = [cache_key(text, inputs) for text in texts]
     stored, history = _read_cache(cache, keys, key)
+    stored = stored if reuse else set()
     if history.rows < MIN_HISTORY_ROWS:
         history = _history(fallback_caches, key)
     pending = [text for text, k in zip(texts, keys) if k not in stored]
@@ -93,13 +95,15 @@ def _shard_label(source: SourceConfig, shards: list[int]) -> str:
     return "" if len(shards) == source.shards else f" (shards {', '.join(map(str, shards))})"
 
 
-def transcripts_forecast(config: PipelineConfig, layout: Layout, source: SourceConfig,
-                         shards: list[int]) -> StageForecast:
+def transcripts_forecast(config: PipelineConfig, layout: Layout, source: SourceConfig, shards: list[int],
+                         regenerate: bool = False) -> StageForecast:
+    """The source's transcripts of ``shards``; with ``regenerate``, cached conversations are asked again too."""
     seeds = _seeds(layout, source)
     texts = list(seeds.loc[seeds["shard"].isin(shards), "seed"])
     others = [layout.transcript_cache(s.name) for s in config.sources if s.name != source.name]
     return _stage(f"{source.name} transcripts{_shard_label(source, shards)}", config.teacher,
-                  self_chat_writer(config.teacher), texts, layout.transcript_cache(source.name), others)
+                  self_chat_writer(config.teacher), texts, layout.transcript_cache(source.name), others,
+                  reuse=not regenerate)
 
 
 def _placeholder(tokens: int) -> str:
@@ -135,11 +139,14 @@ def scores_forecast(config: PipelineConfig, layout: Layout, plan: SelfDistillati
                   config.judge_teacher(), writer, texts, layout.feedback_cache(plan.adapter_name), others)
 
 
-def judgment_forecasts(config: PipelineConfig, layout: Layout) -> list[StageForecast]:
-    """The teacher's reference answers (once for every adapter), then each judged adapter's judgments."""
+def judgment_forecasts(config: PipelineConfig, layout: Layout,
+                       adapters: list[str] | None = None) -> list[StageForecast]:
+    """The teacher's reference answers (once for every adapter), then each judged adapter's judgments
+    (of ``adapters``, every adapter when None)."""
     judge = config.judge
     questions = judge_eval.load_questions(judge.resolved_questions_path(), judge.questions)
-    adapters = [a.name for a in config.adapters] + [p.adapter_name for p in config.self_distillation]
+    if adapters is None:
+        adapters = [a.name for a in config.adapters] + [p.adapter_name for p in config.self_distillation]
     judged = [name for name in adapters if config.is_judged(name)]
     if not judged:
         return []

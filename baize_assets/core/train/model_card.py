@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from ..corpus.schema import data_version
+from ..costs.actuals import DATA_COST_KEY
 from ..prompts import AI, BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION, HUMAN, STOP_MARKERS
 from ..storage import write_text_atomic
 
@@ -44,7 +45,9 @@ def training_set_lineage(training_set: Path) -> dict:
         raise ValueError(f"training set {training_set} lacks the column(s) {', '.join(missing)}")
     frame = pq.read_table(training_set, columns=_LINEAGE_COLUMNS).to_pandas()
     counts = frame.groupby(["source", "split"]).size()
+    cost = (pq.read_schema(training_set).metadata or {}).get(DATA_COST_KEY)
     return {
+        "data_cost": json.loads(cost) if cost else None,
         "training_set": str(training_set),
         "data_version": data_version(frame),
         "conversations": len(frame),
@@ -108,7 +111,15 @@ def _lineage_section(lineage: dict | None, summary: dict, sources: list[str]) ->
         f"| source | train | eval | total |\n|---|---|---|---|\n{rows}",
         "Data version of the conversations kept from each corpus shard (after deduplication across shards):",
         f"| shard | data version |\n|---|---|\n{shards}",
+        *_data_cost_line(lineage.get("data_cost")),
     ]
+
+
+def _data_cost_line(cost: dict | None) -> list[str]:
+    if not cost or cost.get("dollars") is None:
+        return []
+    return [f"The data cost ${cost['dollars']:.4f} of teacher calls (retries and rejected conversations included), "
+            f"${cost['dollars_per_conversation']:.6f} per conversation of the training set."]
 
 
 def _objective_row(summary: dict) -> str:
