@@ -52,6 +52,7 @@ CHANGES_OUTPUT = [
     (FAQ_CORPUS, "corpus.repetition.enabled", False),
     (FAQ_CORPUS, "sources.0.language", "fr"),
     (ALPACA_CORPUS, "corpus.refusals", False),
+    (FAQ_CORPUS, "corpus.ai_disclaimers", False),
     # The training set: its split, its dedup, what its card says.
     (TRAINING_SET, "adapters.0.training.eval_size", 100),
     (TRAINING_SET, "adapters.0.training.eval_size", 0.05),
@@ -74,6 +75,7 @@ CHANGES_OUTPUT = [
 KEEPS_OUTPUT = [
     # Checks and training-set-only settings do not touch a corpus shard.
     (FAQ_CORPUS, "corpus.min_kept_ratio", 0.9),
+    (FAQ_CORPUS, "corpus.real_text_quality", True),
     (FAQ_CORPUS, "corpus.near_dedup.threshold", 0.8),
     (FAQ_CORPUS, "adapters.0.training.eval_size", 100),
     (FAQ_CORPUS, "sources.0.domain", "faq"),
