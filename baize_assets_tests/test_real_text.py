@@ -56,6 +56,13 @@ def test_without_the_extra_the_figures_say_how_to_get_them(monkeypatch):
     real_text.read_sharegpt.cache_clear()
 
 
+def test_the_real_text_report_is_refused_without_the_extra(monkeypatch):
+    monkeypatch.setattr("baize_assets.core.config.corpus.find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="realtext extra"):
+        CorpusConfig.model_validate({"real_text_quality": True})
+    assert not CorpusConfig().real_text_quality
+
+
 def test_a_defect_is_handled_when_rejected_or_trimmed_off_before_it():
     outcome = pd.DataFrame({"defect_exchange": pd.array([2, 2, 2, None], "Int64"), "kept_exchanges": [0, 2, 3, 4]})
     assert real_text.handled(outcome).tolist() == [True, True, False, False]

