@@ -121,13 +121,16 @@ def _check_patterns(turns: _Turns, config: CorpusConfig) -> None:
     if not checks or not len(ai):
         return
     own = role_voice.own_words(turns.array.take(pa.array(ai)))
+
+    def quote(rx: re.Pattern, turn: int) -> str:
+        # Python's re and Arrow's RE2 may part on a rare Unicode word boundary: then name no phrase.
+        found = rx.search(own[int(np.searchsorted(ai, turn))].as_py())
+        return f"'{found.group(0)}'" if found else "the pattern matches"
+
     for code, pattern in checks:
         hit = np.zeros(len(turns.texts), dtype=bool)
         hit[ai] = pc.match_substring_regex(own, pattern, ignore_case=True).to_numpy(zero_copy_only=False)
-        compiled = re.compile(pattern, re.IGNORECASE)
-        turns.fail_turns(
-            hit, code, lambda t, rx=compiled: f"'{rx.search(role_voice.own_words_of(turns.texts[t])).group(0)}'"
-        )
+        turns.fail_turns(hit, code, lambda t, rx=re.compile(pattern, re.IGNORECASE): quote(rx, t))
 
 
 def _prose_repetition(texts: list[str], words: np.ndarray, repeated: np.ndarray, ngram: int) -> None:
