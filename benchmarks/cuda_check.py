@@ -58,7 +58,7 @@ def learning_failures(name: str, summary: dict) -> list[str]:
     return failures
 
 
-def quantized_failures(name: str, adapter_dir: Path, base: Path) -> list[str]:
+def quantized_failures(name: str, base: Path) -> list[str]:
     """A 4-bit run must have trained on a base whose linear layers were bitsandbytes' 4-bit ones."""
     import bitsandbytes
     import torch
@@ -167,7 +167,7 @@ def main() -> int:
             failures += [] if summary["dtype"] == "bfloat16" else [f"{name}: trained in {summary['dtype']}"]
             failures += [] if peak > 0 else [f"{name}: no GPU memory was used"]
             if settings.get("quantization") == "4bit":
-                failures += quantized_failures(name, out, base)
+                failures += quantized_failures(name, base)
         implementations = ["sdpa"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
         for implementation in implementations:
             failures += packing_failures(base, train, implementation)
