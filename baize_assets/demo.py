@@ -63,6 +63,7 @@ def materialize_whole_graph(defs, config, instance, log=print) -> list[str]:
     Returns the run ids.
     """
     from .jobs import (
+        COST_FORECAST_JOB,
         SEED_TABLES_JOB,
         TRAIN_ADAPTERS_JOB,
         corpus_job_name,
@@ -70,7 +71,7 @@ def materialize_whole_graph(defs, config, instance, log=print) -> list[str]:
         feedback_job_name,
     )
 
-    runs = [(SEED_TABLES_JOB, None)]
+    runs = [(SEED_TABLES_JOB, None), (COST_FORECAST_JOB, None)]
     runs += [(corpus_job_name(s.name), shard) for s in config.sources for shard in shard_keys(s.shards)]
     runs += [(TRAIN_ADAPTERS_JOB, None)]
     for plan in config.self_distillation:
@@ -109,6 +110,26 @@ def _distilled_summary(config, layout: Layout, plan) -> str:
             f"held-out loss v1 {losses[0]:.3f}, v2 {losses[1]:.3f}")
 
 
+def _cost_summary(instance, run_ids: list[str], layout: Layout) -> str:
+    """The forecast made before the paid runs, against what they spent (0 when the caches held everything)."""
+    import json
+
+    from dagster import DagsterEventType
+
+    forecast = json.loads(layout.cost_forecast().read_text())
+    spent = 0.0
+    for run_id in run_ids:
+        for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records:
+            metadata = record.asset_materialization.metadata
+            key = record.asset_materialization.asset_key.path[-1]
+            entry = metadata.get("judge_spend_dollars" if key == "evaluation" else "spend_dollars")
+            if entry is not None and key != "conversations":  # a corpus shard repeats its transcripts' spend
+                spent += entry.value
+    low, high = forecast["total_dollars"]
+    return (f"cost: forecast ${forecast['expected_dollars']:.4f} (${low:.4f} to ${high:.4f}) before the runs, "
+            f"spent ${spent:.4f} (priced like gpt-4o-mini; the simulated teacher costs nothing)")
+
+
 def _judge_summary(layout: Layout, adapter: str) -> str:
     """The judge section of an adapter's evaluation in a few words, or nothing when it was not judged."""
     import json
@@ -135,7 +156,8 @@ def run_demo() -> int:
         os.environ["OPENAI_BASE_URL"] = base_url
         os.environ.setdefault("OPENAI_API_KEY", SIMULATED_API_KEY)
         log(f"simulated teacher (placeholder answers, not a real model) at {base_url}")
-        materialize_whole_graph(defs, config, DagsterInstance.get(), log)
+        instance = DagsterInstance.get()
+        run_ids = materialize_whole_graph(defs, config, instance, log)
 
     layout = Layout(output_dir())
     print(f"\ndone in {time.monotonic() - started:.0f}s. Outputs under {layout.root}:")
@@ -147,6 +169,7 @@ def run_demo() -> int:
             print(f"{'':31s}{judged}")
     for plan in config.self_distillation:
         print(f"{'':31s}{_distilled_summary(config, layout, plan)}")
+    print(f"  {_cost_summary(instance, run_ids, layout)}")
     print(f"  Dagster instance  {Path(os.environ['DAGSTER_HOME']) / '.dagster'}")
     if config.adapters:
         first = layout.adapter(config.adapters[0].name)

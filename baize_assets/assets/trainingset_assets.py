@@ -144,6 +144,10 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
 
 
 def shard_spend(layout: Layout, source: SourceConfig, shard: str) -> float | None:
-    """What one transcripts shard cost (every row, failures included); None when no row was priced."""
-    dollars = read_parquet(layout.transcripts(source.name, shard))["dollars"]
+    """What one transcripts shard cost (every row, failures included); None when no row was priced or the
+    corpus shard was not made from transcripts here."""
+    path = layout.transcripts(source.name, shard)
+    if not path.exists():
+        return None
+    dollars = read_parquet(path)["dollars"]
     return float(dollars.sum()) if dollars.notna().any() else None

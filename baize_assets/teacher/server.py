@@ -67,6 +67,16 @@ def busiest_window(admitted_at_s: list[float], window_s: float, weights: list[in
     return best
 
 
+def _served_models(models: Sequence[str] | None, reasoning_models: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """Every model served, and those of them with the reasoning-model rules; the default model unless only
+    reasoning models are named."""
+    if models is None:
+        models = () if reasoning_models else (DEFAULT_MODEL,)
+    if not models and not reasoning_models:
+        raise ValueError("the server needs at least one model name")
+    return tuple(dict.fromkeys((*models, *reasoning_models))), tuple(reasoning_models)
+
+
 class SimulatedTeacher:
     """An OpenAI-compatible chat server with deterministic placeholder answers.
 
@@ -118,14 +128,9 @@ class SimulatedTeacher:
             expire_batches=batch_expire, duplicate_ids=batch_duplicate_ids, unknown_ids=batch_unknown_ids,
             missing_ids=batch_missing_ids,
         )
-        if models is None:  # the default model, unless only reasoning models are served
-            models = () if reasoning_models else (DEFAULT_MODEL,)
-        if not models and not reasoning_models:
-            raise ValueError("the server needs at least one model name")
         self.host = host
         self.port = port
-        self.models = tuple(dict.fromkeys((*models, *reasoning_models)))
-        self.reasoning_models = tuple(reasoning_models)
+        self.models, self.reasoning_models = _served_models(models, reasoning_models)
         self.judge = judge
         if structured_output not in STRUCTURED_OUTPUT:
             raise ValueError(f"structured_output is one of {', '.join(STRUCTURED_OUTPUT)}")

@@ -36,7 +36,7 @@ from ..config.pipeline import ModelPrice, TeacherConfig
 # Bump when the forecast's method changes: the forecast asset's code_version.
 FORECAST_VERSION = "1"
 STANDARD_ERRORS = 2.5
-DRIFT = 0.1
+DRIFT = 0.15
 NO_HISTORY_LOW_SHARE = 0.125
 # Without history, the fewest tokens a v1.5 turn (one question, one short answer) is assumed to take.
 SHORT_TURN_TOKENS = 16
