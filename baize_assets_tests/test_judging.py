@@ -211,3 +211,16 @@ def test_a_judge_reference_that_is_no_adapter_is_named():
     with pytest.raises(ValueError, match="judge.reference is 'gpt5': neither 'teacher' nor a declared adapter"):
         PipelineConfig(sources=[SourceConfig(name="s", format="text", paths=["x"])],
                        adapters=[AdapterConfig(name="a", sources=["s"])], judge=JudgeConfig(reference="gpt5"))
+
+
+def test_a_step_fails_only_when_most_judgments_hold_no_score():
+    import pandas as pd
+
+    from baize_assets.core.feedback.judgments import unscored_problem
+
+    # Read back from a table, a scored row's reason may be NaN rather than None: it is still scored.
+    assert unscored_problem(pd.Series([None, float("nan"), "no_score"]), 0.5, "s", "m") is None
+    problem = unscored_problem(["out_of_range", "out_of_range", "no_score", None], 0.5, "v2/faq/0 scores", "tiny")
+    assert problem.startswith("3 of the 4 judgments of v2/faq/0 scores hold no score (2 out_of_range, 1 no_score)")
+    assert "Is judge.model ('tiny') a judge?" in problem
+    assert unscored_problem([], 0.5, "s", "m") is None and unscored_problem(["x"], 1.0, "s", "m") is None

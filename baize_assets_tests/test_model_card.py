@@ -84,3 +84,22 @@ def test_errors_name_the_file(tmp_path, trained):
     pd.DataFrame({"seed_id": ["a"], "text": ["t"]}).to_parquet(tmp_path / "set.parquet")
     with pytest.raises(ValueError, match=r"set.parquet lacks the column\(s\) source, shard, split"):
         training_set_lineage(tmp_path / "set.parquet")
+
+
+def test_the_card_states_what_the_training_data_cost(trained, tmp_path):
+    import pyarrow.parquet as pq
+
+    from baize_assets.core.costs.actuals import data_cost, with_data_cost
+
+    adapter_dir, training_set = trained
+    table = pq.read_table(training_set)
+    priced = tmp_path / "priced.parquet"
+    cost = data_cost([0.0125, None, 0.0075], table.num_rows)
+    pq.write_table(table.cast(with_data_cost(table.schema, cost)), priced)
+    lineage = training_set_lineage(priced)
+    assert lineage["data_cost"] == {"dollars": 0.02, "conversations": table.num_rows,
+                                    "dollars_per_conversation": round(0.02 / table.num_rows, 8)}
+    card = render_model_card(adapter_dir, lineage)
+    assert "The data cost $0.0200 of teacher calls" in card
+    assert f"${0.02 / table.num_rows:.6f} per conversation of the training set" in card
+    assert "The data cost" not in render_model_card(adapter_dir, training_set_lineage(training_set))

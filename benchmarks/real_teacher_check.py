@@ -109,8 +109,10 @@ def _judge(seeds: pd.DataFrame, base_url: str, limit: int) -> None:
                                  log=lambda _: None, writer=judge_writer(SCORE_ANSWER_FORMAT),
                                  warn=lambda line: print(f"  warning: {line}"))
     scores = self_distill.read_judgments(samples, result.transcripts)
+    by_answer = scores.groupby("sample_index")["score"].mean().round(1).to_dict()
     print(f"judge: {len(samples)} answers, {result.requests} requests, scored {int(scores['score'].notna().sum())}, "
-          f"unscored by reason {scores['reason'].dropna().value_counts().to_dict() or 'none'}")
+          f"unscored by reason {scores['reason'].dropna().value_counts().to_dict() or 'none'}; mean score of the "
+          f"good answers {by_answer.get(0)}, of the off-topic ones {by_answer.get(1)}")
     problem = unscored_problem(scores["reason"], config.judge.max_unscored_fraction, "the check's scores", MODEL)
     print(f"judge: the scores step would {'fail: ' + problem if problem else 'accept these judgments'}")
 
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=256, help="teacher.max_tokens for the check")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--judge-answers", type=int, default=16, help="answers the server judges (0: no judging)")
+    parser.add_argument("--judge-only", action="store_true", help="skip the self-chat collections")
     args = parser.parse_args(argv)
 
     seeds = load_seed_table(load_config().source(args.source)).seeds
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"llama-cpp-python serving SmolLM2-135M-Instruct at {base_url}; {len(seeds)} seeds of {args.source}",
               flush=True)
+        if args.judge_only:
+            _judge(seeds, base_url, args.judge_answers)
+            return 0
         before, before_s = _collect(seeds, base_url, load_config().teacher.max_retries, args.max_tokens)
         _report("format slips asked again max_retries (5) times", before, before_s, len(seeds))
         after, after_s = _collect(seeds, base_url, 1, args.max_tokens)

@@ -119,10 +119,11 @@ def read_pair_scores(text: str | None) -> Judgment:
 def unscored_problem(reasons: Iterable[str | None], max_fraction: float, step: str, model: str) -> str | None:
     """Why a step's judgments cannot be used, when more than ``max_fraction`` of them hold no score; else None.
 
-    ``reasons`` holds one entry per judgment: None where it was scored, else why not.
+    ``reasons`` holds one entry per judgment: None (or NaN) where it was scored, else why not.
     """
     reasons = list(reasons)
-    unscored = Counter(reason for reason in reasons if reason is not None)
+    # A table's missing reason may read as NaN rather than None: only a reason's text counts.
+    unscored = Counter(reason for reason in reasons if isinstance(reason, str))
     missing = sum(unscored.values())
     if not reasons or missing <= max_fraction * len(reasons):
         return None
