@@ -8,6 +8,7 @@ from .assets import (
     BASE_MODELS_GROUP,
     COST_FORECAST_KEY,
     adapter_stage_keys,
+    conversation_ratings_key,
     conversations_key,
     feedback_samples_key,
     feedback_scores_key,
@@ -56,10 +57,12 @@ def build_jobs(config: PipelineConfig) -> list:
     ]
     for source in config.sources:
         keys = [transcripts_key(source.name)] if source.is_self_chat else []
+        rated = [conversation_ratings_key(source.name)] if config.corpus.judge_filter.enabled else []
         jobs.append(
             define_asset_job(
                 corpus_job_name(source.name),
-                selection=AssetSelection.assets(*(gate if keys else []), *keys, conversations_key(source.name)),
+                selection=AssetSelection.assets(*(gate if keys or rated else []), *keys, conversations_key(source.name),
+                                                *rated),
                 description=f"Self-chat and corpus of one shard of '{source.name}' (partitioned by shard).",
             )
         )

@@ -4,6 +4,7 @@ Thin wiring only: each asset reads its inputs from the storage layout, calls a p
 module under ``core/`` and records what it wrote. Per source::
 
     <source>/seed_questions -> <source>/transcripts [shard] -> <source>/conversations [shard]
+                                                 (-> <source>/conversation_ratings [shard], the judge filter)
 
 (single-turn sources such as Alpaca skip the transcripts), and per adapter::
 
@@ -35,6 +36,7 @@ from .keys import (
     TINY_BASE_KEY,
     adapter_key,
     adapter_stage_keys,
+    conversation_ratings_key,
     conversations_key,
     evaluation_key,
     feedback_samples_key,
@@ -44,6 +46,7 @@ from .keys import (
     training_set_key,
     transcripts_key,
 )
+from .rating_assets import build_ratings_asset
 from .seed_assets import build_seed_asset
 from .trainingset_assets import build_training_set_asset
 from .transcript_assets import build_transcripts_asset
@@ -60,6 +63,7 @@ __all__ = [
     "feedback_scores_key",
     "build_asset_checks",
     "build_assets",
+    "conversation_ratings_key",
     "conversations_key",
     "seed_key",
     "shard_partitions",
@@ -75,6 +79,8 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
         if source.is_self_chat:
             built.append(build_transcripts_asset(source, config))
         built.append(build_conversations_asset(source, config))
+        if config.corpus.judge_filter.enabled:
+            built.append(build_ratings_asset(source, config))
     built.extend(build_base_model_assets(config))
     for adapter in config.adapters:
         built.append(build_training_set_asset(adapter, config))

@@ -23,8 +23,10 @@ from .metadata import active_settings, settings_hash, table_metadata
 # Settings that only judge or report a shard, never change the conversations and rejects it writes:
 # min_kept_ratio is the floor of the kept-ratio check; near_dedup.threshold is applied across shards by
 # the training set (a shard stores MinHash signatures, whose scheme the other near_dedup fields name);
-# real_text_quality adds the real-text figures to the report.
-CHECK_ONLY_SETTINGS = {"min_kept_ratio": True, "near_dedup": {"threshold"}, "real_text_quality": True}
+# real_text_quality adds the real-text figures to the report; the judge filter rates the kept conversations
+# and is applied by the training set.
+CHECK_ONLY_SETTINGS = {"min_kept_ratio": True, "near_dedup": {"threshold"}, "real_text_quality": True,
+                       "judge_filter": True}
 # A single-turn source's pairs are not parsed from transcripts, and the voice check is for self-chat only.
 SELF_CHAT_ONLY_SETTINGS = ("role_confusion", "truncated", "unfinished_turns", "role_voice")
 

@@ -38,6 +38,11 @@ def conversations_key(source: str) -> AssetKey:
     return AssetKey([source, "conversations"])
 
 
+def conversation_ratings_key(source: str) -> AssetKey:
+    """The judge filter's ratings of a source's kept conversations (opt-in)."""
+    return AssetKey([source, "conversation_ratings"])
+
+
 def training_set_key(adapter: str) -> AssetKey:
     return AssetKey([adapter, "training_set"])
 

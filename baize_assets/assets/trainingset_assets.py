@@ -6,14 +6,14 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from ..core.config.pipeline import AdapterConfig, PipelineConfig, SourceConfig
-from ..core.corpus import chat_dataset, report, trainingset
+from ..core.corpus import chat_dataset, judge_filter, report, trainingset
 from ..core.corpus.schema import data_version
 from ..core.costs.actuals import data_cost, with_data_cost
 from ..core.plots_markdown import plots_markdown
 from ..core.storage import Layout, read_parquet, shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
 from .corpus_assets import read_rejects
-from .keys import conversations_key, training_set_key
+from .keys import conversation_ratings_key, conversations_key, training_set_key
 from .metadata import active_settings, settings_hash, table_metadata
 
 
@@ -26,6 +26,7 @@ def training_set_settings(adapter: AdapterConfig, config: PipelineConfig) -> dic
         "eval_size": adapter.training.eval_size,
         "near_dedup": active_settings(config.corpus.near_dedup.model_dump(mode="json")),
         "sources": [[s.name, s.domain, s.format, s.language, s.is_self_chat] for s in sources],
+        "judge_filter": active_settings(config.corpus.judge_filter.model_dump(mode="json")),
         # The card names the teacher only when a source was self-chatted.
         "teacher": [teacher.model, teacher.mode, teacher.temperature, teacher.max_rounds] if self_chatted else None,
     }
@@ -40,6 +41,16 @@ def _read_shards(layout: Layout, adapter: AdapterConfig, sources: list[SourceCon
             f"training set '{adapter.name}' needs every corpus shard of its sources; missing: {', '.join(missing)}"
         )
     return pd.concat([read_parquet(p) for p in paths], ignore_index=True)
+
+
+def _judge_filtered(layout: Layout, sources: list[SourceConfig], shards: pd.DataFrame,
+                    min_score: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The conversations the judge rated at ``min_score`` or more (or could not rate), and the others as rejects."""
+    ratings = pd.concat([read_parquet(layout.conversation_ratings(s.name, shard)) for s in sources
+                         for shard in shard_keys(s.shards)], ignore_index=True)
+    below = judge_filter.rated_below(shards, ratings, min_score)
+    dropped = shards.loc[below, ["seed_id", "source"]].assign(reason=judge_filter.JUDGE_SCORE)
+    return shards[~below].reset_index(drop=True), dropped
 
 
 def _write_chat_dataset(
@@ -74,10 +85,12 @@ def _write_chat_dataset(
 def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> AssetsDefinition:
     sources = [config.source(name) for name in adapter.sources]
     near = config.corpus.near_dedup
+    judge_filter_on = config.corpus.judge_filter.enabled
+    ratings = [conversation_ratings_key(s.name) for s in sources] if judge_filter_on else []
 
     @asset(
         key=training_set_key(adapter.name),
-        deps=[conversations_key(s.name) for s in sources],
+        deps=[*(conversations_key(s.name) for s in sources), *ratings],
         group_name=adapter.name,
         kinds={"parquet"},
         description=(
@@ -90,6 +103,9 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
     def training_set(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
         shards = _read_shards(layout, adapter, sources)
+        judged_out = pd.DataFrame(columns=["seed_id", "source", "reason"])
+        if judge_filter_on:
+            shards, judged_out = _judge_filtered(layout, sources, shards, config.corpus.judge_filter.min_score)
         built = trainingset.build_training_set(shards, adapter.training.eval_size, near)
         if built.recomputed_signatures:
             context.log.warning(
@@ -109,7 +125,8 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
         corpus_rejects = read_rejects(
             [layout.rejects(s.name, shard) for s in sources for shard in shard_keys(s.shards)]
         )
-        dropped = pd.concat([corpus_rejects[["source", "reason"]], built.duplicates[["source", "reason"]]])
+        dropped = pd.concat([corpus_rejects[["source", "reason"]], judged_out[["source", "reason"]],
+                             built.duplicates[["source", "reason"]]])
         reasons = report.reason_table(kept.groupby("source").size(), dropped)
         plots = report.plot_distributions(kept, layout.training_set_report(adapter.name)) if len(kept) else {}
         by_reason = built.duplicates.groupby("reason").size()
@@ -121,6 +138,7 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
                 "train": int((kept["split"] == "train").sum()),
                 "eval": int((kept["split"] == "eval").sum()),
                 "duplicates_dropped": len(built.duplicates),
+                **({"judge_filter_dropped": len(judged_out)} if judge_filter_on else {}),
                 "exact_duplicates": int(by_reason.get(trainingset.EXACT_DUPLICATE, 0)),
                 "near_duplicates": int(by_reason.get(trainingset.NEAR_DUPLICATE, 0)),
                 "duplicates_rate": round(len(built.duplicates) / len(shards), 4) if len(shards) else 0.0,

@@ -183,7 +183,19 @@ COMPARE_ANSWERS_TEMPLATE = (
     "Assistant 2 in that order, separated by a space. Then explain your judgment; do not let the "
     "order in which the answers appear or their length sway it."
 )
-# Structured output of the two judgments, where the judge's endpoint takes a JSON schema
+# The judge filter (opt-in): one kept conversation rated 1-10 as a whole, before it is trained on.
+RATE_CONVERSATION_TEMPLATE = (
+    "You are reviewing a conversation between a human and an AI assistant, written to train assistants.\n\n"
+    "[Conversation]\n{conversation}\n[End of conversation]\n\n"
+    "Rate the AI assistant's replies in this conversation, judging their helpfulness and correctness together. "
+    "On the first line write only one integer from 1 to 10, higher is better. Then explain the score in a short "
+    "paragraph."
+)
+_RATED_CONVERSATION = re.compile(
+    r"^You are reviewing a conversation between.*?\[Conversation\]\n(?P<conversation>.*)\n\[End of conversation\]"
+    r"\n\nRate the AI assistant's replies", re.S)
+
+# Structured output of the judgments, where the judge's endpoint takes a JSON schema
 # (``response_format``); the explanation comes first, so the score follows from it.
 SCORE_ANSWER_FIELD = "score"
 COMPARE_ANSWERS_FIELDS = ("assistant_1_score", "assistant_2_score")
@@ -196,6 +208,7 @@ def _judgment_format(name: str, scores: tuple[str, ...]) -> dict:
 
 
 SCORE_ANSWER_FORMAT = _judgment_format("answer_score", (SCORE_ANSWER_FIELD,))
+RATE_CONVERSATION_FORMAT = _judgment_format("conversation_rating", (SCORE_ANSWER_FIELD,))
 COMPARE_ANSWERS_FORMAT = _judgment_format("answer_comparison", COMPARE_ANSWERS_FIELDS)
 
 _SCORED_ANSWER = re.compile(
@@ -218,6 +231,26 @@ def _plain_dialogue(turns: Iterable[Turn]) -> str:
 def score_answer_prompt(context: Iterable[Turn], answer: str) -> str:
     """The judge prompt of one sampled answer; ``context`` ends with the human message it answers."""
     return SCORE_ANSWER_TEMPLATE.format(conversation=_plain_dialogue(context), answer=answer)
+
+
+def rate_conversation_prompt(turns: Iterable[Turn]) -> str:
+    """The judge filter's prompt of one conversation."""
+    return RATE_CONVERSATION_TEMPLATE.format(conversation=_plain_dialogue(turns))
+
+
+def parse_rate_conversation_prompt(prompt: str) -> list[Turn] | None:
+    """The turns of a judge filter prompt, or None when the text is not one."""
+    match = _RATED_CONVERSATION.match(prompt)
+    if not match:
+        return None
+    turns = []
+    for line in match["conversation"].split("\n"):
+        role, _, text = line.partition(": ")
+        if role in ("Human", "AI"):
+            turns.append(Turn("human" if role == "Human" else "ai", text))
+        elif turns:  # a turn of several lines
+            turns[-1] = Turn(turns[-1].role, f"{turns[-1].text}\n{line}")
+    return turns
 
 
 def compare_answers_prompt(question: str, first: str, second: str) -> str:

@@ -67,6 +67,17 @@ class Layout:
     def conversations(self, source: str, shard: str | int) -> Path:
         return self.root / source / "conversations" / f"shard-{shard}.parquet"
 
+    def conversation_ratings(self, source: str, shard: str | int) -> Path:
+        """The judge filter's rating of each kept conversation of a shard."""
+        return self.root / source / "conversation_ratings" / f"shard-{shard}.parquet"
+
+    def conversation_ratings_cache(self, source: str) -> Path:
+        """Every judge filter rating of a source, written as it arrives."""
+        return self.root / source / "rating_cache.sqlite"
+
+    def conversation_ratings_lease(self, source: str, shard: str | int) -> Path:
+        return self.root / source / "conversation_ratings" / f"shard-{shard}.lease"
+
     def rejects(self, source: str, shard: str | int) -> Path:
         return self.root / source / "rejects" / f"shard-{shard}.parquet"
 

@@ -23,6 +23,7 @@ from ..core.prompts import (
     RAW_HUMAN,
     SCORE_ANSWER_FIELD,
     parse_compare_answers_prompt,
+    parse_rate_conversation_prompt,
     parse_score_answer_prompt,
 )
 from .text import STOPWORDS, self_chat_transcript, stable_rng
@@ -71,13 +72,19 @@ def judge_reply(prompt: str, model: str, as_judge: bool = True, structured: bool
     """
     scored = parse_score_answer_prompt(prompt)
     compared = parse_compare_answers_prompt(prompt) if scored is None else None
-    if scored is None and compared is None:
+    rated = parse_rate_conversation_prompt(prompt) if scored is None and compared is None else None
+    if scored is None and compared is None and rated is None:
         return None
     if not as_judge:
         rng = stable_rng("no judge", prompt, model)
-        names = (SCORE_ANSWER_FIELD,) if scored is not None else COMPARE_ANSWERS_FIELDS
+        names = COMPARE_ANSWERS_FIELDS if compared is not None else (SCORE_ANSWER_FIELD,)
         return _judgment([rng.randint(101, 999) for _ in names], names, structured,
                          "I liked this conversation a lot and would happily read more of it.")
+    if rated is not None:
+        human = next((t.text for t in rated if t.role == "human"), "")
+        answer = next((t.text for t in rated if t.role == "ai"), "")
+        return _judgment([1 + round(9 * answer_quality(human, answer, model))], (SCORE_ANSWER_FIELD,), structured,
+                         "Simulated rating by how close the first answer is to the teacher's own.")
     if scored is not None:
         question, answer = scored
         score = 1 + round(99 * answer_quality(question, answer, model))

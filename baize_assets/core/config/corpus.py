@@ -121,6 +121,16 @@ class NearDedupConfig(StrictModel):
     seed: int = 1
 
 
+class JudgeFilterConfig(StrictModel):
+    """The judge's 1-10 rating of each kept conversation; a training set leaves out those under ``min_score``.
+
+    Off by default: it is one paid judge request per conversation (``baize estimate`` prices it).
+    """
+
+    enabled: bool = False
+    min_score: int = Field(default=6, ge=1, le=10)
+
+
 class CorpusConfig(StrictModel):
     """Which conversations the corpus keeps. Every filter has a reason code and can be turned off."""
 
@@ -140,6 +150,7 @@ class CorpusConfig(StrictModel):
     language: LanguageFilterConfig = LanguageFilterConfig()
     scrub: ScrubConfig = ScrubConfig()
     near_dedup: NearDedupConfig = NearDedupConfig()
+    judge_filter: JudgeFilterConfig = JudgeFilterConfig()
     # Asset check: warn when a corpus shard keeps less than this share of its transcripts.
     min_kept_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     # The corpus report also scores the filters on the hand-labelled real conversations

@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from .base import PROJECT_ROOT as PROJECT_ROOT, StrictModel, Text, UniqueTexts, no_repeats
 from .corpus import (  # the corpus filters' settings are part of this one configuration
     CorpusConfig as CorpusConfig,
+    JudgeFilterConfig as JudgeFilterConfig,
     LanguageFilterConfig as LanguageFilterConfig,
     NearDedupConfig as NearDedupConfig,
     RepetitionConfig as RepetitionConfig,

@@ -1,6 +1,8 @@
 """The paid stages of a configuration, priced before a run: what each would ask, and what it would cost.
 
 * **transcripts** of each self-chat source (the selected shards): one row per seed;
+* **ratings** of the judge filter (when on): one judgment per kept conversation, exact where
+  the corpus shard exists, else one per seed;
 * **scores** of each Baize v2 entry: one judgment per sampled answer (k per chosen seed),
   exact where the samples exist, else from the conversations (or seeds) they would answer;
 * **judgments** of each judged evaluation: the teacher's reference answers (shared by every
@@ -24,15 +26,24 @@ from ..collect.cache import CollectionStats, TranscriptCache, cache_key
 from ..collect.modes import REFERENCE_WRITER, Writer, judge_writer, self_chat_writer
 from ..collect.results import generation_inputs, history_key
 from ..config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig, TeacherConfig
+from ..corpus import judge_filter
 from ..evaluate import judge as judge_eval
 from ..feedback import self_distill
-from ..prompts import COMPARE_ANSWERS_FORMAT, SCORE_ANSWER_FORMAT, Turn, compare_answers_prompt, score_answer_prompt
+from ..prompts import (
+    COMPARE_ANSWERS_FORMAT,
+    RATE_CONVERSATION_FORMAT,
+    SCORE_ANSWER_FORMAT,
+    Turn,
+    compare_answers_prompt,
+    rate_conversation_prompt,
+    score_answer_prompt,
+)
 from ..seeds.table import load_seed_table
 from ..storage import Layout
 from .forecast import MIN_HISTORY_ROWS, StageForecast, forecast_stage
 
-TRANSCRIPTS, SCORES, JUDGMENTS = "transcripts", "scores", "judgments"
-STAGES = (TRANSCRIPTS, SCORES, JUDGMENTS)
+TRANSCRIPTS, RATINGS, SCORES, JUDGMENTS = "transcripts", "ratings", "scores", "judgments"
+STAGES = (TRANSCRIPTS, RATINGS, SCORES, JUDGMENTS)
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,26 @@ def _placeholder(tokens: int) -> str:
     return "word " * tokens
 
 
+def ratings_forecast(config: PipelineConfig, layout: Layout, source: SourceConfig,
+                     shards: list[int]) -> StageForecast:
+    """The judge filter's ratings of ``shards``: the kept conversations where the corpus exists, else every seed
+    with an answer as long as half the teacher's ``max_tokens``."""
+    texts = []
+    for shard in shards:
+        conversations = layout.conversations(source.name, shard)
+        if conversations.exists():
+            texts += list(judge_filter.rating_requests(pd.read_parquet(conversations))["seed"])
+        else:
+            seeds = _seeds(layout, source)
+            answer = _placeholder(config.teacher.max_tokens // 2)
+            texts += [rate_conversation_prompt([Turn("human", seed), Turn("ai", answer)])
+                      for seed in seeds.loc[seeds["shard"] == shard, "seed"]]
+    writer = judge_writer(RATE_CONVERSATION_FORMAT if config.judge.structured_output else None)
+    others = [layout.conversation_ratings_cache(s.name) for s in config.sources if s.name != source.name]
+    return _stage(f"{source.name} ratings{_shard_label(source, shards)}", config.judge_teacher(), writer, texts,
+                  layout.conversation_ratings_cache(source.name), others)
+
+
 def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillationConfig, source: SourceConfig,
                    shard: int) -> list[str]:
     """The judge prompts of one scores shard: exact where its samples exist, else with placeholder answers."""
@@ -172,6 +203,8 @@ def forecast_selection(config: PipelineConfig, layout: Layout, selection: Select
     stages: list[StageForecast] = []
     if TRANSCRIPTS in selection.stages:
         stages += [transcripts_forecast(config, layout, s, selection.shard_list(s)) for s in sources if s.is_self_chat]
+    if RATINGS in selection.stages and config.corpus.judge_filter.enabled:
+        stages += [ratings_forecast(config, layout, s, selection.shard_list(s)) for s in sources]
     if SCORES in selection.stages:
         for plan in config.self_distillation:
             for source in (s for s in sources if s.name in config.adapter(plan.adapter).sources):

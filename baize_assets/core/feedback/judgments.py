@@ -29,6 +29,7 @@ JUDGMENT_REASONS = (NO_SCORE, OUT_OF_RANGE, SEVERAL_SCORES, JUDGE_REFUSED, EMPTY
 
 SINGLE_SCALE = (1, 100)
 PAIR_SCALE = (1, 10)
+CONVERSATION_SCALE = (1, 10)
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?![\w])")
 # "85/100", "85 out of 100", "8/10": the denominator names the scale, it is not a second score.
@@ -109,6 +110,11 @@ def _read(text: str | None, count: int, scale: tuple[int, int], fields: tuple[st
 def read_single_score(text: str | None) -> Judgment:
     """One score 1-100: a structured judgment's ``score``, else the first line of a judgment that holds a number."""
     return _read(text, 1, SINGLE_SCALE, (SCORE_ANSWER_FIELD,))
+
+
+def read_conversation_score(text: str | None) -> Judgment:
+    """One score 1-10 of a whole conversation (the judge filter), structured or on the first line with a number."""
+    return _read(text, 1, CONVERSATION_SCALE, (SCORE_ANSWER_FIELD,))
 
 
 def read_pair_scores(text: str | None) -> Judgment:
