@@ -1,5 +1,6 @@
 """Reading judgments: every hostile shape of a judge's answer becomes a score or a reason."""
 
+import pandas as pd
 import pytest
 
 from baize_assets.core.feedback.judgments import (
@@ -159,16 +160,24 @@ def test_a_judge_question_file_with_a_bad_line_is_named(tmp_path):
         load_questions(tmp_path / "missing.txt")
 
 
+def _judge_table(margins: list[float]) -> pd.DataFrame:
+    """A judge table whose question i has the adapter ``margins[i]`` points over a reference scored 5 + 5."""
+    return pd.DataFrame({"question": [f"q{i}" for i in range(len(margins))],
+                         "candidate_scores": [(5 + m / 2, 5 + m / 2) for m in margins],
+                         "reference_scores": [(5.0, 5.0)] * len(margins)})
+
+
 @pytest.mark.parametrize(
-    "v1_score, v2_score, judge_check, passed, severity",
+    "v1_margins, v2_margins, judge_check, passed, severity",
     [
-        (80.0, 85.5, "warn", True, "WARN"),
-        (80.0, 70.0, "warn", False, "WARN"),
-        (80.0, 70.0, "block", False, "ERROR"),
+        ([0, 1, -1, 2] * 10, [0, 2, 0, 2] * 10, "warn", True, "WARN"),  # better
+        ([0, 1, -1, 2] * 10, [-2, 2, -1, 2] * 10, "warn", True, "WARN"),  # lower, within the judge's noise
+        ([0, 1, -1, 2] * 10, [-4, -3, -5, -2] * 10, "warn", False, "WARN"),  # worse on every question
+        ([0, 1, -1, 2] * 10, [-4, -3, -5, -2] * 10, "block", False, "ERROR"),
     ],
 )
-def test_the_v2_check_compares_the_judges_scores_of_v2_and_v1(tmp_path, v1_score, v2_score, judge_check, passed,
-                                                             severity):
+def test_the_v2_check_fails_only_when_v2_is_worse_beyond_the_judge_s_noise(tmp_path, v1_margins, v2_margins,
+                                                                          judge_check, passed, severity):
     import json
 
     from baize_assets.assets.checks import _judged_not_worse_check
@@ -178,13 +187,32 @@ def test_the_v2_check_compares_the_judges_scores_of_v2_and_v1(tmp_path, v1_score
 
     layout = Layout(tmp_path)
     layout.evaluation("a").parent.mkdir(parents=True)
-    for name, score in (("a", v1_score), ("a_v2", v2_score)):
-        layout.evaluation(name).write_text(json.dumps({"judge": {"relative_score_pct": score}}))
+    for name, margins in (("a", v1_margins), ("a_v2", v2_margins)):
+        table = _judge_table(margins)
+        score = 100 * sum(sum(c) for c in table["candidate_scores"]) / sum(sum(r) for r in table["reference_scores"])
+        layout.evaluation(name).write_text(json.dumps({"judge": {"relative_score_pct": round(score, 2)}}))
+        table.to_parquet(layout.evaluation_judge_table(name))
     check = _judged_not_worse_check(SelfDistillationConfig(adapter="a", judge_check=judge_check))
     assert next(iter(check.check_specs)).blocking == (judge_check == "block")
     result = check(storage=BaizeStorage(output_dir=str(tmp_path)))
     assert (result.passed, result.severity.value) == (passed, severity)
-    assert result.metadata["difference_pct_points"].value == round(v2_score - v1_score, 2)
+    differences = [b - a for a, b in zip(v1_margins, v2_margins)]
+    assert result.metadata["paired_wins"].value == sum(d > 0 for d in differences)
+    assert result.metadata["paired_losses"].value == sum(d < 0 for d in differences)
+    assert result.metadata["paired_ci_low"].value <= sum(differences) / len(differences) <= \
+        result.metadata["paired_ci_high"].value
+    assert ("worse: the whole 95% interval is below zero" in result.description) == (not passed)
+
+
+def test_the_questions_a_judged_comparison_needs():
+    from baize_assets.core.evaluate.judged_comparison import compare_judged, questions_needed
+
+    assert questions_needed(spread=4.0, drop=1.0) == 62  # 1.96**2 * 16
+    assert questions_needed(spread=4.0, drop=2.0) == 16
+    few = compare_judged(_judge_table([0, 0, 0]), _judge_table([-2, 1, -2]))  # lower on 3 questions: noise
+    assert (few.wins, few.ties, few.losses, few.questions) == (1, 0, 2, 3) and not few.worse
+    unreadable = _judge_table([0, 0]).assign(candidate_scores=[(None, 5.0), (5.0, 5.0)])
+    assert compare_judged(unreadable, _judge_table([1, 1])).questions == 1
 
 
 def test_the_v2_check_fails_naming_an_evaluation_without_a_judge_section(tmp_path):

@@ -27,6 +27,7 @@ from baize_assets.assets import (
     feedback_samples_key,
     transcripts_key,
 )
+from baize_assets.core.feedback.self_distill import held_out_seed_ids
 from baize_assets.core.storage import Layout
 from baize_assets.definitions import build_definitions
 from baize_assets.demo import materialize_whole_graph
@@ -72,7 +73,7 @@ def test_whole_graph_materializes_every_asset_and_partition(built_graph):
     expected |= {
         (f"{a.name}/{stage}", None) for a in config.adapters for stage in ("training_set", "adapter", "evaluation")
     }
-    expected |= {("base_models/tiny_llama", None)}
+    expected |= {("base_models/tiny_llama", None), ("costs/forecast", None)}
     for plan in config.self_distillation:
         for source in map(config.source, config.adapter(plan.adapter).sources):
             expected |= {
@@ -82,6 +83,21 @@ def test_whole_graph_materializes_every_asset_and_partition(built_graph):
         expected |= {(f"{plan.adapter_name}/{stage}", None) for stage in ("training_set", "adapter", "evaluation")}
     assert config.self_distillation, "the project's configuration runs Baize v2 end to end"
     assert seen == expected
+
+
+def test_v2_never_samples_the_conversations_v1_and_v2_are_evaluated_on(built_graph):
+    config, _, _, _, layout, _ = built_graph
+    for plan in config.self_distillation:
+        v1_set = pd.read_parquet(layout.training_set(plan.adapter))
+        held_out = held_out_seed_ids(v1_set, pd.read_parquet(layout.training_set_duplicates(plan.adapter)))
+        assert held_out, "the shipped configuration holds conversations out"
+        sampled = {seed_id for source in map(config.source, config.adapter(plan.adapter).sources)
+                   for shard in range(source.shards)
+                   for seed_id in pd.read_parquet(layout.feedback_samples(plan.adapter_name, source.name, shard))[
+                       "seed_id"]}
+        assert sampled and not sampled & held_out
+        v2_eval = pd.read_parquet(layout.training_set(plan.adapter_name)).query("split == 'eval'")
+        assert set(v2_eval["seed_id"]) == set(v1_set.query("split == 'eval'")["seed_id"])
 
 
 def test_every_table_reports_row_count_matching_its_parquet(built_graph):
@@ -236,6 +252,7 @@ def test_rerunning_one_samples_shard_rebuilds_only_its_scores_and_v2(built_graph
 def test_every_adapter_is_judged_and_the_judge_checks_v2_against_v1(built_graph):
     from baize_assets.assets.checks import judge_check_name
     from baize_assets.core.evaluate.judge import load_questions
+    from baize_assets.core.evaluate.judged_comparison import compare_judged
 
     config, _, _, instance, layout, run_ids = built_graph
     questions = load_questions(config.judge.resolved_questions_path(), config.judge.questions)
@@ -254,5 +271,8 @@ def test_every_adapter_is_judged_and_the_judge_checks_v2_against_v1(built_graph)
     ]
     judged = [c for c in checks if c.check_name == judge_check_name(plan.adapter)]
     assert len(judged) == 1
-    assert judged[0].passed == (scores[plan.adapter_name] >= scores[plan.adapter])
+    compared = compare_judged(pd.read_parquet(layout.evaluation_judge_table(plan.adapter)),
+                              pd.read_parquet(layout.evaluation_judge_table(plan.adapter_name)))
+    assert judged[0].passed == (not compared.worse)
+    assert judged[0].metadata["paired_questions"].value == compared.questions == len(questions)
     assert judged[0].metadata[f"{plan.adapter}_relative_score_pct"].value == scores[plan.adapter]

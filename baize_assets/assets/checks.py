@@ -21,6 +21,7 @@ from dagster import (
 
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
 from ..core.corpus.schema import schema_problems
+from ..core.evaluate.judged_comparison import CONFIDENCE, compare_judged
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .keys import conversations_key, evaluation_key, shard_partitions, training_set_key
@@ -116,14 +117,16 @@ def _judged_not_worse_check(plan: SelfDistillationConfig) -> AssetChecksDefiniti
         additional_deps=[evaluation_key(v1)],
         blocking=blocking,
         description=(
-            f"The judge's relative score of '{v2}' is at least that of '{v1}', both against the same reference"
+            f"The judge does not rate '{v2}' worse than '{v1}' beyond its noise: per question, against the same "
+            "reference, the 95% interval of the mean difference is not wholly below zero"
             + (" (blocking: judge_check is 'block')." if blocking else ".")
         ),
     )
     def judged_not_worse(storage: BaizeStorage) -> AssetCheckResult:
+        layout = storage.layout
         scores, missing = {}, []
         for name in (v1, v2):
-            path = storage.layout.evaluation(name)
+            path = layout.evaluation(name)
             judge = json.loads(path.read_text(encoding="utf-8")).get("judge") if path.exists() else None
             if judge is None or judge.get("relative_score_pct") is None:
                 missing.append(f"{path} has no judge score" if path.exists() else f"{path} does not exist")
@@ -132,12 +135,20 @@ def _judged_not_worse_check(plan: SelfDistillationConfig) -> AssetChecksDefiniti
         severity = AssetCheckSeverity.ERROR if blocking else AssetCheckSeverity.WARN
         if missing:
             return AssetCheckResult(passed=False, severity=severity, description="; ".join(missing))
+        compared = compare_judged(read_parquet(layout.evaluation_judge_table(v1)),
+                                  read_parquet(layout.evaluation_judge_table(v2)))
+        verdict = (f"worse: the whole {CONFIDENCE:.0%} interval is below zero" if compared.worse
+                   else "not worse beyond the judge's noise")
         return AssetCheckResult(
-            passed=scores[v2] >= scores[v1],
+            passed=not compared.worse,
             severity=severity,
             metadata={f"{v1}_relative_score_pct": scores[v1], f"{v2}_relative_score_pct": scores[v2],
-                      "difference_pct_points": round(scores[v2] - scores[v1], 2)},
-            description=f"judge: {v2} {scores[v2]}% vs {v1} {scores[v1]}% of the reference",
+                      "difference_pct_points": round(scores[v2] - scores[v1], 2),
+                      **{f"paired_{key}": value for key, value in compared.as_dict().items() if value is not None}},
+            description=(f"judge: {v2} {scores[v2]}% vs {v1} {scores[v1]}% of the reference; per question {v2} "
+                         f"wins {compared.wins}, ties {compared.ties}, loses {compared.losses} of "
+                         f"{compared.questions}, mean difference {compared.mean_difference} points "
+                         f"({CONFIDENCE:.0%} interval {compared.ci_low} to {compared.ci_high}): {verdict}"),
         )
 
     return judged_not_worse

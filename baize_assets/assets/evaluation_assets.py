@@ -52,7 +52,9 @@ def _evaluate(
     layout = storage.layout
     frame = read_parquet(layout.training_set(adapter.name))
     held_out = frame[frame["split"] == "eval"]
-    report = evaluate_adapter(layout.adapter(adapter.name), turns_of(held_out), adapter.training, log=context.log.info)
+    training = config.evaluation_training(adapter)
+    report = evaluate_adapter(layout.adapter(adapter.name), turns_of(held_out), training, log=context.log.info)
+    report["loss_on"] = training.loss_on
     report["data_version"] = data_version(frame)
     judge = judge_adapter(context, layout, openai, adapter.name, config) if openai is not None else None
     if judge is not None:
@@ -109,7 +111,7 @@ def build_evaluation_asset(adapter: AdapterConfig, config: PipelineConfig) -> As
             "the adapter, and the adapter's answers to fixed prompts through the `baize chat` code"
             + (f"; the teacher judges its answers against the {reference}'s, in both orders." if judged else ".")
         ),
-        code_version=f"1-{config_hash(adapter.training)}{judge_version}",
+        code_version=f"2-{config_hash(config.evaluation_training(adapter))}{judge_version}",
         check_specs=[
             AssetCheckSpec(
                 BEATS_BASE_CHECK,

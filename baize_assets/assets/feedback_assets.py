@@ -48,23 +48,26 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> A
 
     @asset(
         key=feedback_samples_key(plan.adapter_name, source.name),
-        deps=[adapter_key(plan.adapter), conversations_key(source.name)],
+        deps=[adapter_key(plan.adapter), conversations_key(source.name), training_set_key(plan.adapter)],
         partitions_def=shard_partitions(source),
         group_name=plan.adapter_name,
         kinds={"pytorch", "parquet"},
         description=(
             f"{sampling.answers_per_seed} answers of adapter '{plan.adapter}' to the last human turn of "
-            f"'{source.name}' conversations (with the turns before it as context), sampled in batches."
+            f"'{source.name}' conversations (with the turns before it as context), sampled in batches; never of "
+            f"'{plan.adapter}'s held-out conversations, on which both adapters are evaluated."
         ),
-        code_version=f"1-{CHAT_FORMAT_VERSION}-{config_hash(sampling)}",
+        code_version=f"2-{CHAT_FORMAT_VERSION}-{config_hash(sampling)}",
     )
     def samples(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         from ..core.feedback.sampling import sample_answers
 
         layout = storage.layout
         shard = int(context.partition_key)
+        excluded = self_distill.held_out_seed_ids(read_parquet(layout.training_set(plan.adapter)),
+                                                  read_parquet(layout.training_set_duplicates(plan.adapter)))
         contexts = self_distill.feedback_contexts(
-            read_parquet(layout.conversations(source.name, shard)), sampling.seeds_per_shard, sampling.seed
+            read_parquet(layout.conversations(source.name, shard)), sampling.seeds_per_shard, sampling.seed, excluded
         )
         frame = sample_answers(layout.adapter(plan.adapter), contexts, sampling, log=context.log.info)
         path = write_parquet_atomic(
@@ -74,6 +77,7 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> A
             metadata={
                 **table_metadata(frame, path, self_distill.SAMPLE_SCHEMA),
                 "seeds": len(contexts),
+                "held_out_not_sampled": len(excluded),
                 "finish_reasons": MetadataValue.json(frame["finish_reason"].value_counts().astype(int).to_dict()),
                 "mean_answer_chars": round(float(frame["answer"].str.len().mean()), 1) if len(frame) else 0.0,
             }

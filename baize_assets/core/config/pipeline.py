@@ -247,6 +247,15 @@ class PipelineConfig(StrictModel):
         return settings.as_section("judge", judge.base_url_env or "OPENAI_BASE_URL",
                                    judge.api_key_env or "OPENAI_API_KEY")
 
+    def evaluation_training(self, adapter: AdapterConfig) -> TrainingConfig:
+        """The settings an adapter's held-out loss is measured with: a Baize v2 adapter trains on its last AI
+        turn only, but is evaluated with its v1's loss mask (every AI turn), on v1's held-out conversations,
+        so the two losses compare."""
+        plan = next((p for p in self.self_distillation if p.adapter_name == adapter.name), None)
+        if plan is None:
+            return adapter.training
+        return adapter.training.model_copy(update={"loss_on": self.adapter(plan.adapter).training.loss_on})
+
     def distilled_adapter(self, plan: SelfDistillationConfig) -> AdapterConfig:
         """The v2 adapter of ``plan``: v1's base, LoRA and training, its loss on the best answer only."""
         v1 = self.adapter(plan.adapter)

@@ -151,8 +151,12 @@ def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillatio
         return list(self_distill.judge_requests(pd.read_parquet(samples))["seed"])
     conversations = layout.conversations(source.name, shard)
     if conversations.exists():
+        excluded = set()
+        if layout.training_set(plan.adapter).exists() and layout.training_set_duplicates(plan.adapter).exists():
+            excluded = self_distill.held_out_seed_ids(pd.read_parquet(layout.training_set(plan.adapter)),
+                                                      pd.read_parquet(layout.training_set_duplicates(plan.adapter)))
         contexts = [c.context for c in self_distill.feedback_contexts(
-            pd.read_parquet(conversations), sampling.seeds_per_shard, sampling.seed)]
+            pd.read_parquet(conversations), sampling.seeds_per_shard, sampling.seed, excluded)]
     else:
         seeds = _seeds(layout, source)
         contexts = [[Turn("human", seed)] for seed in seeds.loc[seeds["shard"] == shard, "seed"]]

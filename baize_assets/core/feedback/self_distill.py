@@ -82,13 +82,26 @@ def _rank(seed_id: str, salt: int) -> str:
     return hashlib.sha256(f"{salt}\0{seed_id}".encode()).hexdigest()
 
 
-def feedback_contexts(conversations: pd.DataFrame, limit: int | None, salt: int = 0) -> list[FeedbackContext]:
-    """Up to ``limit`` conversations of a shard (all with None), chosen by a stable hash of their seed id.
+def held_out_seed_ids(training_set: pd.DataFrame, duplicates: pd.DataFrame) -> set[str]:
+    """v1's held-out conversations, and those its training set dropped as their duplicates.
+
+    v2 is evaluated on v1's held-out conversations: sampling them (or a near copy of one)
+    would train v2 on the prompts and contexts it is then evaluated on.
+    """
+    held_out = set(training_set.loc[training_set["split"] == "eval", "seed_id"])
+    return held_out | set(duplicates.loc[duplicates["duplicate_of"].isin(held_out), "seed_id"])
+
+
+def feedback_contexts(conversations: pd.DataFrame, limit: int | None, salt: int = 0,
+                      excluded: set[str] = frozenset()) -> list[FeedbackContext]:
+    """Up to ``limit`` conversations of a shard (all with None), chosen by a stable hash of their seed id,
+    none of ``excluded`` (see :func:`held_out_seed_ids`).
 
     The same shard, limit and salt always give the same contexts, so a rerun samples the
     same questions and a larger limit only adds to a smaller one's choice.
     """
-    rows = sorted(conversations.itertuples(index=False), key=lambda row: _rank(row.seed_id, salt))
+    rows = sorted((row for row in conversations.itertuples(index=False) if row.seed_id not in excluded),
+                  key=lambda row: _rank(row.seed_id, salt))
     contexts = []
     for row in rows[:limit] if limit is not None else rows:
         turns = [Turn(t["role"], t["text"]) for t in row.turns]
