@@ -41,7 +41,7 @@ def conversations(count: int = 24) -> list[list[Turn]]:
 
 
 @functools.cache
-def _trained_adapter(root: Path, tokenizer: str = "byte_level_bpe") -> Path:
+def _trained_adapter(root: Path, tokenizer: str) -> Path:
     """Built once per test process, however many modules import the fixtures (each would build its own)."""
     data = conversations()
     texts = [render_conversation(turns) for turns in data] + [render_inference_prompt([Turn("human", "Hello")])]
@@ -66,7 +66,7 @@ def _loaded(adapter_dir: Path) -> ChatModel:
 
 @pytest.fixture(scope="session")
 def served_adapter_dir(tmp_path_factory) -> Path:
-    return _trained_adapter(tmp_path_factory.getbasetemp() / "served_adapter")
+    return _trained_adapter(tmp_path_factory.getbasetemp() / "served_adapter", TinyBaseConfig().tokenizer)
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +76,7 @@ def served_chat(served_adapter_dir) -> ChatModel:
 
 @pytest.fixture(scope="session", params=TOKENIZER_KINDS)
 def served_on_each_tokenizer(request, tmp_path_factory) -> tuple[Path, ChatModel]:
-    """The served adapter trained on a tiny base of each tokenizer layout (the byte-level one is served_chat's)."""
+    """The served adapter trained on a tiny base of each tokenizer layout (the default one is served_chat's)."""
     adapter_dir = _trained_adapter(tmp_path_factory.getbasetemp() / "served_adapter", request.param)
     return adapter_dir, _loaded(adapter_dir)
 
