@@ -98,3 +98,19 @@ def test_export_merges_in_fp32_and_saves_in_the_base_checkpoint_dtype(base, tmp_
     export_adapter(tmp_path / "adapter", tmp_path / "merged", log=lambda _: None)
     assert json.loads((tmp_path / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
     assert {t.dtype for t in load_file(tmp_path / "merged" / "model.safetensors").values()} == {torch.bfloat16}
+
+
+def test_built_in_bases_are_named_and_an_unknown_one_is_refused():
+    from pydantic import ValidationError
+
+    from baize_assets.core.model.base import resolve_base_model
+
+    assert AdapterConfig(name="a", sources=["s"]).builtin_base == "tiny_llama"
+    smollm2 = AdapterConfig(name="a", sources=["s"], base_model="builtin:smollm2-135m-instruct")
+    assert smollm2.builtin_base == "smollm2_135m_instruct"
+    assert AdapterConfig(name="a", sources=["s"], base_model="meta-llama/Llama-2-7b-hf").builtin_base is None
+    with pytest.raises(ValidationError, match="'builtin:llama-7b' is no built-in base; the built-in ones are "
+                                              "builtin:tiny-llama, builtin:smollm2-135m-instruct"):
+        AdapterConfig(name="a", sources=["s"], base_model="builtin:llama-7b")
+    with pytest.raises(ValueError, match="names a base the pipeline builds"):
+        resolve_base_model("builtin:smollm2-135m-instruct")

@@ -22,7 +22,7 @@ from typing import Iterable, Literal
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-Layout = Literal["legacy", "first"]
+SentencePieceLayout = Literal["legacy", "first"]
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 WORD_BOUNDARY = "▁"  # SentencePiece's mark of a preceding space
 
@@ -64,7 +64,9 @@ def _train_model(texts: Iterable[str], vocab_size: int):
     return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
 
 
-def train_sentencepiece_tokenizer(texts: Iterable[str], vocab_size: int, layout: Layout) -> PreTrainedTokenizerFast:
+def train_sentencepiece_tokenizer(
+    texts: Iterable[str], vocab_size: int, layout: SentencePieceLayout
+) -> PreTrainedTokenizerFast:
     """A SentencePiece BPE tokenizer of at most ``vocab_size`` pieces trained on ``texts``, in ``layout``."""
     processor = _train_model(texts, vocab_size)
     vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
