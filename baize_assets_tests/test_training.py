@@ -184,6 +184,26 @@ def test_labels_cover_exactly_the_ai_answers(each_tokenizer):
     )
 
 
+def test_sentencepiece_layouts_encode_as_sentencepiece_does(conversations):
+    """The converted tokenizer is SentencePiece's: same ids; the layouts differ only after a special token."""
+    from baize_assets.core.model.sentencepiece_tokenizer import (
+        train_sentencepiece_model,
+        train_sentencepiece_tokenizer,
+    )
+
+    texts = [render_conversation(c) for c in conversations]
+    processor = train_sentencepiece_model(texts, 400)
+    legacy, first = (train_sentencepiece_tokenizer(texts, 400, layout) for layout in ("legacy", "first"))
+    for text in [*texts[:5], "Héllo wörld 2024, naïve ✓ café", "Tabs\tand\nnew lines  twice"]:
+        ids = legacy(text, add_special_tokens=False)["input_ids"]
+        assert ids == processor.encode(text) == first(text, add_special_tokens=False)["input_ids"]
+        assert legacy.decode(ids) == first.decode(ids) == text
+    legacy_next, first_next = (tok.convert_ids_to_tokens(tok("<s>The river", add_special_tokens=False)["input_ids"])[1]
+                               for tok in (legacy, first))
+    assert legacy_next == "▁The" and not first_next.startswith("▁")  # "first" adds no word boundary after <s>
+    assert legacy("The river")["input_ids"][0] == legacy.bos_token_id  # Llama's post-processor puts BOS first
+
+
 def long_conversation(exchanges: int) -> list[Turn]:
     turns = []
     for i in range(exchanges):

@@ -38,7 +38,8 @@ def _merges(vocab: dict[str, int], ordinary: set[str]) -> list[tuple[str, str]]:
     return [(left, right) for *_, left, right in sorted(ranked)]
 
 
-def _train_model(texts: Iterable[str], vocab_size: int):
+def train_sentencepiece_model(texts: Iterable[str], vocab_size: int):
+    """SentencePiece's own BPE model of at most ``vocab_size`` pieces, trained on ``texts`` as Llama's was."""
     import sentencepiece
 
     model = io.BytesIO()
@@ -68,7 +69,7 @@ def train_sentencepiece_tokenizer(
     texts: Iterable[str], vocab_size: int, layout: SentencePieceLayout
 ) -> PreTrainedTokenizerFast:
     """A SentencePiece BPE tokenizer of at most ``vocab_size`` pieces trained on ``texts``, in ``layout``."""
-    processor = _train_model(texts, vocab_size)
+    processor = train_sentencepiece_model(texts, vocab_size)
     vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
     ordinary = {
         piece
