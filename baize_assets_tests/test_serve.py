@@ -245,7 +245,9 @@ def test_every_tokenizer_layout_serves_the_template_ids_and_clean_answers(served
         plain = client.chat.completions.create(**settings)
         answer = plain.choices[0].message.content
         assert plain.usage.prompt_tokens == len(template_ids)
-        assert answer == chat.reply([question], max_new_tokens=24, temperature=0)  # baize chat's answer
+        streamed = []  # baize chat's answer, as it prints it
+        assert answer == chat.reply([question], max_new_tokens=24, temperature=0, stream=streamed.append)
+        assert "".join(streamed) == answer
         assert answer and HUMAN not in answer and AI not in answer and "\ufffd" not in answer
         chunks = list(client.chat.completions.create(stream=True, **settings))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == answer
