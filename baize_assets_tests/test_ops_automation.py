@@ -282,7 +282,13 @@ def test_the_project_definitions_wire_pools_automation_sensors_and_schedules():
     assert {k for k, pool in pools.items() if pool == "teacher_api"} == {
         f"{s.name}/transcripts" for s in config.sources if s.is_self_chat
     } | judged
-    assert {f"{a.name}/adapter" for a in config.adapters} <= {k for k, pool in pools.items() if pool == "training"}
+    adapters = [a.name for a in config.adapters] + [p.adapter_name for p in config.self_distillation]
+    samples = {f"{plan.adapter_name}/{source}_samples"
+               for plan in config.self_distillation for source in config.adapter(plan.adapter).sources}
+    # Every step that loads a model, and only those, shares the accelerator.
+    assert {k for k, pool in pools.items() if pool == "gpu"} == {
+        f"{name}/{stage}" for name in adapters for stage in ("adapter", "evaluation")} | samples | {
+        "base_models/tiny_llama"}
     automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
     assert {f"{a.name}/{stage}" for a in config.adapters for stage in ("training_set", "adapter")} <= automated
     # Seeds, transcripts and corpus shards only run when a sensor, schedule or person asks.

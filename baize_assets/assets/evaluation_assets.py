@@ -24,7 +24,7 @@ from ..core.prompts import JUDGE_PROMPT_VERSION
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .judge_section import judge_adapter
-from .keys import adapter_key, evaluation_key, training_set_key
+from .keys import GPU_POOL, adapter_key, evaluation_key, training_set_key
 from .metadata import config_hash, settings_hash
 
 BEATS_BASE_CHECK = "beats_base_on_held_out_loss"
@@ -106,10 +106,11 @@ def build_evaluation_asset(adapter: AdapterConfig, config: PipelineConfig) -> As
         # In its adapter's group so the job that trains it evaluates it.
         group_name=adapter.name,
         kinds={"pytorch", "openai"} if judged else {"pytorch"},
+        pool=GPU_POOL,
         description=(
             f"Evaluation of adapter '{adapter.name}': held-out loss and perplexity of the base model and of "
             "the adapter, and the adapter's answers to fixed prompts through the `baize chat` code"
-            + (f"; the teacher judges its answers against the {reference}'s, in both orders." if judged else ".")
+            + (f"; the judge compares its answers with the {reference}'s, in both orders." if judged else ".")
         ),
         code_version=f"2-{config_hash(config.evaluation_training(adapter))}{judge_version}",
         check_specs=[

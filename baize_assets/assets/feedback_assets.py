@@ -30,6 +30,7 @@ from .cost_assets import forecast_metadata, gated, partition_forecast
 from .evaluation_assets import build_evaluation_asset
 from .keys import (
     COST_FORECAST_KEY,
+    GPU_POOL,
     TEACHER_API_POOL,
     adapter_key,
     conversations_key,
@@ -52,6 +53,7 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> A
         partitions_def=shard_partitions(source),
         group_name=plan.adapter_name,
         kinds={"pytorch", "parquet"},
+        pool=GPU_POOL,
         description=(
             f"{sampling.answers_per_seed} answers of adapter '{plan.adapter}' to the last human turn of "
             f"'{source.name}' conversations (with the turns before it as context), sampled in batches; never of "

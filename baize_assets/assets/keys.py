@@ -21,9 +21,11 @@ TINY_BASE_KEY = base_model_key(BUILTIN_BASES[TINY_BASE_MODEL])
 COSTS_GROUP = COSTS_OWNER
 COST_FORECAST_KEY = AssetKey([COSTS_GROUP, "forecast"])
 # Concurrency pools (limits live in the Dagster instance): teacher calls share the
-# endpoint's rate limit across runs, training steps share the accelerator.
+# endpoint's rate limit across runs; every step that loads a model (building a base,
+# training, sampling, evaluating and the judge's answers) shares the accelerator, one at a
+# time unless the instance raises the pool's limit.
 TEACHER_API_POOL = "teacher_api"
-TRAINING_POOL = "training"
+GPU_POOL = "gpu"
 
 
 def seed_key(source: str) -> AssetKey:
