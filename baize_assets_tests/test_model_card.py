@@ -103,3 +103,17 @@ def test_the_card_states_what_the_training_data_cost(trained, tmp_path):
     assert "The data cost $0.0200 of teacher calls" in card
     assert f"${0.02 / table.num_rows:.6f} per conversation of the training set" in card
     assert "The data cost" not in render_model_card(adapter_dir, training_set_lineage(training_set))
+
+
+def test_a_v2_card_says_its_loss_before_training_is_v1_s_not_the_base_s(trained, tmp_path):
+    import shutil
+
+    adapter_dir, _ = trained
+    v2_dir = tmp_path / "baize_x_v2"
+    shutil.copytree(adapter_dir, v2_dir)
+    summary = json.loads((v2_dir / "training_summary.json").read_text())
+    summary["init_adapter"] = str(tmp_path / "adapters" / "baize_x")
+    (v2_dir / "training_summary.json").write_text(json.dumps(summary))
+    card = render_model_card(v2_dir)
+    assert f"| starting adapter `baize_x` (v1) | {summary['eval_loss_before']:.4f} |" in card
+    assert "| base model |" not in card

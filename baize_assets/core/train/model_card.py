@@ -122,6 +122,13 @@ def _data_cost_line(cost: dict | None) -> list[str]:
             f"${cost['dollars_per_conversation']:.6f} per conversation of the training set."]
 
 
+def _starting_point(summary: dict) -> str:
+    """What the loss before training was measured on: the base, or the adapter training started from (Baize v2
+    starts from v1, whose loss that is, not the base's)."""
+    init = summary.get("init_adapter")
+    return f"starting adapter `{Path(init).name}` (v1)" if init else "base model"
+
+
 def _objective_row(summary: dict) -> str:
     """The training table's row for a preference objective; a supervised run's table needs none."""
     if summary.get("objective") != "dpo":
@@ -190,7 +197,7 @@ def render_model_card(adapter_dir: Path, lineage: dict | None = None) -> str:
         "Mean next-token loss per AI token on the held-out conversations "
         f"({summary.get('eval_samples')} samples of {summary.get('n_eval')} conversations):",
         "| model | eval loss |\n|---|---|\n"
-        f"| base model | {_figure(summary.get('eval_loss_before'))} |\n"
+        f"| {_starting_point(summary)} | {_figure(summary.get('eval_loss_before'))} |\n"
         f"| with this adapter | {_figure(summary.get('eval_loss_after'))} |",
         summary.get("eval_note") or f"Best eval loss at step {summary.get('best_step')}.",
         "## Intended use and limitations",
