@@ -22,7 +22,7 @@ from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, Sourc
 from ..core.corpus import schema as corpus
 from ..core.costs.stages import scores_forecast
 from ..core.feedback import judgments as judging, self_distill
-from ..core.prompts import CHAT_FORMAT_VERSION, JUDGE_PROMPT_VERSION, SCORE_ANSWER_FORMAT
+from ..core.prompts import JUDGE_PROMPT_VERSION, SCORE_ANSWER_FORMAT
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .adapter_assets import build_adapter_asset
@@ -30,62 +30,16 @@ from .cost_assets import forecast_metadata, gated, partition_forecast
 from .evaluation_assets import build_evaluation_asset
 from .keys import (
     COST_FORECAST_KEY,
-    GPU_POOL,
     TEACHER_API_POOL,
-    adapter_key,
-    conversations_key,
     feedback_samples_key,
     feedback_scores_key,
     shard_partitions,
     training_set_key,
 )
 from .metadata import config_hash, table_metadata
+from .sample_assets import build_samples_asset
 from .shard_collection import collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
-
-
-def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig) -> AssetsDefinition:
-    sampling = plan.sampling
-
-    @asset(
-        key=feedback_samples_key(plan.adapter_name, source.name),
-        deps=[adapter_key(plan.adapter), conversations_key(source.name), training_set_key(plan.adapter)],
-        partitions_def=shard_partitions(source),
-        group_name=plan.adapter_name,
-        kinds={"pytorch", "parquet"},
-        pool=GPU_POOL,
-        description=(
-            f"{sampling.answers_per_seed} answers of adapter '{plan.adapter}' to the last human turn of "
-            f"'{source.name}' conversations (with the turns before it as context), sampled in batches; never of "
-            f"'{plan.adapter}'s held-out conversations, on which both adapters are evaluated."
-        ),
-        code_version=f"2-{CHAT_FORMAT_VERSION}-{config_hash(sampling)}",
-    )
-    def samples(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
-        from ..core.feedback.sampling import sample_answers
-
-        layout = storage.layout
-        shard = int(context.partition_key)
-        excluded = self_distill.held_out_seed_ids(read_parquet(layout.training_set(plan.adapter)),
-                                                  read_parquet(layout.training_set_duplicates(plan.adapter)))
-        contexts = self_distill.feedback_contexts(
-            read_parquet(layout.conversations(source.name, shard)), sampling.seeds_per_shard, sampling.seed, excluded
-        )
-        frame = sample_answers(layout.adapter(plan.adapter), contexts, sampling, log=context.log.info)
-        path = write_parquet_atomic(
-            frame, layout.feedback_samples(plan.adapter_name, source.name, shard), self_distill.SAMPLE_SCHEMA
-        )
-        return MaterializeResult(
-            metadata={
-                **table_metadata(frame, path, self_distill.SAMPLE_SCHEMA),
-                "seeds": len(contexts),
-                "held_out_not_sampled": len(excluded),
-                "finish_reasons": MetadataValue.json(frame["finish_reason"].value_counts().astype(int).to_dict()),
-                "mean_answer_chars": round(float(frame["answer"].str.len().mean()), 1) if len(frame) else 0.0,
-            }
-        )
-
-    return samples
 
 
 def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
@@ -202,7 +156,7 @@ def build_self_distillation_assets(config: PipelineConfig) -> list[AssetsDefinit
     for plan in config.self_distillation:
         v1 = config.adapter(plan.adapter)
         for source in (config.source(name) for name in v1.sources):
-            built += [build_samples_asset(plan, source), build_scores_asset(plan, source, config)]
+            built += [build_samples_asset(plan, source, config), build_scores_asset(plan, source, config)]
         v2 = config.distilled_adapter(plan)
         built += [
             build_distilled_training_set_asset(plan, config),

@@ -119,6 +119,14 @@ class Layout:
         """Lock file of a scores shard: one run at a time asks the judge for it."""
         return self.root / "feedback" / distilled / source / f"scores-{shard}.lease"
 
+    def sampling_cache(self, distilled: str) -> Path:
+        """Every answer a serving endpoint sampled for a Baize v2 adapter, written as it arrives."""
+        return self.root / "feedback" / distilled / "sample_cache.sqlite"
+
+    def sampling_lease(self, distilled: str, source: str, shard: str | int) -> Path:
+        """Lock file of a samples shard asked of a serving endpoint: one run at a time asks for it."""
+        return self.root / "feedback" / distilled / source / f"samples-{shard}.lease"
+
     def feedback_cache(self, distilled: str) -> Path:
         """Every judgment of the answers a Baize v2 adapter learns from, written as it arrives."""
         return self.root / "feedback" / distilled / "judgment_cache.sqlite"

@@ -157,8 +157,9 @@ class _BatchCollector:
     def _submit(self, keys: list[str]) -> str:
         teacher = self.teacher
         lines = [{"custom_id": key, "method": "POST", "url": CHAT_ENDPOINT,
-                  "body": request_fields(teacher, self.profile, self._messages(key), None,
-                                         self.writer.response_format)} for key in keys]
+                  "body": request_fields(teacher, self.profile, self._messages(key), list(self.one_call.stop) or None,
+                                         self.writer.response_format,
+                                         self.one_call.row_fields(self.seed_of[key]["seed"]))} for key in keys]
         data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
         upload = self._api("uploading the batch input", lambda: self.client.files.create(
             file=("self-chat-requests.jsonl", data), purpose="batch"))

@@ -34,7 +34,7 @@ from .errors import (
 )
 from .limiter import RateLimiter
 from .pricing import Budget, Reservation, dollars
-from .request_profile import adaptation, cut_at_stop, describe, request_fields, starting_profile
+from .request_profile import adaptation, cut_at_stop, describe, starting_profile
 from .shared_limits import LimitStore, LimitStoreError
 
 # A request adapted this often and still refused is refused for good.
@@ -91,7 +91,7 @@ class TeacherCalls:
 
     # long: one request's whole retry loop; each outcome's handling is a few lines beside the others
     async def call(self, messages: list[dict[str, str]], stop: list[str] | None, valid: Callable[[str], bool],
-                   response_format: dict[str, Any] | None = None) -> Answer:
+                   response_format: dict[str, Any] | None = None, row_fields: dict[str, Any] | None = None) -> Answer:
         """The teacher's answer to ``messages``, retried until ``valid`` accepts it or the retries run out."""
         teacher = self.teacher
         estimate = estimate_tokens(messages)
@@ -103,14 +103,14 @@ class TeacherCalls:
                 if self.fatal:
                     raise Abandoned()
                 try:
-                    completion = await self._send(messages, stop, response_format, estimate)
+                    completion = await self._send(messages, stop, response_format, row_fields, estimate)
                     return self._answer(completion, stop, valid, paid)
                 except (TerminalError, BudgetStop) as failure:
                     failure.charged(*paid)
                     raise
                 except ParameterRejected as rejected:
                     adapted += 1
-                    self._adapt(rejected, messages, stop, response_format, adapted)
+                    self._adapt(rejected, adapted)
                 except _WrongFormat as slip:
                     slips += 1
                     if slips > teacher.format_retries:
@@ -137,7 +137,8 @@ class TeacherCalls:
                 self._probe_done.set()
 
     async def _send(self, messages: list[dict[str, str]], stop: list[str] | None,
-                    response_format: dict[str, Any] | None, estimate: int) -> Completion:
+                    response_format: dict[str, Any] | None, row_fields: dict[str, Any] | None,
+                    estimate: int) -> Completion:
         """One request, reserved in the budget and paced by the limiter; the completion it was paid for."""
         reservation = self.budget.reserve(estimate, self.teacher.max_tokens)
         if reservation is None:
@@ -149,7 +150,7 @@ class TeacherCalls:
             self.budget.settle(reservation)
             raise Abandoned()
         self.requests += 1
-        return await self._request(messages, stop, response_format, paced, reservation)
+        return await self._request(messages, stop, response_format, row_fields, paced, reservation)
 
     def _answer(self, completion: Completion, stop: list[str] | None, valid: Callable[[str], bool],
                 paid: list[int]) -> Answer:
@@ -180,12 +181,11 @@ class TeacherCalls:
         self.rejected_dollars[kind] += dollars(self.budget.price, completion.prompt_tokens,
                                                completion.completion_tokens) or 0.0
 
-    def _adapt(self, rejected: ParameterRejected, messages: list[dict[str, str]], stop: list[str] | None,
-               response_format: dict[str, Any] | None, adapted: int) -> None:
+    def _adapt(self, rejected: ParameterRejected, adapted: int) -> None:
         """Change the run's profile so the refused field is no longer sent, or stop the run when it cannot."""
         stored = self.profiles.adaptations(self.profile_key)
         current = starting_profile(self.teacher.model).adapted(stored)
-        if rejected.param not in request_fields(self.teacher, current, messages, stop, response_format):
+        if not current.sends(rejected.param):
             self.profile = current  # another process of the run adapted already
             return
         action = adaptation(rejected.param, current, stored)
@@ -206,10 +206,11 @@ class TeacherCalls:
         return round(sum(self.usage.completion_tokens.values()) / calls) if calls else self.teacher.max_tokens
 
     async def _request(self, messages: list[dict[str, str]], stop: list[str] | None,
-                       response_format: dict[str, Any] | None, paced: int, reservation: Reservation) -> Completion:
+                       response_format: dict[str, Any] | None, row_fields: dict[str, Any] | None, paced: int,
+                       reservation: Reservation) -> Completion:
         request = self.limiter.begin_request()
         try:
-            completion = await self.client.request(messages, stop, self.profile, response_format)
+            completion = await self.client.request(messages, stop, self.profile, response_format, row_fields)
         except TeacherFatalError as error:
             self.budget.settle(reservation)
             raise self._fail_run(error) from None

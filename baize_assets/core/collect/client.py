@@ -58,7 +58,7 @@ _PER_SEED_BAD_REQUEST_CODES = {"context_length_exceeded", "string_above_max_leng
 _CONNECT_FAILURES = {"ConnectError", "ConnectTimeout"}
 # Request fields the openai client takes by name; any other goes in its extra_body.
 _CLIENT_FIELDS = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p",
-                            "stop", "reasoning_effort", "response_format"})
+                            "stop", "reasoning_effort", "response_format", "seed"})
 _MAX_MESSAGE_CHARS = 500
 _MAX_FINISH_REASON_CHARS = 64
 _MAX_MODEL_CHARS = 200
@@ -178,10 +178,11 @@ class TeacherClient:
         return min(seconds, max(self.teacher.retry_max_s, self.teacher.timeout_s))
 
     async def request(self, messages: list[dict[str, str]], stop: list[str] | None, profile: RequestProfile,
-                      response_format: dict[str, Any] | None = None) -> Completion:
+                      response_format: dict[str, Any] | None = None,
+                      row_fields: Mapping[str, Any] | None = None) -> Completion:
         """One attempt; raises RetryableError, TerminalError, ParameterRejected or TeacherFatalError."""
         teacher = self.teacher
-        fields = request_fields(teacher, profile, messages, stop, response_format)
+        fields = request_fields(teacher, profile, messages, stop, response_format, row_fields)
         extra = {name: value for name, value in fields.items() if name not in _CLIENT_FIELDS}
         named = {name: value for name, value in fields.items() if name in _CLIENT_FIELDS}
         try:

@@ -137,7 +137,8 @@ def _answer_fields(answer: Answer, teacher: TeacherConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class OneCall:
-    """A row answered by one request: its messages, which answers are valid, and the row fields of an answer.
+    """A row answered by one request: its messages, which answers are valid, and the row fields of an answer;
+    the stop sequences it sends, and the request fields of its own (a sampling seed) when it has some.
 
     The Batch API can only send rows of this shape (one request each, known up front).
     """
@@ -145,6 +146,11 @@ class OneCall:
     messages: Callable[[str], list[dict[str, str]]]
     valid: Callable[[str], bool]
     fields: Callable[[Answer, TeacherConfig], dict[str, Any]]
+    stop: tuple[str, ...] = ()
+    request_fields: Callable[[str], dict[str, Any]] | None = None
+
+    def row_fields(self, text: str) -> dict[str, Any] | None:
+        return self.request_fields(text) if self.request_fields is not None else None
 
 
 @dataclass(frozen=True)
@@ -172,8 +178,10 @@ class Writer:
     async def write(self, call: Call, text: str, teacher: TeacherConfig) -> dict[str, Any]:
         if self.one_call is None:
             return await self.turns(call, text, teacher)
-        answer = await call(self.one_call.messages(text), None, self.one_call.valid, self.response_format)
-        return self.one_call.fields(answer, teacher)
+        one_call = self.one_call
+        answer = await call(one_call.messages(text), list(one_call.stop) or None, one_call.valid, self.response_format,
+                            one_call.row_fields(text))
+        return one_call.fields(answer, teacher)
 
 
 _SELF_CHAT_PROGRESS = "self-chat: {done}/{total} conversations"

@@ -52,6 +52,12 @@ class RequestProfile:
     def stops_on_client(self) -> bool:
         return "stop" in self.dropped
 
+    def sends(self, name: str) -> bool:
+        """Whether requests under this profile carry field ``name`` (when the row or settings have it)."""
+        if name in TOKEN_LIMIT_FIELDS:
+            return name == self.token_limit
+        return name not in self.dropped
+
     def adapted(self, adaptations: Mapping[str, str]) -> "RequestProfile":
         """This profile with ``adaptations`` (field -> ``rename`` or ``drop``) applied."""
         token_limit, dropped = self.token_limit, set(self.dropped)
@@ -75,12 +81,13 @@ def starting_profile(model: str) -> RequestProfile:
 
 
 def request_fields(teacher: TeacherConfig, profile: RequestProfile, messages: list[dict[str, str]],
-                   stop: list[str] | None, response_format: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every field of one chat completion request body, ``teacher.extra_body`` included."""
+                   stop: list[str] | None, response_format: dict[str, Any] | None = None,
+                   row_fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every field of one chat completion request body: ``teacher.extra_body`` and the row's own (a seed)."""
     fields: dict[str, Any] = {"model": teacher.model, "messages": messages, profile.token_limit: teacher.max_tokens}
     optional = {"temperature": teacher.temperature, "top_p": teacher.top_p, "stop": stop or None,
                 "reasoning_effort": teacher.reasoning_effort, "response_format": response_format,
-                **teacher.extra_body}
+                **teacher.extra_body, **(row_fields or {})}
     fields.update((name, value) for name, value in optional.items()
                   if value is not None and name not in profile.dropped)
     return fields

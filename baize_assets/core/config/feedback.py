@@ -19,6 +19,21 @@ SAMPLE_JUDGE_QUESTIONS = "data/judge/questions.txt"
 TEACHER_REFERENCE = "teacher"
 
 
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class SamplingEndpointConfig(StrictModel):
+    """An OpenAI-compatible server that samples v1's answers instead of the step's own model: vLLM serving v1
+    with ``--enable-lora``, or ``baize serve``. Asked through the collector (retries, cache, processes)."""
+
+    base_url_env: str = Field(pattern=ENV_NAME, description="the variable holding the server's base URL")
+    api_key_env: str | None = Field(default=None, pattern=ENV_NAME, description="the variable holding its key")
+    model: Text = Field(description="the name the server serves v1 under (vLLM: the --lora-modules name)")
+    max_concurrency: int = Field(default=16, ge=1, le=1024)
+    processes: int = Field(default=1, ge=1, le=64)
+    timeout_s: float = Field(default=120.0, gt=0)
+
+
 class SamplingConfig(StrictModel):
     """How the trained adapter answers each feedback context (the paper: 4 answers, temperature 1, top-p 0.95)."""
 
@@ -29,6 +44,8 @@ class SamplingConfig(StrictModel):
     max_new_tokens: int = Field(default=256, ge=1)
     batch_size: int = Field(default=16, ge=1)
     seed: int = 0
+    # None: the step samples with v1 on its own device (the gpu pool); set: a serving endpoint does.
+    endpoint: SamplingEndpointConfig | None = None
 
 
 class PreferenceConfig(StrictModel):
@@ -68,9 +85,6 @@ class SelfDistillationConfig(StrictModel):
     @property
     def adapter_name(self) -> str:
         return self.name or f"{self.adapter}_v2"
-
-
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class JudgeConfig(StrictModel):

@@ -247,6 +247,22 @@ class PipelineConfig(StrictModel):
         return settings.as_section("judge", judge.base_url_env or "OPENAI_BASE_URL",
                                    judge.api_key_env or "OPENAI_API_KEY")
 
+    def sampling_teacher(self, plan: SelfDistillationConfig) -> TeacherConfig:
+        """The collector's settings for sampling ``plan``'s answers on its serving endpoint: the sampling's
+        temperature, top-p and length, the endpoint's concurrency, the teacher's retries; no price, no budget."""
+        sampling, teacher = plan.sampling, self.teacher
+        endpoint = sampling.endpoint
+        settings = TeacherConfig(
+            model=endpoint.model, temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens, max_concurrency=endpoint.max_concurrency,
+            processes=endpoint.processes, timeout_s=endpoint.timeout_s, max_retries=teacher.max_retries,
+            retry_base_s=teacher.retry_base_s, retry_max_s=teacher.retry_max_s,
+            rate_limit_store=teacher.rate_limit_store, format_retries=0,
+        )
+        index = self.self_distillation.index(plan)
+        return settings.as_section(f"self_distillation[{index}].sampling.endpoint", endpoint.base_url_env,
+                                   endpoint.api_key_env or "")
+
     def evaluation_training(self, adapter: AdapterConfig) -> TrainingConfig:
         """The settings an adapter's held-out loss is measured with: a Baize v2 adapter trains on its last AI
         turn only, but is evaluated with its v1's loss mask (every AI turn), on v1's held-out conversations,
