@@ -7,6 +7,13 @@ A batch's input file holds one chat completion request a line (``custom_id``,
 lines, with ``error: {"code", "message"}``), as OpenAI does. Each line's completion is
 made by the same function as a ``POST /v1/chat/completions`` answer.
 
+Limits, as OpenAI answers them (:class:`BatchLimits`): a batch over the requests or bytes
+one input file may hold, or one that would take its model's enqueued prompt tokens (those
+of the batches not yet finished) over the limit, is created and then ``failed`` in
+validation, with the reason in ``errors.data`` (codes ``too_many_tasks``,
+``file_too_large`` and ``token_limit_exceeded``; the messages follow OpenAI's). The
+enqueued tokens are the prompt tokens the chat endpoint would count for the lines.
+
 Faults, for exercising a collector: ``failure_rate`` of the lines fail (reproducibly
 from the line's custom_id and the batch's number); the first ``expire_batches`` batches
 expire with half of their lines done (the rest in the error file as ``batch_expired``);
@@ -22,10 +29,12 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .protocol import ApiError, bad_request, json_object_body, parse_chat_request
-from .text import stable_rng
+from .text import approx_tokens, content_text, stable_rng
 
 if TYPE_CHECKING:
     from .server import SimulatedTeacher
@@ -33,6 +42,53 @@ if TYPE_CHECKING:
 CHAT_ENDPOINT = "/v1/chat/completions"
 _TERMINAL = {"completed", "failed", "expired", "cancelled"}
 _WINDOW_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What one batch may hold, and the prompt tokens one model may have enqueued (None: no limit).
+
+    The defaults are OpenAI's per-batch limits; its enqueued-token limit depends on the
+    organization's tier and the model, so none is set unless asked for.
+    """
+
+    max_requests: int = 50_000
+    max_file_bytes: int = 200 * 1024 * 1024
+    enqueued_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_requests", "max_file_bytes", "enqueued_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"batch limit {name} must be at least 1, got {value}")
+
+    def file_errors(self, lines: list[dict[str, Any]], size: int, model: str) -> list[dict[str, Any]]:
+        """The validation errors of an input file over the per-batch limits."""
+        errors = []
+        if len(lines) > self.max_requests:
+            errors.append(_batch_error("too_many_tasks", f"The batch input file contains {len(lines):,} requests, "
+                                       f"more than the {self.max_requests:,} maximum. Please try again with a "
+                                       "smaller batch."))
+        if size > self.max_file_bytes:
+            errors.append(_batch_error("file_too_large", f"The batch input file is larger than the "
+                                       f"{self.max_file_bytes} maximum for the {model} model. Please try again "
+                                       "with a smaller batch."))
+        return errors
+
+
+OPENAI_BATCH_LIMITS = BatchLimits()
+
+
+def _batch_error(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "param": None, "line": None}
+
+
+def prompt_tokens(line: dict[str, Any]) -> int:
+    """The prompt tokens of a request line, as the chat endpoint counts them."""
+    messages = line["body"].get("messages")
+    if not isinstance(messages, list):
+        return 0
+    return sum(approx_tokens(content_text(m.get("content"))) for m in messages if isinstance(m, dict))
 
 
 def _not_found(kind: str, object_id: str) -> ApiError:
@@ -59,7 +115,8 @@ class BatchService:
 
     def __init__(self, teacher: SimulatedTeacher, complete: Callable[[dict[str, Any]], dict[str, Any]], *,
                  completion_delay_s: float = 0.5, failure_rate: float = 0.0, expire_batches: int = 0,
-                 duplicate_ids: int = 0, unknown_ids: int = 0, missing_ids: int = 0) -> None:
+                 duplicate_ids: int = 0, unknown_ids: int = 0, missing_ids: int = 0,
+                 limits: BatchLimits = OPENAI_BATCH_LIMITS) -> None:
         if not 0.0 <= failure_rate <= 1.0:
             raise ValueError(f"batch_failure_rate must be between 0 and 1, got {failure_rate}")
         self.teacher = teacher
@@ -68,6 +125,9 @@ class BatchService:
         self.failure_rate = failure_rate
         self.expire_batches = expire_batches
         self.duplicate_ids, self.unknown_ids, self.missing_ids = duplicate_ids, unknown_ids, missing_ids
+        self.limits = limits
+        self._enqueued: dict[str, tuple[str, int]] = {}  # unfinished batch -> (model, prompt tokens)
+        self.failed_by_code: Counter = Counter()  # batches failed in validation, by their first error's code
         self._lock = threading.Lock()
         self._files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._batches: dict[str, dict[str, Any]] = {}
@@ -77,7 +137,13 @@ class BatchService:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"batches_created": self.batches_created, "batch_lines_completed": self.lines_completed}
+            return {"batches_created": self.batches_created, "batch_lines_completed": self.lines_completed,
+                    "batches_failed_by_code": dict(self.failed_by_code)}
+
+    def enqueued_tokens(self, model: str) -> int:
+        """Prompt tokens of ``model`` in batches not yet finished."""
+        with self._lock:
+            return sum(tokens for owner, tokens in self._enqueued.values() if owner == model)
 
     # -- routing
 
@@ -136,12 +202,17 @@ class BatchService:
         if file["purpose"] != "batch":
             raise bad_request("The input file must have purpose 'batch'.", "input_file_id")
         lines, errors = self._parse_input(data)
-        now = int(time.time())
+        model = str(lines[0]["body"].get("model")) if lines else None
+        errors = errors or self.limits.file_errors(lines, len(data), model)
+        batch_id, tokens, now = f"batch_{uuid.uuid4().hex[:24]}", sum(map(prompt_tokens, lines)), int(time.time())
         with self._lock:
             self.batches_created += 1
             number = self.batches_created
+            errors = errors or self._enqueue(batch_id, model, tokens)
+            if errors:
+                self.failed_by_code[errors[0]["code"]] += 1
         batch = {
-            "id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": CHAT_ENDPOINT, "model": None,
+            "id": batch_id, "object": "batch", "endpoint": CHAT_ENDPOINT, "model": model,
             "errors": {"object": "list", "data": errors} if errors else None, "input_file_id": file["id"],
             "completion_window": "24h", "status": "failed" if errors else "validating", "output_file_id": None,
             "error_file_id": None, "created_at": now, "in_progress_at": None, "expires_at": now + _WINDOW_S,
@@ -156,6 +227,17 @@ class BatchService:
             threading.Thread(target=self._process, args=(batch["id"], lines, number), daemon=True,
                              name=f"batch-{number}").start()
         return dict(batch)
+
+    def _enqueue(self, batch_id: str, model: str, tokens: int) -> list[dict[str, Any]]:
+        """Hold the batch's prompt tokens against its model's limit (the lock held); the error if over it."""
+        limit = self.limits.enqueued_tokens
+        held = sum(count for owner, count in self._enqueued.values() if owner == model)
+        if limit is not None and held + tokens > limit:
+            return [_batch_error("token_limit_exceeded", f"Enqueued token limit reached for {model} in organization "
+                                 f"org-simulated. Limit: {limit:,} enqueued tokens. Please try again once some "
+                                 "in_progress batches have been completed.")]
+        self._enqueued[batch_id] = (model, tokens)
+        return []
 
     def _parse_input(self, data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The input file's requests, or the errors that fail the batch (as OpenAI's validation does)."""
@@ -241,6 +323,8 @@ class BatchService:
             if records:
                 data = "".join(json.dumps(record) + "\n" for record in records).encode()
                 files[name] = self._store_file(f"{batch_id}_{name.split('_')[0]}.jsonl", "batch_output", data)["id"]
+        with self._lock:
+            self._enqueued.pop(batch_id, None)
         self._update(batch_id, **files, **final)
 
     def _with_id_faults(self, output: list[dict[str, Any]]) -> list[dict[str, Any]]:

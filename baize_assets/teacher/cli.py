@@ -9,6 +9,7 @@ import sys
 import threading
 from typing import Sequence
 
+from .batches import BatchLimits
 from .faults import ALL_FAULT_KINDS, DEFAULT_FAULT_KINDS
 from .protocol import DEFAULT_MODEL
 from .server import API_KEY_ENV, SimulatedTeacher
@@ -53,6 +54,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="share of batch lines that fail with an error (0..1)")
     parser.add_argument("--batch-expire", type=int, default=0,
                         help="the first N batches expire with half of their lines done")
+    parser.add_argument("--batch-max-requests", type=int, default=BatchLimits.max_requests,
+                        help=f"requests one batch may hold (default {BatchLimits.max_requests:,}, OpenAI's)")
+    parser.add_argument("--batch-max-bytes", type=int, default=BatchLimits.max_file_bytes,
+                        help=f"bytes one batch input file may hold (default {BatchLimits.max_file_bytes:,}, OpenAI's)")
+    parser.add_argument("--batch-enqueued-tokens", type=int, default=None,
+                        help="prompt tokens a model may hold in unfinished batches (default: no limit)")
     return parser.parse_args(argv)
 
 
@@ -80,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_completion_delay_s=args.batch_delay_s,
             batch_failure_rate=args.batch_failure_rate,
             batch_expire=args.batch_expire,
+            batch_limits=BatchLimits(args.batch_max_requests, args.batch_max_bytes, args.batch_enqueued_tokens),
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -39,7 +39,7 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable, Iterable, Sequence
 
-from .batches import BatchService
+from .batches import OPENAI_BATCH_LIMITS, BatchLimits, BatchService
 from .faults import ALL_FAULT_KINDS, DEFAULT_FAULT_KINDS, FaultSchedule
 from .handler import TeacherHTTPServer, build_completion
 from .protocol import DEFAULT_MODEL, OWNER, RATE_LIMIT_REQUESTS, STRUCTURED_OUTPUT, ApiError
@@ -87,8 +87,8 @@ class SimulatedTeacher:
     self-chat, its last user message) to the reply's content: text, which the stop
     sequences and the token limit still cut, or raw bytes sent verbatim as the content.
     The ``batch_*`` options shape the Batch API (:class:`~baize_assets.teacher.batches.BatchService`):
-    how long a batch takes, the share of its lines that fail, how many batches expire, and
-    the ``custom_id`` faults of the first batch's output.
+    how long a batch takes, the share of its lines that fail, how many batches expire, the
+    ``custom_id`` faults of the first batch's output, and the limits it enforces.
     """
 
     def __init__(
@@ -119,6 +119,7 @@ class SimulatedTeacher:
         batch_duplicate_ids: int = 0,
         batch_unknown_ids: int = 0,
         batch_missing_ids: int = 0,
+        batch_limits: BatchLimits = OPENAI_BATCH_LIMITS,
     ) -> None:
         self.faults = FaultSchedule(fault_rate, fault_kinds, fault_seed)
         # Batch lines are answered by the chat endpoint's own code, without its fault schedule.
@@ -126,7 +127,7 @@ class SimulatedTeacher:
             self, lambda request: build_completion(self, request, None)[0],
             completion_delay_s=batch_completion_delay_s, failure_rate=batch_failure_rate,
             expire_batches=batch_expire, duplicate_ids=batch_duplicate_ids, unknown_ids=batch_unknown_ids,
-            missing_ids=batch_missing_ids,
+            missing_ids=batch_missing_ids, limits=batch_limits,
         )
         self.host = host
         self.port = port

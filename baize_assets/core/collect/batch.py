@@ -1,32 +1,34 @@
 """Self-chat collection through OpenAI's Batch API (``teacher.api: batch``; Baize v1 only).
 
-The shard's requests for seeds not in the cache go out as one JSONL file (one line a
-seed, ``custom_id`` = the conversation's cache key), uploaded with ``purpose="batch"``
-and run as a batch on ``/v1/chat/completions``. Then:
+The shard's requests for seeds not in the cache go out as JSONL files (one line a seed,
+``custom_id`` = the conversation's cache key), each uploaded with ``purpose="batch"`` and
+run as a batch on ``/v1/chat/completions``. Then:
 
-* **durable** — the batch id is written to the source's transcript cache file the moment
-  the batch exists, so a killed or restarted run waits on the same batch instead of
-  submitting (and paying for) it again; each line's conversation goes to the same cache
+* **within limits** — batches of at most ``teacher.batch.max_requests_per_batch`` requests
+  and ``max_bytes_per_batch`` bytes, each waiting while it would take the model's estimated
+  enqueued prompt tokens over the limit (:mod:`.batch_plan`); a batch failed for the
+  enqueued tokens goes again after a wait, one failed for a per-batch limit stops the run;
+* **durable** — each batch id is written to the source's transcript cache file the moment
+  the batch exists, so a killed or restarted run waits on the same batches instead of
+  submitting (and paying for) them again; each line's conversation goes to the same cache
   as chat mode's, so a rerun of a finished shard makes no request at all;
 * **checked** — every output line is mapped back to its seed by ``custom_id`` and its
   body classified by the same checks as a chat answer (:mod:`.batch_lines`); missing,
   duplicated and unknown ``custom_id`` lines are counted, never turned into rows;
 * **retried** — failed lines, and the unfinished seeds of an expired, cancelled or failed
-  batch, go into a follow-up batch, up to ``max_retries`` times (an answer in another format
-  up to ``format_retries`` times), then become failure rows;
+  batch, go into a follow-up batch as soon as their batch ends, up to ``max_retries`` times
+  (an answer in another format up to ``format_retries`` times), then become failure rows;
 * **shaped** — each line's body follows the model's request profile (:mod:`.request_profile`:
   a reasoning model's ``max_completion_tokens``, no ``temperature`` or ``stop``), with
   ``teacher.extra_body``;
-* **budgeted** — each request's worst case is reserved before the batch is submitted, at
+* **budgeted** — each request's worst case is reserved before its batch is submitted, at
   batch prices (``teacher.batch``); seeds that do not fit become ``budget_exhausted`` rows.
 
-Every seed ends as exactly one row, as in chat mode (:mod:`.collector`); the batches are
-recorded in :mod:`.batch_jobs`.
+Every seed ends as one row, as in chat mode (:mod:`.collector`); batches are recorded in :mod:`.batch_jobs`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections import Counter
@@ -38,7 +40,8 @@ import pandas as pd
 
 from ..config.pipeline import ModelPrice, TeacherConfig
 from .batch_jobs import BatchJobs
-from .batch_lines import LINE_PROBLEMS, first_lines, line_completion
+from .batch_lines import LINE_PROBLEMS, TOKEN_LIMIT_FAILURE, first_lines, line_completion, unfinished_reason
+from .batch_plan import REQUEST_TOO_LARGE, BatchQueue, BatchRequest, SplitLimits, batch_request
 from .cache import TranscriptCache, cache_key
 from .client import Completion, TeacherClient, Usage, estimate_tokens
 from .errors import BUDGET_EXHAUSTED, CONTENT_FILTER, WRONG_FORMAT, RetryableError, TeacherFatalError, TerminalError
@@ -59,6 +62,7 @@ from .transcript import transcripts_frame
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 FINISHED_STATUSES = {"completed", "failed", "expired", "cancelled"}
+Waiting = dict[str, tuple[set[str], set[str]]]  # batch id -> (its seeds still to collect, all its requests)
 
 
 def batch_price(teacher: TeacherConfig) -> ModelPrice | None:
@@ -111,6 +115,7 @@ class _BatchCollector:
         self.paid: dict[str, tuple[int, int, int]] = {}  # per cache key: what its rejected answers cost
         self.reservations: dict[str, Reservation] = {}
         self.profile = starting_profile(teacher.model)
+        self.queue = BatchQueue(SplitLimits.of(teacher.batch, teacher.model), self._line)
 
     # -- the API, with its refusals classified
 
@@ -154,46 +159,61 @@ class _BatchCollector:
         return (f"the run's budget ({self.budget.config.model_dump(exclude_none=True)}) could not hold this "
                 f"request's worst case before submission, after {spent}")
 
-    def _submit(self, keys: list[str]) -> str:
-        teacher = self.teacher
-        lines = [{"custom_id": key, "method": "POST", "url": CHAT_ENDPOINT,
-                  "body": request_fields(teacher, self.profile, self._messages(key), list(self.one_call.stop) or None,
-                                         self.writer.response_format,
-                                         self.one_call.row_fields(self.seed_of[key]["seed"]))} for key in keys]
-        data = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode("utf-8")
+    def _line(self, key: str) -> BatchRequest:
+        messages = self._messages(key)
+        body = request_fields(self.teacher, self.profile, messages, None, self.writer.response_format)
+        return batch_request(key, CHAT_ENDPOINT, body, estimate_tokens(messages))
+
+    def _launch(self, waiting: Waiting) -> None:
+        """Submit batches from the queue while the limits leave room beside the batches in flight."""
+        while self.queue:  # in flight: the estimated prompt tokens of their requests this shard knows
+            requests = self.queue.next_batch(sum(self.queue.request(k).tokens for _, keys in waiting.values()
+                                                 for k in keys if k in self.seed_of))
+            if not requests:
+                return
+            admitted = set(self._admit([request.key for request in requests]))
+            if admitted:
+                batch_id = self._submit([request for request in requests if request.key in admitted])
+                self.attempts.update(admitted)
+                waiting[batch_id] = (admitted, set(admitted))
+                self.batch_ids.append(batch_id)
+
+    def _submit(self, requests: list[BatchRequest]) -> str:
+        data = b"".join(request.line for request in requests)
         upload = self._api("uploading the batch input", lambda: self.client.files.create(
             file=("self-chat-requests.jsonl", data), purpose="batch"))
         batch = self._api("creating the batch", lambda: self.client.batches.create(
-            input_file_id=upload.id, endpoint=CHAT_ENDPOINT, completion_window=teacher.batch.completion_window,
+            input_file_id=upload.id, endpoint=CHAT_ENDPOINT, completion_window=self.teacher.batch.completion_window,
             metadata={"purpose": "baize self-chat"}))
-        self.jobs.record(batch.id, upload.id, keys)  # before anything else can fail: the batch is paid for
-        self.log(f"batch {batch.id}: submitted {len(keys)} requests ({upload.id}, {len(data):,} bytes)")
+        # Before anything else can fail: the batch is paid for.
+        self.jobs.record(batch.id, upload.id, [request.key for request in requests])
+        self.log(f"batch {batch.id}: submitted {len(requests)} requests ({upload.id}, {len(data):,} bytes)")
         return batch.id
 
     # -- waiting and collecting
 
-    def _wait(self, waiting: dict[str, tuple[set[str], set[str]]]) -> list[str]:
-        """Poll every batch until it ends and collect it; returns the keys to ask again."""
+    def _poll(self, waiting: Waiting) -> tuple[bool, list[str]]:
+        """Check every batch once and collect those that ended: whether any did, and the keys to ask again."""
         again: list[str] = []
-        while waiting:
-            for batch_id in list(waiting):
-                try:
-                    batch = self._api("checking a batch", lambda b=batch_id: self.client.batches.retrieve(b),
-                                      not_found_raises=True)
-                except openai.NotFoundError:
-                    # Gone from the endpoint (another endpoint, or its files expired): ask again.
-                    self.log(f"batch {batch_id}: not found at the endpoint; its requests are submitted again")
-                    self.jobs.mark_collected(batch_id)
-                    again += sorted(waiting.pop(batch_id)[0])
-                    continue
-                counts = batch.request_counts
-                done = f"{counts.completed}/{counts.total} done, {counts.failed} failed" if counts else "no counts yet"
-                self.log(f"batch {batch_id}: {batch.status}, {done}")
-                if batch.status in FINISHED_STATUSES:
-                    again += self._collect(batch, *waiting.pop(batch_id))
-            if waiting:
-                time.sleep(self.teacher.batch.poll_interval_s)
-        return again
+        ended = False
+        for batch_id in list(waiting):
+            try:
+                batch = self._api("checking a batch", lambda b=batch_id: self.client.batches.retrieve(b),
+                                  not_found_raises=True)
+            except openai.NotFoundError:
+                # Gone from the endpoint (another endpoint, or its files expired): ask again.
+                self.log(f"batch {batch_id}: not found at the endpoint; its requests are submitted again")
+                self.jobs.mark_collected(batch_id)
+                again += sorted(waiting.pop(batch_id)[0])
+                ended = True
+                continue
+            counts = batch.request_counts
+            done = f"{counts.completed}/{counts.total} done, {counts.failed} failed" if counts else "no counts yet"
+            self.log(f"batch {batch_id}: {batch.status}, {done}")
+            if batch.status in FINISHED_STATUSES:
+                again += self._collect(batch, *waiting.pop(batch_id))
+                ended = True
+        return ended, again
 
     def _download(self, file_id: str | None) -> list[str]:
         if not file_id:
@@ -203,6 +223,12 @@ class _BatchCollector:
 
     def _collect(self, batch: Any, pending: set[str], submitted: set[str]) -> list[str]:
         """Map a finished batch's lines back to their seeds; returns the keys to ask again."""
+        try:
+            kind, message = unfinished_reason(batch, self.teacher.batch, self.queue.limits.tokens_setting,
+                                              self.checker.redact)
+        except TeacherFatalError:
+            self.jobs.mark_collected(batch.id)  # the rerun asks for its seeds again, in smaller batches
+            raise
         texts = self._download(batch.output_file_id) + self._download(batch.error_file_id)
         lines = first_lines(texts, pending, submitted, self.line_problems)
         again = [key for key, line in lines.items() if self._settle_line(key, line)]
@@ -211,9 +237,8 @@ class _BatchCollector:
             self.line_problems["missing_custom_ids"] += len(unfinished)
         for key in unfinished:
             self.budget.settle(self.reservations.pop(key, Reservation(0, 0.0)))
-            kind = "missing_custom_id" if batch.status == "completed" else f"batch_{batch.status}"
             self.retries[kind] += 1
-            self.outcomes[key] = _Failure(kind, f"batch {batch.id} ({batch.status}) returned no line for this seed")
+            self.outcomes[key] = _Failure(kind, message)
         self.jobs.mark_collected(batch.id)
         return again + unfinished
 
@@ -279,24 +304,39 @@ class _BatchCollector:
         for batch_id, (keys_in_batch, _) in waiting.items():
             self.log(f"batch {batch_id}: resuming the wait on {len(keys_in_batch)} requests of an earlier run")
             self.attempts.update(keys_in_batch)
-        self.resumed = len(waiting)
+        self.resumed, self.batch_ids = len(waiting), list(waiting)
         in_flight = set().union(*(keys_in_batch for keys_in_batch, _ in waiting.values()))
-        ask = [key for key in pending if key not in in_flight]
+        refused = self.queue.add([key for key in pending if key not in in_flight])
+        self.outcomes.update((key, _Failure(REQUEST_TOO_LARGE, reason)) for key, reason in refused.items())
+        self._collect_all(waiting)
+        return self._rows(keys, stored)
+
+    def _collect_all(self, waiting: Waiting) -> None:
+        """Submit, wait on and collect batches until every request has its outcome."""
+        held: list[tuple[float, str]] = []  # (when, key): seeds of batches failed for the model's enqueued tokens
         while True:
-            admitted = self._admit(ask)
-            if admitted:
-                batch_id = self._submit(admitted)
-                self.attempts.update(admitted)
-                waiting[batch_id] = (set(admitted), set(admitted))
-            if not waiting:
-                break
-            self.batch_ids += list(waiting)
-            again = self._wait(waiting)
-            ask = [key for key in again if self.attempts[key] <= self.teacher.max_retries]
+            now = time.monotonic()
+            self.queue.add([key for when, key in held if when <= now])
+            held = [(when, key) for when, key in held if when > now]
+            self._launch(waiting)
+            if not waiting and not held:
+                return
+            ended, again = self._poll(waiting)
             for key in again:
-                if key not in ask and isinstance(failure := self.outcomes[key], _Failure):
-                    failure.message += f" (after {self.attempts[key]} batches)"
-            waiting = {}
+                failure = self.outcomes.get(key)
+                if self.attempts[key] > self.teacher.max_retries:
+                    if isinstance(failure, _Failure):
+                        failure.message += f" (after {self.attempts[key]} batches)"
+                elif isinstance(failure, _Failure) and failure.kind == TOKEN_LIMIT_FAILURE:
+                    # Sent again once other batches had time to finish: after 1, 2, 4, ... poll intervals.
+                    wait = self.teacher.batch.poll_interval_s * 2 ** (self.attempts[key] - 1)
+                    held.append((time.monotonic() + wait, key))
+                else:
+                    self.queue.add([key])  # a follow-up: into the next batch with room
+            if not (ended and self.queue):  # a batch that ended may leave room for the next at once
+                time.sleep(self.teacher.batch.poll_interval_s)
+
+    def _rows(self, keys: list[str], stored: dict[str, dict]) -> list[dict[str, Any]]:
         rows = []
         for seed, key in zip(self.seeds, keys):
             row = seed_row(seed, key, self.inputs, self.teacher)

@@ -6,7 +6,7 @@ file, so they never land in a file that is committed or recorded.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, JsonValue, PrivateAttr, field_validator, model_validator
 
@@ -68,6 +68,19 @@ class BatchConfig(StrictModel):
     # Batch prices are this share of teacher.prices, unless the model has its own under prices.
     price_factor: float = Field(default=0.5, gt=0, le=1)
     prices: dict[Text, ModelPrice] = Field(default_factory=dict)
+    # A shard's requests go out in as many batches as these limits take. OpenAI's per-batch limits:
+    # requests per input file, and the file's size (the 209,715,200 bytes its refusal names).
+    max_requests_per_batch: int = Field(default=50_000, ge=1)
+    max_bytes_per_batch: int = Field(default=200 * 1024 * 1024, ge=1)
+    # Estimated prompt tokens the model may hold in unfinished batches at once (the organization's
+    # per-model limit, which grows with its usage tier; 2,000,000 is tier 1's for gpt-4o-mini):
+    # batches wait until earlier ones finish. None: no limit. max_enqueued_tokens_by_model: per model.
+    max_enqueued_tokens: int | None = Field(default=2_000_000, ge=1)
+    max_enqueued_tokens_by_model: dict[Text, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+
+    def enqueued_token_limit(self, model: str) -> int | None:
+        """The prompt tokens ``model`` may hold in unfinished batches, None for no limit."""
+        return self.max_enqueued_tokens_by_model.get(model, self.max_enqueued_tokens)
 
 
 # Request fields the pipeline sets itself: extra_body may not carry them.
