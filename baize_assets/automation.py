@@ -1,4 +1,4 @@
-"""Declarative automation: training sets and adapters follow their corpus.
+"""Declarative automation: training sets and adapters follow their corpus's data.
 
 Applied here, in the definitions wiring, with ``map_asset_specs``, so the asset modules
 stay free of deployment policy and a config switch turns it off.
@@ -22,18 +22,31 @@ from .core.config.pipeline import PipelineConfig
 
 RETRAIN_SENSOR = "retrain_on_corpus_change"
 
-# Eager: run once any upstream corpus shard (or training set) is updated, and when newly
-# missing; never while an upstream is missing or in progress. The blocking-check clause
-# keeps training away while any shard of any upstream has a failed blocking check (a bad
-# corpus shard never reaches training), also when that shard came from a run that did not
-# target the training set. ``all_deps_blocking_checks_passed`` would not do: for an
-# unpartitioned training set it is satisfied by any one passing shard.
+# Eager in shape (run when newly missing, never while an upstream is missing or in progress),
+# but on an upstream's new *data*, not its new materialization: every asset reports a data
+# version of its content, so a refresh that rewrites every shard from the cache keeps their
+# versions and trains nothing, while a shard whose conversations changed retrains what
+# depends on it once. The blocking-check clause keeps training away while any shard of any
+# upstream has a failed blocking check (a bad corpus shard never reaches training), also
+# when that shard came from a run that did not target the training set.
+# ``all_deps_blocking_checks_passed`` would not do: for an unpartitioned training set it is
+# satisfied by any one passing shard.
 NO_UPSTREAM_BLOCKING_CHECK_FAILED = ~AutomationCondition.any_deps_match(
     AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
 ).with_label("no_upstream_blocking_check_failed")
-RETRAIN_CONDITION = (AutomationCondition.eager() & NO_UPSTREAM_BLOCKING_CHECK_FAILED).with_label(
-    "retrain_after_corpus_change"
-)
+UPSTREAM_DATA_CHANGED = AutomationCondition.any_deps_match(
+    (AutomationCondition.data_version_changed() & ~AutomationCondition.executed_with_root_target()).with_label(
+        "data_version_changed_without_root")
+    | AutomationCondition.will_be_requested()
+).with_label("any_deps_data_changed")
+RETRAIN_CONDITION = (
+    AutomationCondition.in_latest_time_window()
+    & (AutomationCondition.newly_missing() | UPSTREAM_DATA_CHANGED).since_last_handled()
+    & ~AutomationCondition.any_deps_missing()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+    & NO_UPSTREAM_BLOCKING_CHECK_FAILED
+).with_label("retrain_after_corpus_change")
 
 
 def retrained_keys(config: PipelineConfig) -> set[AssetKey]:

@@ -26,6 +26,7 @@ from dagster import (
     PipesSubprocessClient,
     materialize,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets
@@ -88,8 +89,11 @@ def resources_for(output_dir: Path) -> dict:
     }
 
 
-def report_materialization(instance: DagsterInstance, key, partition: str | None = None) -> None:
-    instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition))
+def report_materialization(instance: DagsterInstance, key, partition: str | None = None,
+                           data_version: str = "1") -> None:
+    """A materialization of ``key`` as a run records it, with the data version its content has."""
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=key, partition=partition,
+                                                             tags={DATA_VERSION_TAG: data_version}))
 
 
 def materializations(instance: DagsterInstance, run_id: str) -> list[tuple[str, str | None]]:

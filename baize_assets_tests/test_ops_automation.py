@@ -230,9 +230,15 @@ def test_a_changed_corpus_shard_retrains_training_set_and_adapter_only(tmp_path)
         settled = evaluate_automation_conditions(defs, instance)
         assert settled.total_requested == 0
 
+        # The shard rewritten with the same content (a refresh from the cache): nothing to train.
         report_materialization(instance, conversations_key("faq"), "1")
         report_gate(instance, "1", passed=True)
-        result = evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
+        unchanged = evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
+        assert unchanged.total_requested == 0
+
+        report_materialization(instance, conversations_key("faq"), "1", data_version="2")
+        report_gate(instance, "1", passed=True)
+        result = evaluate_automation_conditions(defs, instance, cursor=unchanged.cursor)
         assert requested_keys(result) == {"faq_bot/training_set", "faq_bot/adapter"}
 
         again = evaluate_automation_conditions(defs, instance, cursor=result.cursor)
@@ -245,13 +251,13 @@ def test_a_failed_blocking_check_keeps_the_corpus_from_training(tmp_path):
         everything_materialized(instance)
         settled = evaluate_automation_conditions(defs, instance)
 
-        report_materialization(instance, conversations_key("faq"), "0")
+        report_materialization(instance, conversations_key("faq"), "0", data_version="2")
         report_gate(instance, "0", passed=False)
         blocked = evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
         assert blocked.total_requested == 0
 
         # The shard is fixed and passes: training follows.
-        report_materialization(instance, conversations_key("faq"), "0")
+        report_materialization(instance, conversations_key("faq"), "0", data_version="3")
         report_gate(instance, "0", passed=True)
         fixed = evaluate_automation_conditions(defs, instance, cursor=blocked.cursor)
         assert requested_keys(fixed) == {"faq_bot/training_set", "faq_bot/adapter"}
@@ -265,7 +271,7 @@ def test_retrain_automation_can_be_switched_off(tmp_path):
     assert graph.get(adapter_key("faq_bot")).automation_condition is None
     with DagsterInstance.ephemeral() as instance:
         everything_materialized(instance)
-        report_materialization(instance, conversations_key("faq"), "1")
+        report_materialization(instance, conversations_key("faq"), "1", data_version="2")
         assert evaluate_automation_conditions(defs, instance).total_requested == 0
 
 
@@ -294,3 +300,52 @@ def test_the_project_definitions_wire_pools_automation_sensors_and_schedules():
     # Seeds, transcripts and corpus shards only run when a sensor, schedule or person asks.
     assert not {k for k in automated if k.split("/")[1] in ("seed_questions", "transcripts", "conversations")}
     assert {s.name for s in defs.sensors} == {seed_sensor_name(s.name) for s in config.sources} | {RETRAIN_SENSOR}
+
+
+@pytest.mark.slow
+def test_an_unchanged_refresh_trains_nothing_and_a_changed_shard_retrains_once(tmp_path, monkeypatch):
+    from dagster import instance_for_test
+
+    from baize_assets.assets import evaluation_key
+    from baize_assets.jobs import SEED_TABLES_JOB, corpus_job_name
+    from baize_assets.teacher.server import SimulatedTeacher
+
+    csv = write_faq_csv(tmp_path / "faq.csv", QUESTIONS)
+    config = faq_config(csv, shards=2)
+    defs = build_definitions(config, resources_for(tmp_path / "out"))
+    retrained = (training_set_key("faq_bot"), adapter_key("faq_bot"), evaluation_key("faq_bot"))
+
+    def run(job: str, partition: str | None = None) -> None:
+        assert defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition).success
+
+    def requested(result) -> set[str]:
+        return {key.to_user_string() for key in retrained if result.get_num_requested(key)}
+
+    with SimulatedTeacher() as teacher, instance_for_test(temp_dir=str(tmp_path)) as instance:
+        monkeypatch.setenv("OPENAI_BASE_URL", teacher.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-refresh")
+        run(SEED_TABLES_JOB)
+        for shard in ("0", "1"):
+            run(corpus_job_name("faq"), shard)
+        for key in (TINY_BASE_KEY, *retrained):  # trained once already: nothing is missing
+            report_materialization(instance, key)
+        settled = evaluate_automation_conditions(defs, instance)
+        assert settled.total_requested == 0
+        calls = teacher.stats()["requests_by_path"]["/v1/chat/completions"]
+
+        # The weekly refresh: every shard rewritten from the cache, the same conversations.
+        for shard in ("0", "1"):
+            run(corpus_job_name("faq"), shard)
+        refreshed = evaluate_automation_conditions(defs, instance, cursor=settled.cursor)
+        assert refreshed.total_requested == 0
+        assert teacher.stats()["requests_by_path"]["/v1/chat/completions"] == calls  # and no teacher call
+
+        # A new seed changes one shard: what depends on it is requested, once.
+        before = ids_per_shard(config)
+        write_faq_csv(csv, [*QUESTIONS, "How does a brand new topic work in practice?"])
+        run(SEED_TABLES_JOB)
+        (shard,) = changed_shards(before, ids_per_shard(config))
+        run(corpus_job_name("faq"), shard)
+        changed = evaluate_automation_conditions(defs, instance, cursor=refreshed.cursor)
+        assert requested(changed) == {"faq_bot/training_set", "faq_bot/adapter", "faq_bot/evaluation"}
+        assert evaluate_automation_conditions(defs, instance, cursor=changed.cursor).total_requested == 0

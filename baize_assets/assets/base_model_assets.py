@@ -12,14 +12,16 @@ from ..core.config.pipeline import BUILTIN_BASES, SMOLLM2_BASE_MODEL, TINY_BASE_
 from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .keys import BASE_MODELS_GROUP, GPU_POOL, base_model_key, seed_key
-from .metadata import config_hash
+from .metadata import config_hash, files_version
 
 TINY_LLAMA = BUILTIN_BASES[TINY_BASE_MODEL]
 SMOLLM2 = BUILTIN_BASES[SMOLLM2_BASE_MODEL]
 
 
 def _materialized(path, summary: dict) -> MaterializeResult:
-    return MaterializeResult(metadata={"path": MetadataValue.path(str(path)), "summary": MetadataValue.json(summary)})
+    files = [f for f in path.iterdir() if f.is_file()]
+    return MaterializeResult(metadata={"path": MetadataValue.path(str(path)), "summary": MetadataValue.json(summary)},
+                             data_version=files_version(files))
 
 
 def build_tiny_base_asset(config: PipelineConfig) -> AssetsDefinition:

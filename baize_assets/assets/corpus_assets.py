@@ -4,6 +4,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    DataVersion,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -11,7 +12,7 @@ from dagster import (
 
 from ..core.config.pipeline import CorpusConfig, PipelineConfig, SourceConfig
 from ..core.corpus import build as corpus, filter_quality, report
-from ..core.corpus.schema import CONVERSATION_SCHEMA, REJECT_SCHEMA
+from ..core.corpus.schema import CONVERSATION_SCHEMA, REJECT_SCHEMA, data_version
 from ..core.costs.actuals import ShardCost, shard_cost
 from ..core.plots_markdown import plots_markdown
 from ..core.prompts import CHAT_FORMAT_VERSION
@@ -98,7 +99,8 @@ def build_conversations_asset(source: SourceConfig, config: PipelineConfig) -> A
                 "plots": MetadataValue.md(plots_markdown(plots)),
                 **{f"plot_{name}": MetadataValue.path(str(p)) for name, p in plots.items()},
                 **costs,
-            }
+            },
+            data_version=DataVersion(data_version(kept)),
         )
 
     return conversations

@@ -28,6 +28,7 @@ from ..core.costs.stages import forecast_selection
 from ..core.storage import write_text_atomic
 from ..resources import BaizeStorage
 from .keys import COST_FORECAST_KEY, COSTS_GROUP, seed_key
+from .metadata import text_version
 
 FORECAST_CHECK = "forecast_within_limit"
 T = TypeVar("T")
@@ -89,9 +90,10 @@ def build_cost_forecast_asset(config: PipelineConfig) -> AssetsDefinition:
         except ForecastError as error:
             raise Failure(description=str(error)) from None
         dollars, expected = total_dollars(stages)
-        path = write_text_atomic(json.dumps({
+        text = json.dumps({
             "stages": [s.as_dict() for s in stages], "total_dollars": [round(dollars.low, 6), round(dollars.high, 6)],
-            "expected_dollars": round(expected, 6)}, indent=2) + "\n", storage.layout.cost_forecast())
+            "expected_dollars": round(expected, 6)}, indent=2) + "\n"
+        path = write_text_atomic(text, storage.layout.cost_forecast())
         metadata = {
             "forecast_dollars_low": round(dollars.low, 6),
             "forecast_dollars_high": round(dollars.high, 6),
@@ -101,12 +103,12 @@ def build_cost_forecast_asset(config: PipelineConfig) -> AssetsDefinition:
             "path": MetadataValue.path(str(path)),
         }
         if limit is None:
-            return MaterializeResult(metadata=metadata)
+            return MaterializeResult(metadata=metadata, data_version=text_version(text))
         within = expected <= limit
         if not within:
             context.log.warning(f"the forecast (${expected:.4f} expected) exceeds teacher.budget.max_forecast_dollars "
                                 f"(${limit:g}): the runs it gates stop here")
-        return MaterializeResult(metadata=metadata, check_results=[AssetCheckResult(
+        return MaterializeResult(metadata=metadata, data_version=text_version(text), check_results=[AssetCheckResult(
             check_name=FORECAST_CHECK, passed=within, severity=AssetCheckSeverity.ERROR,
             description=(f"expected ${expected:.4f} (${dollars.low:.4f} to ${dollars.high:.4f}) against a limit of "
                          f"${limit:g}" + ("" if within else "; raise the limit or narrow the run to go on")),

@@ -6,6 +6,8 @@ enabled the teacher also compares the adapter's answers with a reference's
 (``judge_section``); only then does the asset need the teacher resource.
 """
 
+import json
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -25,7 +27,7 @@ from ..core.storage import read_parquet
 from ..resources import BaizeStorage
 from .judge_section import judge_adapter
 from .keys import GPU_POOL, adapter_key, evaluation_key, training_set_key
-from .metadata import config_hash, settings_hash
+from .metadata import config_hash, settings_hash, text_version
 
 BEATS_BASE_CHECK = "beats_base_on_held_out_loss"
 
@@ -61,6 +63,10 @@ def _evaluate(
         report["judge"] = judge.report
     path = layout.evaluation(adapter.name)
     write_report(report, path)
+    # What the report says of the adapter, not how long it took, where it lies or what the judge's cache held.
+    judged = {k: (report.get("judge") or {}).get(k) for k in ("relative_score_pct", "wins", "ties", "losses")}
+    version = text_version(json.dumps([report["base_eval_loss"], report["adapter_eval_loss"], report["answers"],
+                                       judged], sort_keys=True, default=str))
     compared = {
         "base_eval_loss": report["base_eval_loss"],
         "adapter_eval_loss": report["adapter_eval_loss"],
@@ -77,6 +83,7 @@ def _evaluate(
             "answers": MetadataValue.md(_answers_markdown(report["answers"])),
             **(judge.metadata if judge is not None else {}),
         },
+        data_version=version,
         check_results=[
             AssetCheckResult(
                 check_name=BEATS_BASE_CHECK,

@@ -14,7 +14,15 @@ scores shard and v2.
 """
 
 
-from dagster import AssetExecutionContext, AssetsDefinition, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from dagster_openai import OpenAIResource
 
 from ..core.collect.modes import judge_writer
@@ -36,7 +44,7 @@ from .keys import (
     shard_partitions,
     training_set_key,
 )
-from .metadata import config_hash, table_metadata
+from .metadata import config_hash, table_metadata, table_version
 from .sample_assets import build_samples_asset
 from .shard_collection import collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
@@ -92,7 +100,8 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
                 "judge_prompt_version": JUDGE_PROMPT_VERSION,
                 "judge_model": judge.model,
                 **forecast_metadata(forecast, collected.result.spent_dollars),
-            }
+            },
+            data_version=table_version(frame, ["seed_id", "sample_index", "score"]),
         )
 
     return scores
@@ -145,7 +154,9 @@ def build_distilled_training_set_asset(plan: SelfDistillationConfig, config: Pip
                 "judging_scale": f"{judging.SINGLE_SCALE[0]}-{judging.SINGLE_SCALE[1]}",
                 "preference_pairs": MetadataValue.path(str(pairs_file)),
                 **{f"pairs_{key}": value for key, value in pair_counts.items() if key != "seeds"},
-            }
+            },
+            # The pairs are made of the same samples and scores as the set: its version covers them.
+            data_version=DataVersion(corpus.data_version(frame)),
         )
 
     return distilled_training_set

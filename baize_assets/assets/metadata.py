@@ -2,9 +2,10 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pandas as pd
-from dagster import MetadataValue, TableColumn, TableSchema
+from dagster import DataVersion, MetadataValue, TableColumn, TableSchema
 
 
 def settings_hash(*settings) -> str:
@@ -35,3 +36,27 @@ def table_metadata(frame: pd.DataFrame, path, schema) -> dict:
 def preview(frame: pd.DataFrame, columns: list[str], rows: int = 5) -> MetadataValue:
     shown = frame[columns].head(rows).astype(str).map(lambda s: s if len(s) < 120 else s[:117] + "...")
     return MetadataValue.md(shown.to_markdown(index=False) if len(shown) else "_empty_")
+
+
+def table_version(frame: pd.DataFrame, columns: list[str]) -> DataVersion:
+    """The data version of a table: a fingerprint of what downstream reads of it (``columns``, rows in the order of
+    the first ones), not of when, from which cache or at what cost it was written. An unchanged refresh keeps it,
+    and the retrain automation then has nothing to do."""
+    ordered = frame[columns].sort_values(columns[: min(2, len(columns))], kind="stable") if len(frame) else frame
+    payload = ordered[columns].to_json(orient="values", force_ascii=False, double_precision=10)
+    return DataVersion(hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16])
+
+
+def files_version(paths: list[Path]) -> DataVersion:
+    """The data version of some files' bytes (a model's weights and tokenizer)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return DataVersion(digest.hexdigest()[:16])
+
+
+def text_version(text: str) -> DataVersion:
+    return DataVersion(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])

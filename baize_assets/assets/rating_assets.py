@@ -17,7 +17,7 @@ from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .cost_assets import forecast_metadata, gated, partition_forecast
 from .keys import COST_FORECAST_KEY, TEACHER_API_POOL, conversation_ratings_key, conversations_key, shard_partitions
-from .metadata import config_hash, table_metadata
+from .metadata import config_hash, table_metadata, table_version
 from .shard_collection import collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
 
@@ -69,6 +69,6 @@ def build_ratings_asset(source: SourceConfig, config: PipelineConfig) -> AssetsD
             "unrated_by_reason": MetadataValue.json(frame["reason"].dropna().value_counts().astype(int).to_dict()),
             "judge_model": judge.model,
             **forecast_metadata(forecast, collected.result.spent_dollars),
-        })
+        }, data_version=table_version(frame, ["seed_id", "score"]))
 
     return conversation_ratings

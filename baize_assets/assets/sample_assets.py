@@ -16,7 +16,7 @@ from ..core.prompts import CHAT_FORMAT_VERSION
 from ..core.storage import Layout, read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import GPU_POOL, adapter_key, conversations_key, feedback_samples_key, shard_partitions, training_set_key
-from .metadata import config_hash, table_metadata
+from .metadata import config_hash, table_metadata, table_version
 from .shard_collection import Endpoint, all_failed, collect_shard
 
 
@@ -90,7 +90,8 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig, conf
                 "finish_reasons": MetadataValue.json(frame["finish_reason"].value_counts().astype(int).to_dict()),
                 "mean_answer_chars": round(float(frame["answer"].str.len().mean()), 1) if len(frame) else 0.0,
                 **metadata,
-            }
+            },
+            data_version=table_version(frame, ["seed_id", "sample_index", "answer"]),
         )
 
     return samples

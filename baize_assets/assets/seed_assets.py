@@ -24,7 +24,7 @@ from ..core.seeds import table as seeds
 from ..core.storage import shard_keys, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import seed_key
-from .metadata import preview, settings_hash, table_metadata
+from .metadata import preview, settings_hash, table_metadata, table_version
 
 SEED_FILES_METADATA = "seed_files_digest"
 SHARD_FINGERPRINTS_METADATA = "shard_fingerprints"
@@ -136,7 +136,8 @@ def build_seed_asset(source: SourceConfig) -> AssetsDefinition:
                 "preview": preview(table.seeds, ["seed_id", "shard", "seed"]),
                 SEED_FILES_METADATA: seed_files_digest(files),
                 SHARD_FINGERPRINTS_METADATA: MetadataValue.json(shard_fingerprints(table.seeds, source.shards)),
-            }
+            },
+            data_version=table_version(table.seeds, ["seed_id", "shard", "seed"]),
         )
 
     return seed_questions

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from ..core.config.pipeline import AdapterConfig, PipelineConfig, SourceConfig
 from ..core.corpus import chat_dataset, judge_filter, report, trainingset
@@ -155,7 +155,8 @@ def build_training_set_asset(adapter: AdapterConfig, config: PipelineConfig) -> 
                     "data_dollars": round(cost.dollars, 6),
                     "data_dollars_per_conversation": round(cost.per_conversation or 0.0, 8),
                 }),
-            }
+            },
+            data_version=DataVersion(version),
         )
 
     return training_set

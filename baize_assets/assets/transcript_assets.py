@@ -20,7 +20,7 @@ from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .cost_assets import forecast_metadata, gated, partition_forecast
 from .keys import COST_FORECAST_KEY, TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
-from .metadata import table_metadata
+from .metadata import table_metadata, table_version
 from .shard_collection import all_failed, collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
 
@@ -91,7 +91,9 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
         }
         if len(frame) and metadata["conversations"] == 0 and not result.partial:
             raise Failure(description=all_failed(step, result.failures, str(path)), metadata=metadata)
-        return MaterializeResult(metadata=metadata)
+        # What the corpus reads: the same answers from the cache are the same data.
+        version = table_version(frame, ["seed_id", "transcript", "finish_reason", "failure_kind", "model"])
+        return MaterializeResult(metadata=metadata, data_version=version)
 
     return transcripts
 
