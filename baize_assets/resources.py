@@ -1,4 +1,9 @@
-"""Dagster resources: where outputs go, the teacher endpoint, and the Pipes client that runs training."""
+"""Dagster resources: where outputs go, the teacher endpoint, and the Pipes client that runs training.
+
+An adapter whose ``training.launcher.kind`` is ``pipes_client`` trains through the resource
+its ``launcher.resource`` names (``training_pipes_client`` by default), which the deployment
+adds to its definitions (``deploy/k8s/training_pipes_client.py`` for Kubernetes).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ from pydantic import Field
 
 from .core.config.pipeline import output_dir
 from .core.storage import Layout
+
+# The Pipes client of the launchers that start training on the step's machine (subprocess, torchrun).
+PIPES_SUBPROCESS_CLIENT = "pipes_subprocess_client"
 
 
 class BaizeStorage(ConfigurableResource):
@@ -30,6 +38,6 @@ def default_resources() -> dict:
     return {
         "storage": BaizeStorage(output_dir=str(output_dir())),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
-        # Runs adapter training in a child process that reports back to the step (dagster-pipes).
-        "pipes_subprocess_client": PipesSubprocessClient(),
+        # Runs adapter training in a child process (or a torchrun) that reports back to the step (dagster-pipes).
+        PIPES_SUBPROCESS_CLIENT: PipesSubprocessClient(),
     }

@@ -50,7 +50,7 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_i
     write_parquet_atomic(training_set_frame(conversations), layout.training_set("tiny"), TRAINING_SET_SCHEMA)
     training = TrainingConfig(learning_rate=5e-3, epochs=4, max_steps=8, micro_batch_size=4, effective_batch_size=8,
                               warmup_steps=1, eval_steps=4, eval_prompts=["Tell me about the river."])
-    assert training.run_in_subprocess
+    assert training.launcher.kind == "subprocess"
     adapter = AdapterConfig(name="tiny", sources=["synthetic"], training=training)
     config = PipelineConfig(sources=[SourceConfig(name="synthetic", format="text", paths=["x"])], adapters=[adapter],
                             judge=JudgeConfig(questions=5, max_new_tokens=24))
@@ -143,7 +143,8 @@ def test_an_adapter_is_not_judged_against_itself_and_needs_no_teacher_then():
 
 def test_the_pipes_client_is_a_resource_the_adapter_needs_only_to_train_in_a_child():
     in_a_child = AdapterConfig(name="tiny", sources=["synthetic"])
-    in_process = AdapterConfig(name="tiny", sources=["synthetic"], training=TrainingConfig(run_in_subprocess=False))
+    in_process = AdapterConfig(name="tiny", sources=["synthetic"],
+                               training=TrainingConfig(launcher={"kind": "in_process"}))
     config = PipelineConfig(sources=[SourceConfig(name="synthetic", format="text", paths=["x"])], adapters=[in_a_child])
     assert build_adapter_asset(in_a_child, config).required_resource_keys - {"io_manager"} == {
         "storage", "pipes_subprocess_client"}

@@ -54,7 +54,8 @@ DPO = PreferenceConfig(beta=0.1, learning_rate=1e-2, epochs=3)
 
 
 def _pipeline(objective: str = "dpo", dpo: PreferenceConfig = DPO) -> PipelineConfig:
-    training = TrainingConfig(micro_batch_size=4, effective_batch_size=8, warmup_steps=1, run_in_subprocess=False)
+    training = TrainingConfig(micro_batch_size=4, effective_batch_size=8, warmup_steps=1,
+                              launcher={"kind": "in_process"})
     return PipelineConfig(
         sources=[SourceConfig(name=SOURCE, format="text", paths=["x"], shards=1)],
         adapters=[AdapterConfig(name=V1, sources=[SOURCE], training=training)],

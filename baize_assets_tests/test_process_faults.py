@@ -289,7 +289,7 @@ def training_config(in_subprocess: bool = True, **training) -> PipelineConfig:
     """MedQuAD's sample questions in one shard, and an adapter on the tiny base (briefly pretrained)."""
     settings = dict(
         learning_rate=5e-3, epochs=1000, effective_batch_size=4, micro_batch_size=4, warmup_steps=0,
-        eval_size=0.2, eval_steps=1000, run_in_subprocess=in_subprocess,
+        eval_size=0.2, eval_steps=1000, launcher={"kind": "subprocess" if in_subprocess else "in_process"},
     )
     return PipelineConfig(
         teacher=TeacherConfig(max_retries=0),

@@ -140,7 +140,7 @@ def run_toy_variant(variant: str, base: Path, conversations: int, steps: int, ou
         warmup_steps=2,
         eval_size=0.01,
         eval_steps=10_000,
-        run_in_subprocess=False,
+        launcher={"kind": "in_process"},
     )
     adapter = AdapterConfig(name=f"bench_{variant}", sources=["synthetic"], training=training)
     summary = trainer.train_adapter(synthetic_conversations(conversations), adapter, str(base), out, log=lambda _: None)
@@ -169,7 +169,7 @@ def real_training_config(steps: int):
         eval_steps=10**6,
         checkpoint_steps=10**6,
         keep_best=False,
-        run_in_subprocess=False,
+        launcher={"kind": "in_process"},
     )
 
 

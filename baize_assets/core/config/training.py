@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, JsonValue, field_validator, model_validator
 
 from .base import StrictModel, Text, UniqueTexts
 
@@ -33,6 +33,48 @@ class LoraConfig(StrictModel):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"],
         min_length=1,
     )
+
+
+# The training child's module: what every launcher runs (``python -m`` it, or ``torchrun -m`` it).
+TRAINING_MODULE = "baize_assets.core.train.pipes"
+# Request fields the adapter step passes to a Pipes client's run() itself.
+PIPES_RUN_FIELDS = frozenset({"context", "extras", "command"})
+
+
+class LauncherConfig(StrictModel):
+    """Where the adapter step trains (``training.launcher``); none of it changes the trained weights.
+
+    ``in_process``: in the step's own process. ``subprocess``: a child process over dagster-pipes
+    (the ``pipes_subprocess_client`` resource). ``torchrun``: ``torchrun --standalone
+    --nproc_per_node N`` started by the step through the same client, data-parallel over N
+    processes (one GPU each; gloo on CPU). ``pipes_client``: any Dagster Pipes client resource
+    named by ``resource`` (``PipesK8sClient`` for a GPU node, ...), run with ``command`` and
+    ``run_kwargs``; the command may itself be a torchrun of the training module.
+    """
+
+    kind: Literal["in_process", "subprocess", "torchrun", "pipes_client"] = "subprocess"
+    nproc_per_node: int = Field(default=2, ge=1, le=64)  # torchrun
+    resource: str = Field(default="training_pipes_client", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # pipes_client
+    # pipes_client: the command run where the client runs it (an empty list passes none, for clients that take none).
+    command: list[Text] = Field(default_factory=lambda: ["python", "-m", TRAINING_MODULE])
+    # pipes_client: passed to the client's run() as they are (PipesK8sClient: image, namespace, base_pod_spec, ...).
+    run_kwargs: dict[Text, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _settings_of_the_kind(self) -> "LauncherConfig":
+        kinds = {"nproc_per_node": "torchrun", "resource": "pipes_client", "command": "pipes_client",
+                 "run_kwargs": "pipes_client"}
+        fields = type(self).model_fields
+        stray = sorted(name for name, kind in kinds.items() if kind != self.kind
+                       and getattr(self, name) != fields[name].get_default(call_default_factory=True))
+        if stray:
+            raise ValueError(f"{', '.join(stray)} {'is' if len(stray) == 1 else 'are'} for kind "
+                             f"{kinds[stray[0]]}, not {self.kind}")
+        taken = sorted(PIPES_RUN_FIELDS & self.run_kwargs.keys())
+        if taken:
+            raise ValueError(f"run_kwargs cannot hold {', '.join(taken)}: the adapter step passes "
+                             f"{'it' if len(taken) == 1 else 'them'} (the command is launcher.command)")
+        return self
 
 
 class TrainingConfig(StrictModel):
@@ -75,9 +117,9 @@ class TrainingConfig(StrictModel):
     max_cpu_base_parameters: int = Field(default=1_000_000_000, ge=1)
     train_large_base_on_cpu: bool = False
     export_merged: bool = False  # also write the base with the adapter merged in, as a plain model
-    # Train in a child process (dagster-pipes): the run's process stays small and
-    # gets the logs streamed; a killed child resumes from its checkpoint on rerun.
-    run_in_subprocess: bool = True
+    # Where it trains: by default a child process (dagster-pipes), so the run's process stays small and
+    # gets the logs and metrics streamed; a killed child resumes from its checkpoint on rerun.
+    launcher: LauncherConfig = LauncherConfig()
     eval_prompts: list[Text] = Field(
         default_factory=lambda: [
             "How do I make a good cup of coffee?",
@@ -86,6 +128,21 @@ class TrainingConfig(StrictModel):
             "How can I prepare for a job interview?",
         ]
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _launcher_replaces_run_in_subprocess(cls, data: object) -> object:
+        if isinstance(data, dict) and "run_in_subprocess" in data:
+            kind = "subprocess" if data["run_in_subprocess"] else "in_process"
+            raise ValueError(f"run_in_subprocess is now launcher.kind: write launcher: {{kind: {kind}}}")
+        return data
+
+    @model_validator(mode="after")
+    def _one_process_for_quantization(self) -> "TrainingConfig":
+        if self.launcher.kind == "torchrun" and self.quantization != "none":
+            raise ValueError(f"quantization '{self.quantization}' trains on one GPU, not data-parallel: set "
+                             "launcher.kind to subprocess, or quantization to none")
+        return self
 
     @field_validator("eval_size", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 # Settings that do not change the trained weights: a checkpoint stays valid across them.
 NOT_AFFECTING_WEIGHTS = {
     "checkpoint_steps",
-    "run_in_subprocess",
+    "launcher",
     "export_merged",
     "eval_prompts",
     "keep_best",

@@ -1,14 +1,21 @@
-"""Adapter training as a child process of a Dagster run, over dagster-pipes.
+"""Adapter training as a process of its own that reports to a Dagster step over dagster-pipes.
 
-``python -m baize_assets.core.train.pipes`` is launched by the adapter asset with
-``PipesSubprocessClient``: the request comes in the pipes ``extras``, every training
-log line (step losses, eval losses) streams back into the run's logs, and an error
-is reported with its traceback. Training itself is :func:`run_training`, the same
-code the asset runs in-process when ``training.run_in_subprocess`` is off: the
-supervised trainer, or the preference (DPO) trainer when the request carries one.
-Only the small ``dagster_pipes`` protocol package is needed here, not Dagster.
+``python -m baize_assets.core.train.pipes`` is what every launcher of the adapter step
+runs (``training.launcher``): a local child of the step, each process of a ``torchrun`` the
+step starts (:mod:`.launch`), or the command a Pipes client runs elsewhere (a pod on a GPU
+node). The request comes in the pipes ``extras``; every training log line (step losses,
+eval losses) streams back into the run's logs, and at the end one message carries the
+summary and the loss curve, which the step turns into the materialization's metadata, so
+it never reads the adapter directory itself. An error is reported with its traceback.
 
-The child dies with the process that launched it (see :mod:`parent_death`): a run
+Of a data-parallel launch, process 0 opens the pipes and reports; the others read the
+request from the pipes context and stay silent, as they do in training
+(:mod:`.distributed`). Training itself is :func:`run_training`, the same code the step
+runs in its own process with ``launcher.kind: in_process``: the supervised trainer, or the
+preference (DPO) trainer when the request carries one. Only the small ``dagster_pipes``
+protocol package is needed here, not Dagster.
+
+A child started by the step on its machine dies with it (see :mod:`parent_death`): a run
 killed with SIGKILL leaves no orphan writing checkpoints or the adapter directory.
 """
 
@@ -18,13 +25,14 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from dagster_pipes import open_dagster_pipes
+from dagster_pipes import PipesDefaultContextLoader, PipesEnvVarParamsLoader, open_dagster_pipes
 
 from ..config.feedback import PreferenceConfig
 from ..config.pipeline import AdapterConfig
 from ..parent_death import die_with_parent
 
-# The launching process's id, as it saw itself: the child checks it is still its parent.
+# The process id of the step that launched training on its own machine, as the step saw itself:
+# the training process checks it is still an ancestor. Unset where a Pipes client runs it elsewhere.
 PARENT_PID_ENV = "BAIZE_TRAINING_PARENT_PID"
 
 
@@ -50,7 +58,7 @@ def training_request(
 
 
 def training_env() -> dict[str, str]:
-    """Environment variables of the training child, set by the process that launches it."""
+    """Environment variables of training started by the step on its own machine."""
     return {PARENT_PID_ENV: str(os.getpid())}
 
 
@@ -61,6 +69,9 @@ def run_training(request: dict, log: Callable[[str], None]) -> dict:
     if request.get("preference"):
         from .preference import train_preference_adapter
 
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(f"DPO (objective: dpo) trains in one process, but {os.environ['WORLD_SIZE']} were "
+                             "launched: give this adapter a launcher that starts one")
         return train_preference_adapter(
             adapter,
             PreferenceConfig.model_validate(request["preference"]),
@@ -83,14 +94,33 @@ def run_training(request: dict, log: Callable[[str], None]) -> dict:
     )
 
 
+def complete_training(request: dict, summary: dict) -> dict:
+    """Write the model card beside the trained adapter; the report that goes back to the step."""
+    from ..plots_markdown import plots_markdown
+    from .model_card import training_set_lineage, write_model_card
+    from .summary import LOSS_CURVE_FILE
+
+    out_dir = Path(request["out_dir"])
+    write_model_card(out_dir, training_set_lineage(Path(request["training_set"])))
+    return {"summary": summary, "loss_curve_plot": plots_markdown({"loss_curve": out_dir / LOSS_CURVE_FILE})}
+
+
+def _extras() -> dict:
+    """The request from the pipes context, without opening the message channel (process 0 reports)."""
+    with PipesDefaultContextLoader().load_context(PipesEnvVarParamsLoader().load_context_params()) as context:
+        return dict(context["extras"])
+
+
 def main() -> None:
-    # Before the heavy imports, so an early death of the parent is not missed for seconds.
-    die_with_parent(int(os.environ.get(PARENT_PID_ENV) or os.getppid()))
+    # Before the heavy imports, so an early death of the step is not missed for seconds.
+    if os.environ.get(PARENT_PID_ENV):
+        die_with_parent(int(os.environ[PARENT_PID_ENV]))
+    if int(os.environ.get("RANK", "0")) > 0:
+        run_training(_extras(), log=lambda _line: None)
+        return
     with open_dagster_pipes() as pipes:
-        summary = run_training(pipes.extras, log=pipes.log.info)
-        pipes.report_custom_message(
-            {"steps": summary["steps"], "resumed_from_step": summary["resumed_from_step"]}
-        )
+        request = pipes.extras
+        pipes.report_custom_message(complete_training(request, run_training(request, log=pipes.log.info)))
 
 
 if __name__ == "__main__":
