@@ -86,8 +86,12 @@ def test_requests_join_a_running_batch_and_answer_as_alone(served_chat):
         answers = {seed: generator.submit(HISTORIES[0], p) for seed, p in sampled.items()}
         seed = max(answers, key=lambda s: answers[s].result().completion_tokens)
         assert answers[seed].result().completion_tokens >= 6
+        # A seed with which both late prompts answer in more than one token (one is their own prompt pass).
+        late_params = next(
+            params for params in (SamplingParams(max_new_tokens=12, temperature=1.0, seed=s) for s in range(99, 130))
+            if all(generator.submit(HISTORIES[i], params).result().completion_tokens > 1 for i in (2, 1))
+        )
         generator.stats.largest_batch = generator.stats.batches = 0
-        late_params = SamplingParams(max_new_tokens=12, temperature=1.0, seed=99)
         late = []  # a longer and a shorter prompt, submitted once the first row shows text
 
         def join_late(_text: str) -> None:

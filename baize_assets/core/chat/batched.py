@@ -4,9 +4,11 @@ Requests are submitted from any thread and come back as futures. When idle, the
 generation thread waits up to ``batch_wait_ms`` after the first request for others to
 join; while rows are running, requests already queued join the running batch at the next
 step (continuous batching) up to ``max_batch`` rows, so nobody waits for a whole batch to
-end. Each step is one forward pass over every row (:mod:`decode_batch` holds the
-tensors). Each row keeps its own sampling settings and seed, its own stop strings (the
-Baize markers plus the request's) and its own token limit, and leaves the batch when done.
+end. Each step is one forward pass over every row (:mod:`decode` holds the rows, their
+key/value cache and the prompt prefix they share). Each row keeps its own sampling
+settings and seed, its own stop strings (the Baize markers plus the request's) and its
+own token limit, and leaves the batch when done. Its text is decoded a few tokens at a
+time (:class:`~.answer_text.AnswerText`), never the whole answer again.
 
 The hand-written decode loop, rather than ``generate()``, is what allows per-row
 settings and seeds (a seeded row gives the same answer whatever it runs with), rows
@@ -25,9 +27,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..prompts import STOP_MARKERS, Turn
-from .chat_model import ChatModel, cut_at_marker, trim_history
-from .decode import DecodeBatch, SamplingParams, next_tokens
+from ..prompts import Turn
+from .answer_text import AnswerText, cut_at_stop, decode_answer, held_token_ids, streamable_prefix
+from .chat_model import ChatModel, trim_history
+from .decode import DecodeBatch, SamplingParams, check_full_attention
 
 __all__ = ["BatchStats", "BatchedGenerator", "Completion", "PendingAnswer", "SamplingParams", "cut_at_stop",
            "streamable_prefix"]
@@ -54,26 +57,7 @@ class BatchStats:
     largest_batch: int = 0  # the most rows in one forward pass
     steps: int = 0  # forward passes
     abandoned: int = 0  # requests dropped while running because their caller gave up
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` up to the first Baize marker or ``stop`` string, and whether one was found."""
-    cut = cut_at_marker(text)
-    positions = [i for i in (cut.find(s) for s in stop) if i >= 0]
-    if positions:
-        cut = cut[: min(positions)]
-    return cut, len(cut) < len(text)
-
-
-def streamable_prefix(answer: str, stop: Sequence[str]) -> str:
-    """The part of a growing ``answer`` that can be shown now.
-
-    Held back: a tail that may still grow into a stop string, trailing whitespace (the
-    final answer is stripped) and an incomplete UTF-8 sequence.
-    """
-    stops = (*STOP_MARKERS, *stop)
-    undecided = max((n for s in stops for n in range(1, len(s)) if answer.endswith(s[:n])), default=0)
-    return answer[: len(answer) - undecided].rstrip().rstrip("\ufffd")
+    reused_prompt_tokens: int = 0  # prompt tokens taken from a prefix shared with earlier prompts, not computed
 
 
 class PendingAnswer(Future):
@@ -93,8 +77,8 @@ class _Request:
     max_new_tokens: int  # params.max_new_tokens, lowered to what fits the model's positions
     params: SamplingParams
     on_text: Callable[[str], None] | None
+    text: AnswerText
     future: PendingAnswer = field(default_factory=PendingAnswer)
-    generated: list[int] = field(default_factory=list)
     emitted: str = ""
 
     def emit(self, shown: str) -> None:
@@ -127,21 +111,26 @@ class BatchedGenerator:
         self.history_token_budget = history_token_budget
         self.stats = BatchStats()
         tokenizer = chat.tokenizer
-        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self._vocab = chat.model.get_output_embeddings().weight.shape[0]
         self._eos_id = tokenizer.eos_token_id
+        self._held_tokens = held_token_ids(tokenizer)
         # Fast tokenizers must not be used by two threads at once: submit() encodes on the
         # caller's thread while the generation thread decodes. Reentrant: an ``on_text``
         # callback (run under it) may submit.
         self._tokenizer_lock = threading.RLock()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
+        model = chat.model.get_base_model() if hasattr(chat.model, "get_base_model") else chat.model
+        config = model.config.get_text_config()
+        check_full_attention(config, self._limit)
         # transformers 5 names the key/value cache argument ``cache``, 4.x ``past_key_values``.
-        forward = inspect.signature(chat.model.get_base_model().forward).parameters
+        forward = inspect.signature(model.forward).parameters
         self._step_arguments = {"use_cache": True}
         if "logits_to_keep" in forward:  # only the last position's logits are needed
             self._step_arguments["logits_to_keep"] = 1
         self._cache_argument = "cache" if "cache" in forward else "past_key_values"
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        vocab = chat.model.get_output_embeddings().weight.shape[0]
+        self._batch = DecodeBatch(self._forward, config.num_hidden_layers, max_batch, vocab, pad_id, chat.device)
         self._thread = threading.Thread(target=self._run, name="batched-generation", daemon=True)
         self._thread.start()
 
@@ -195,7 +184,7 @@ class BatchedGenerator:
             raise RuntimeError("the generator is closed")
         if not history or history[-1].role != "human":
             raise ValueError("the history must end with a human message")
-        limit = min(self.history_token_budget, self.chat.max_positions or self.history_token_budget)
+        limit = self._limit
         with self._tokenizer_lock:
 
             def count(turns: list[Turn]) -> int:
@@ -206,28 +195,37 @@ class BatchedGenerator:
             if new_tokens < 1:
                 raise ValueError(f"the message is too long: its prompt takes {shortest} tokens, the limit is {limit}")
             ids = self.chat.prompt_ids(trim_history(history, count, limit - new_tokens), system)
-        return _Request(ids, new_tokens, params, on_text)
+            text = AnswerText(self._decode, params.stop, self._held_tokens)
+        return _Request(ids, new_tokens, params, on_text, text)
+
+    @property
+    def _limit(self) -> int:
+        """The most tokens a prompt and its answer may take together."""
+        return min(self.history_token_budget, self.chat.max_positions or self.history_token_budget)
+
+    def _decode(self, ids: list[int]) -> str:
+        return decode_answer(self.chat.tokenizer, ids)
 
     # The generation thread.
 
     def _run(self) -> None:
-        running: DecodeBatch | None = None
+        batch = self._batch
         stopping = False
-        while running is not None or not stopping:
-            admitted, stopping = self._admit(len(running) if running else 0, wait=running is None, stopping=stopping)
+        while len(batch) or not stopping:
+            admitted, stopping = self._admit(len(batch), wait=not len(batch), stopping=stopping)
             try:
                 if admitted:
                     self.stats.batches += 1
                     self.stats.rows += len(admitted)
-                    fresh = self._step(DecodeBatch.start(admitted, self._pad_id, self._vocab, self.chat.device))
-                    running = fresh if running is None else running.extend(fresh) if fresh else running
-                if running is not None:
-                    running = self._step(running)
+                    self._settle(len(batch), batch.join(admitted))
+                    self.stats.reused_prompt_tokens = batch.reused_tokens
+                if len(batch):
+                    self._settle(0, batch.step())
             except Exception as exc:  # a failed step fails its requests, not the thread
-                for request in [*(running.requests if running else []), *admitted]:
+                for request in [*batch.requests, *admitted]:
                     if not request.future.done():
                         request.future.set_exception(exc)
-                running = None
+                batch.clear()
         while True:  # closed: fail what is still waiting
             try:
                 request = self._queue.get_nowait()
@@ -264,58 +262,47 @@ class BatchedGenerator:
                 admitted.append(request)
         return admitted, stopping
 
-    def _step(self, rows: DecodeBatch) -> DecodeBatch | None:
-        """One forward pass over ``rows``: each gets its next token; the rows still generating, or None."""
+    def _forward(self, inputs: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
+        """One forward pass (of :class:`DecodeBatch`): the last position's logits of each row."""
         self.stats.steps += 1
-        self.stats.largest_batch = max(self.stats.largest_batch, len(rows))
+        self.stats.largest_batch = max(self.stats.largest_batch, len(inputs))
         with torch.no_grad():
-            logits = self.chat.model(
-                input_ids=rows.inputs,
-                attention_mask=rows.mask,
-                position_ids=rows.positions,
-                **self._step_arguments,
-                **{self._cache_argument: rows.cache},
-            ).logits[:, -1, :].float()
-            tokens = next_tokens(logits, rows.seen, rows.temperature, rows.top_p, rows.penalty, rows.generators)
-        rows.seen[torch.arange(len(rows), device=tokens.device), tokens] = True
-        keep = self._advance(rows.requests, tokens.tolist())
-        if not keep:
-            return None
-        rows.inputs, rows.positions = tokens[:, None], rows.positions[:, -1:] + 1
-        rows.mask = torch.cat([rows.mask, rows.mask.new_ones(len(rows), 1)], dim=1)
-        if len(keep) < len(rows):
-            rows.select(keep)
-        return rows
+            output = self.chat.model(input_ids=inputs, attention_mask=mask, position_ids=positions,
+                                     **self._step_arguments, **{self._cache_argument: cache})
+        return output.logits[:, -1, :].float()
 
-    def _advance(self, requests: list[_Request], tokens: list[int]) -> list[int]:
-        """Append each live row's token, finish the rows that are done; the indices of the others."""
-        keep = []
+    def _settle(self, first: int, tokens: torch.Tensor) -> None:
+        """Give each row from ``first`` on its token, finish the rows that are done and drop them from the batch."""
+        requests = self._batch.requests[first : first + len(tokens)]
+        finished = []
         with self._tokenizer_lock:
-            for index, (request, token) in enumerate(zip(requests, tokens)):
-                if request.future.abandoned:
-                    self.stats.abandoned += 1
-                    request.future.set_result(Completion(request.emitted, "abandoned", len(request.prompt_ids),
-                                                         len(request.generated)))
-                    continue
-                hit_eos = token == self._eos_id
-                if not hit_eos:
-                    request.generated.append(token)
-                text = self.chat.tokenizer.decode(request.generated, skip_special_tokens=True)
-                answer, stopped = cut_at_stop(text, request.params.stop)
-                answer = answer.lstrip()
-                if stopped or hit_eos or len(request.generated) >= request.max_new_tokens:
-                    final = answer.rstrip()
-                    request.emit(final)
-                    request.future.set_result(
-                        Completion(
-                            text=final,
-                            finish_reason="stop" if stopped or hit_eos else "length",
-                            prompt_tokens=len(request.prompt_ids),
-                            completion_tokens=len(request.generated) + int(hit_eos),
-                        )
-                    )
-                else:
-                    request.emit(streamable_prefix(answer, request.params.stop))
-                    keep.append(index)
-        return keep
+            for index, (request, token) in enumerate(zip(requests, tokens.tolist()), start=first):
+                if self._advance(request, token):
+                    finished.append(index)
+        self._batch.drop(finished)
 
+    def _advance(self, request: _Request, token: int) -> bool:
+        """Append ``token`` to the request's answer; whether the request is finished (its future then set)."""
+        text = request.text
+        if request.future.abandoned:
+            self.stats.abandoned += 1
+            request.future.set_result(Completion(request.emitted, "abandoned", len(request.prompt_ids),
+                                                 len(text.ids)))
+            return True
+        hit_eos = token == self._eos_id
+        stopped = not hit_eos and text.append(token)
+        if stopped or hit_eos or len(text.ids) >= request.max_new_tokens:
+            final = text.answer()
+            request.emit(final)
+            request.future.set_result(
+                Completion(
+                    text=final,
+                    finish_reason="stop" if stopped or hit_eos else "length",
+                    prompt_tokens=len(request.prompt_ids),
+                    completion_tokens=len(text.ids) + int(hit_eos),
+                )
+            )
+            return True
+        if request.on_text:
+            request.emit(streamable_prefix(text.text.lstrip(), request.params.stop))
+        return False

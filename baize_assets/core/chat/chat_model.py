@@ -10,23 +10,21 @@ from typing import Any, Callable, Sequence
 
 import torch
 from peft import PeftModel
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedModel
 from transformers.generation import BaseStreamer
 
 from ..model.base import device_and_dtype, load_pretrained, quiet_peft_deprecation, resolve_base_model
 from ..model.samples import encode
 from ..prompts import BAIZE_SYSTEM_PROMPT, STOP_MARKERS, Turn, render_inference_prompt
+from .answer_text import AnswerText, cut_at_marker, decode_answer, held_token_ids, streamable_prefix
+
+__all__ = ["AnswerStreamer", "ChatModel", "adapter_base_model", "chat_main", "cut_at_marker", "load_chat_model",
+           "trim_history"]
 
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_FILES = (ADAPTER_CONFIG_FILE, "adapter_model.safetensors")  # what peft's save_pretrained writes
 # Mild by default: enough to keep a small model out of loops, little effect on a good one.
 DEFAULT_REPETITION_PENALTY = 1.1
-
-
-def cut_at_marker(text: str) -> str:
-    """``text`` up to the first stop marker (all of it when there is none)."""
-    positions = [i for i in (text.find(marker) for marker in STOP_MARKERS) if i >= 0]
-    return text[: min(positions)] if positions else text
 
 
 def trim_history(history: Sequence[Turn], prompt_tokens: Callable[[list[Turn]], int], budget: int) -> list[Turn]:
@@ -51,28 +49,25 @@ class AnswerStreamer(BaseStreamer):
     """Pass the answer to ``callback`` as it is generated, never showing a marker.
 
     Text that may still turn into a marker, trailing whitespace (the final answer is
-    stripped) and incomplete UTF-8 sequences are held back until they resolve.
+    stripped) and incomplete UTF-8 sequences are held back until they resolve. The
+    answer is decoded a few tokens at a time (:class:`~.answer_text.AnswerText`).
     """
 
     def __init__(self, tokenizer, callback: Callable[[str], None]):
-        self.tokenizer = tokenizer
         self.callback = callback
         self.prompt_skipped = False
-        self.token_ids: list[int] = []
+        self.text = AnswerText(lambda ids: decode_answer(tokenizer, ids), held_tokens=held_token_ids(tokenizer))
         self.emitted = ""
 
     def put(self, value: torch.Tensor) -> None:
         if not self.prompt_skipped:  # generate() first puts the prompt
             self.prompt_skipped = True
             return
-        self.token_ids.extend(value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
-        answer = cut_at_marker(text).lstrip()
-        undecided = max(
-            (n for marker in STOP_MARKERS for n in range(1, len(marker)) if answer.endswith(marker[:n])), default=0
-        )
-        safe = answer[: len(answer) - undecided].rstrip().rstrip("\ufffd")
-        self.flush(safe)
+        for token in value.reshape(-1).tolist():
+            if self.text.stop_at is None:
+                self.text.append(token)
+        if self.text.stop_at is None:
+            self.flush(streamable_prefix(self.text.text.lstrip(), ()))
 
     def flush(self, answer_so_far: str) -> None:
         """Send what of ``answer_so_far`` was not sent yet."""
@@ -88,7 +83,7 @@ class AnswerStreamer(BaseStreamer):
 class ChatModel:
     """A base model with its LoRA adapter, ready to answer."""
 
-    model: PeftModel
+    model: PeftModel | PreTrainedModel  # a plain model once the LoRA is merged in
     tokenizer: Any
     device: str
 
@@ -154,8 +149,7 @@ class ChatModel:
                 streamer=streamer,
                 **sampling,
             )
-        text = self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
-        answer = cut_at_marker(text).strip()
+        answer = cut_at_marker(decode_answer(self.tokenizer, output[0, len(ids) :].tolist())).strip()
         if streamer:
             streamer.flush(answer)
         return answer
@@ -179,8 +173,13 @@ def adapter_base_model(adapter_dir: Path) -> str:
     return resolve_base_model(base_model)
 
 
-def load_chat_model(adapter_dir: Path) -> ChatModel:
-    """Load the base model named in ``adapter_dir``'s adapter config, with the adapter on top."""
+def load_chat_model(adapter_dir: Path, merge: bool = False) -> ChatModel:
+    """Load the base model named in ``adapter_dir``'s adapter config, with the adapter on top.
+
+    ``merge``: the LoRA is merged into the base weights (``merge_and_unload``), so answers
+    cost what the base alone costs; the model is then a plain transformers model, with no
+    base to switch back to (``disable_adapter``): merge only where nothing needs the base.
+    """
     adapter_dir = Path(adapter_dir)
     base_ref = adapter_base_model(adapter_dir)
     device, dtype = device_and_dtype()
@@ -188,6 +187,8 @@ def load_chat_model(adapter_dir: Path) -> ChatModel:
     base = load_pretrained(base_ref, device, dtype)
     with quiet_peft_deprecation():
         model = PeftModel.from_pretrained(base, adapter_dir)
+        if merge:
+            model = model.merge_and_unload()
     model.eval()
     return ChatModel(model=model, tokenizer=tokenizer, device=device)
 
@@ -202,7 +203,7 @@ def chat_main(
 ) -> int:
     """``baize chat``: answer ``message``, or chat on stdin until EOF or ``/exit``. Returns the exit code."""
     try:
-        chat = load_chat_model(adapter)
+        chat = load_chat_model(adapter, merge=True)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

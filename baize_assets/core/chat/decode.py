@@ -1,175 +1,218 @@
-"""The tensors of a batch of rows decoding together, and how each row's next token is chosen.
+"""The rows decoding together: their slots, their key/value cache and the prompt prefix they share.
 
-No threads and no text here: :mod:`batched_generation` decides which rows run and when
-they finish. Rows are left-padded to one length; a row that finishes leaves the batch
-and its key/value cache, and rows started later join it (the shorter cache is
-left-padded), so one forward pass per step serves every row. Each row keeps its own
-sampling settings; a seeded row draws from its own generator, so its answer does not
-depend on the rows it runs with. The processing order follows ``generate()``:
-repetition penalty, temperature, top-p, then sampling (argmax at temperature 0).
+No threads and no text here: :mod:`batched` decides which rows run and when they finish.
+Each row holds a slot (``0..len-1``) in a :class:`~.kv_cache.SlotCache` and in the
+per-row tensors (sampling settings, tokens seen, random numbers, positions) for as long
+as it decodes; a row that finishes is overwritten by moving the last row into its slot.
+A row's cache columns are its own: which of them it attends to is ``valid``, and each
+step writes one column per row wherever that row has got to, so rows started at
+different times decode in one forward pass without padding or copying each other.
+
+Rows join in groups. Baize prompts begin alike (the system prompt, and the k answers to a
+seed share all of it), so a group's common prompt prefix is computed once, in a cache of
+its own that the next groups reuse as far as they share it, and copied into each row's
+columns; one forward pass over the rest of the prompts, left-padded to one length, gives
+each row its first token. Within a forward pass each row may see the columns it holds
+before its own (causal), never another row's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import os
+from typing import Any, Callable
 
 import torch
-from transformers import DynamicCache
 
-from .chat_model import DEFAULT_REPETITION_PENALTY
+from .kv_cache import SlotCache
+from .sampler import RowMix, SamplingParams, next_tokens, uniform_stream
 
+__all__ = ["DecodeBatch", "SamplingParams", "check_full_attention", "shared_prefix_length"]
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """How one answer is sampled; ``temperature`` 0 is greedy."""
-
-    max_new_tokens: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    repetition_penalty: float = DEFAULT_REPETITION_PENALTY
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must not be negative, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must not be empty")
+# forward(input_ids, position_ids, 4D boolean attention mask, cache) -> the last position's logits per row
+Forward = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, SlotCache], torch.Tensor]
 
 
-@dataclass
+def check_full_attention(config, positions: int) -> None:
+    """Raise ``ValueError`` unless every attention layer of ``config`` sees all of ``positions`` positions.
+
+    The masks here give each row all of its columns: a model with sliding-window layers
+    narrower than that, or with layers of another kind (linear attention, state spaces),
+    needs masks or caches this engine does not build.
+    """
+    layer_types = getattr(config, "layer_types", None)
+    kinds = set(layer_types or ["full_attention"])
+    if kinds - {"full_attention", "sliding_attention"}:
+        raise ValueError(f"batched generation supports attention layers only, not {sorted(kinds)}")
+    window = getattr(config, "sliding_window", None)
+    # Without layer types a window applies to every layer, unless the config turns it off (Qwen2).
+    sliding = "sliding_attention" in kinds if layer_types else getattr(config, "use_sliding_window", True) is not False
+    if window and sliding and window < positions:
+        raise ValueError(f"batched generation gives every layer all {positions} positions; this model's "
+                         f"sliding window is {window}: lower the history budget to at most {window}")
+
+
+def shared_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens all ``sequences`` have in common."""
+    return len(os.path.commonprefix(sequences)) if sequences else 0
+
+
 class DecodeBatch:
-    """Rows decoding together: their owners, sampling settings, key/value cache, mask and next inputs.
+    """Up to ``max_rows`` rows decoding together with a model of ``layers`` attention layers.
 
-    ``mask`` covers the cache and the next input; rows are left-padded to a common length.
+    Each row's owner (a request) has ``prompt_ids``, ``max_new_tokens`` and ``params``
+    (:class:`SamplingParams`); ``requests[i]`` owns slot ``i``.
     """
 
-    requests: list[Any]  # one owner per row, kept in row order
-    seen: torch.Tensor  # [rows, vocab]: tokens of the prompt and the answer, for the repetition penalty
-    temperature: torch.Tensor
-    top_p: torch.Tensor
-    penalty: torch.Tensor
-    generators: list[torch.Generator | None]
-    cache: DynamicCache
-    mask: torch.Tensor
-    positions: torch.Tensor
-    inputs: torch.Tensor
-
-    @classmethod
-    def start(cls, requests: list[Any], pad_id: int, vocab: int, device: str) -> "DecodeBatch":
-        """Rows for ``requests``, each with ``prompt_ids`` and ``params`` (:class:`SamplingParams`)."""
-        width = max(len(r.prompt_ids) for r in requests)
-        inputs = torch.tensor([[pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests], device=device)
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests],
-                            device=device)
-        seen = torch.zeros(len(requests), vocab, dtype=torch.bool, device=device)
-        seen.scatter_(1, inputs, mask.bool())  # padding is never seen (a 0 written over a 0)
-        return cls(
-            requests=requests,
-            seen=seen,
-            temperature=torch.tensor([r.params.temperature for r in requests], device=device),
-            top_p=torch.tensor([r.params.top_p for r in requests], device=device),
-            penalty=torch.tensor([r.params.repetition_penalty for r in requests], device=device),
-            generators=[_generator(r.params.seed, device) for r in requests],
-            cache=DynamicCache(),
-            mask=mask,
-            positions=(mask.cumsum(-1) - 1).clamp(min=0),
-            inputs=inputs,
-        )
+    def __init__(self, forward: Forward, layers: int, max_rows: int, vocab: int, pad_id: int, device: str):
+        self._forward = forward
+        self._pad_id = pad_id
+        self.device = device
+        self.cache = SlotCache(layers, max_rows)
+        self._prefix = SlotCache(layers, 1)
+        self._prefix_ids: list[int] = []
+        self.requests: list[Any] = []
+        self._ends: list[int] = []  # each row's next cache column, on the host
+        self.valid = torch.zeros(max_rows, 0, dtype=torch.bool, device=device)  # the columns each row attends to
+        self.seen = torch.zeros(max_rows, vocab, dtype=torch.bool, device=device)  # for the repetition penalty
+        self.uniforms = torch.zeros(max_rows, 0, device=device)  # each row's random numbers, one per step
+        floats = {"dtype": torch.float32, "device": device}
+        self.temperature, self.top_p, self.penalty = (torch.zeros(max_rows, **floats) for _ in range(3))
+        longs = {"dtype": torch.long, "device": device}
+        self.end, self.position, self.last, self.drawn = (torch.zeros(max_rows, **longs) for _ in range(4))
+        self.reused_tokens = 0  # prompt tokens taken from the shared prefix rather than computed
 
     def __len__(self) -> int:
         return len(self.requests)
 
-    def select(self, keep: list[int]) -> None:
-        """Keep only the rows at ``keep``."""
-        index = torch.tensor(keep, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.requests = [self.requests[i] for i in keep]
-        self.generators = [self.generators[i] for i in keep]
-        for name in ("seen", "temperature", "top_p", "penalty", "mask", "positions", "inputs"):
-            setattr(self, name, getattr(self, name)[index])
-        self._drop_padding_columns()
+    def _reserve(self, rows: int, columns: int) -> None:
+        self.cache.reserve(rows, columns)
+        held = self.cache.capacity[1]
+        if self.valid.shape[1] < held:
+            grown = self.valid.new_zeros(self.valid.shape[0], held)
+            grown[:, : self.valid.shape[1]] = self.valid
+            self.valid = grown
 
-    def extend(self, other: "DecodeBatch") -> "DecodeBatch":
-        """Append ``other``'s rows (both past a step): the shorter cache is left-padded to the longer."""
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        cached = width - 1  # the mask's last column is the next input, not yet in the cache
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([left_pad(mine.keys, cached), left_pad(theirs.keys, cached)])
-            mine.values = torch.cat([left_pad(mine.values, cached), left_pad(theirs.values, cached)])
-        self.mask = torch.cat([left_pad(self.mask, width), left_pad(other.mask, width)])
-        self.requests += other.requests
-        self.generators += other.generators
-        for name in ("seen", "temperature", "top_p", "penalty", "positions", "inputs"):
-            setattr(self, name, torch.cat([getattr(self, name), getattr(other, name)]))
-        self._drop_padding_columns()
-        return self
+    def join(self, requests: list[Any]) -> torch.Tensor:
+        """Start ``requests`` in the slots after the running rows; their first tokens."""
+        prompts = [request.prompt_ids for request in requests]
+        shared = self._share_prefix(prompts)
+        suffixes = [prompt[shared:] for prompt in prompts]
+        width = max(len(suffix) for suffix in suffixes)
+        start, count, total = len(self), len(requests), shared + width
+        rows = slice(start, start + count)
+        self._reserve(start + count, total)
+        if shared:
+            self.cache.copy_prefix(self._prefix, rows, shared)
+        padding = torch.tensor([width - len(suffix) for suffix in suffixes], device=self.device)
+        inputs = torch.tensor([[self._pad_id] * (width - len(s)) + s for s in suffixes], device=self.device)
+        real = torch.arange(width, device=self.device)[None, :] >= padding[:, None]
+        self.valid[rows] = False
+        self.valid[rows, :shared] = True
+        self.valid[rows, shared:total] = real
+        positions = shared + (real.cumsum(dim=-1) - 1).clamp(min=0)
+        self.cache.plan_block(rows, shared, total)
+        logits = self._forward(inputs, positions, self._block_mask(self.valid[rows, :total], shared), self.cache)
+        self.reused_tokens += shared * count
+        self.requests += requests
+        self._ends += [total] * count
+        self._start_rows(rows, requests)
+        return self._choose(rows, logits)
 
-    def _drop_padding_columns(self) -> None:
-        """Drop the leading columns that are padding in every row (their rows have left)."""
-        leading = int(self.mask.any(dim=0).int().argmax())
-        if leading:
-            self.mask = self.mask[:, leading:]
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, leading:], layer.values[:, :, leading:]
+    def _start_rows(self, rows: slice, requests: list[Any]) -> None:
+        """The per-row tensors of newly started ``rows``."""
+        params = [request.params for request in requests]
+        self.end[rows] = self._ends[rows.start]
+        self.position[rows] = torch.tensor([len(r.prompt_ids) for r in requests], device=self.device)
+        self.temperature[rows] = torch.tensor([p.temperature for p in params], device=self.device)
+        self.top_p[rows] = torch.tensor([p.top_p for p in params], device=self.device)
+        self.penalty[rows] = torch.tensor([p.repetition_penalty for p in params], device=self.device)
+        self.drawn[rows] = 0
+        self.seen[rows] = False
+        for slot, request in enumerate(requests, start=rows.start):
+            self.seen[slot, torch.tensor(request.prompt_ids, device=self.device)] = True
+        streams = [uniform_stream(request.params, request.max_new_tokens) for request in requests]
+        steps = max(request.max_new_tokens for request in requests)  # greedy rows draw too, numbers unused
+        if self.uniforms.shape[1] < steps:
+            grown = self.uniforms.new_zeros(self.uniforms.shape[0], max(steps, 2 * self.uniforms.shape[1]))
+            grown[:, : self.uniforms.shape[1]] = self.uniforms
+            self.uniforms = grown
+        for slot, stream in enumerate(streams, start=rows.start):
+            self.uniforms[slot, : len(stream)] = stream.to(self.device)
 
+    def _share_prefix(self, prompts: list[list[int]]) -> int:
+        """The length of the prompt prefix all ``prompts`` share (at least one token each left to compute),
+        made ready in the prefix cache: only the part the previous prefix lacks is computed."""
+        shared = min(shared_prefix_length(prompts), min(len(prompt) for prompt in prompts) - 1)
+        if shared <= 0:
+            return 0
+        prefix = prompts[0][:shared]
+        known = shared_prefix_length([self._prefix_ids, prefix])
+        if known < shared:
+            self._prefix_ids = []  # until the pass below succeeds
+            self._prefix.reserve(1, shared)
+            self._prefix.plan_block(slice(0, 1), known, shared)
+            valid = torch.ones(1, shared, dtype=torch.bool, device=self.device)
+            inputs = torch.tensor([prefix[known:]], device=self.device)
+            positions = torch.arange(known, shared, device=self.device)[None, :]
+            self._forward(inputs, positions, self._block_mask(valid, known), self._prefix)
+            self._prefix_ids = prefix
+        return shared
 
-def left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """``tensor`` padded with zeros on the left of its sequence axis (the last of a mask, the third of a cache)."""
-    axis = 1 if tensor.dim() == 2 else 2
-    missing = width - tensor.shape[axis]
-    if missing <= 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[axis] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
+    def _block_mask(self, valid: torch.Tensor, start: int) -> torch.Tensor:
+        """The attention mask of a pass writing columns ``start..`` of rows whose columns ``valid`` are theirs:
+        each query sees the valid columns up to its own, and itself (a padding query must see something)."""
+        columns = torch.arange(valid.shape[1], device=self.device)
+        query_columns = columns[start:, None]
+        causal = columns[None, :] <= query_columns
+        mask = (valid[:, None, :] & causal[None]) | (columns[None, :] == query_columns)[None]
+        return mask[:, None]
 
+    def step(self) -> torch.Tensor:
+        """One forward pass over every row; their next tokens."""
+        count = len(self)
+        read = max(self._ends) + 1
+        self._reserve(count, read)
+        rows = slice(0, count)
+        columns = self.end[rows]
+        self.valid[torch.arange(count, device=self.device), columns] = True
+        self.cache.plan_columns(columns, read)
+        logits = self._forward(self.last[rows, None], self.position[rows, None], self.valid[rows, None, None, :read],
+                               self.cache)
+        self.end[rows] += 1
+        self.position[rows] += 1
+        self._ends = [end + 1 for end in self._ends]
+        return self._choose(rows, logits)
 
-def _generator(seed: int | None, device: str) -> torch.Generator | None:
-    if seed is None:
-        return None
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator
+    def _choose(self, rows: slice, logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each of ``rows`` from its logits, noted as seen and as the row's next input."""
+        mix = RowMix.of([request.params for request in self.requests[rows]])
+        uniform = self.uniforms[rows].gather(1, self.drawn[rows, None]).squeeze(1)
+        tokens = next_tokens(logits, self.seen[rows], self.temperature[rows], self.top_p[rows], self.penalty[rows],
+                             uniform, mix)
+        self.drawn[rows] += 1
+        self.seen[rows][torch.arange(len(tokens), device=self.device), tokens] = True
+        self.last[rows] = tokens
+        return tokens
 
+    def drop(self, finished: list[int]) -> None:
+        """Remove the rows at ``finished``: the last rows move into their slots."""
+        if not finished:
+            return
+        gone = set(finished)
+        remaining = len(self) - len(gone)
+        holes = [i for i in range(remaining) if i in gone]
+        movers = [i for i in range(remaining, len(self)) if i not in gone]
+        if holes:
+            sources = torch.tensor(movers, device=self.device)
+            targets = torch.tensor(holes, device=self.device)
+            self.cache.move_rows(sources, targets, max(self._ends[i] for i in movers))
+            for tensor in (self.valid, self.seen, self.uniforms, self.temperature, self.top_p, self.penalty,
+                           self.end, self.position, self.last, self.drawn):
+                tensor[targets] = tensor[sources]
+            for hole, mover in zip(holes, movers):
+                self.requests[hole], self._ends[hole] = self.requests[mover], self._ends[mover]
+        del self.requests[remaining:], self._ends[remaining:]
 
-def next_tokens(
-    logits: torch.Tensor,
-    seen: torch.Tensor,
-    temperature: torch.Tensor,
-    top_p: torch.Tensor,
-    penalty: torch.Tensor,
-    generators: list[torch.Generator | None],
-) -> torch.Tensor:
-    """One token per row: repetition penalty on the tokens seen, then greedy or temperature + top-p sampling."""
-    penalty = penalty[:, None]
-    penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
-    logits = torch.where(seen, penalized, logits)
-    greedy = logits.argmax(dim=-1)
-    sampled_rows = temperature > 0
-    if not bool(sampled_rows.any()):
-        return greedy
-    scaled = logits / temperature.clamp(min=1e-6)[:, None]
-    sorted_logits, order = scaled.sort(dim=-1)
-    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-    drop_sorted = cumulative <= (1 - top_p)[:, None]
-    drop_sorted[:, -1] = False  # the most likely token always stays
-    drop = drop_sorted.scatter(1, order, drop_sorted)
-    probs = scaled.masked_fill(drop, float("-inf")).softmax(dim=-1)
-    tokens = greedy.clone()
-    unseeded = [i for i, g in enumerate(generators) if g is None and bool(sampled_rows[i])]
-    if unseeded:
-        index = torch.tensor(unseeded, device=logits.device)
-        tokens[index] = torch.multinomial(probs[index], 1).squeeze(1)
-    for i, generator in enumerate(generators):
-        if generator is not None and bool(sampled_rows[i]):
-            tokens[i] = torch.multinomial(probs[i], 1, generator=generator)[0]
-    return tokens
-
+    def clear(self) -> None:
+        """Forget every row and the shared prefix (after a failed pass, whatever it left half written)."""
+        self.requests, self._ends, self._prefix_ids = [], [], []

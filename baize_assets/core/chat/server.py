@@ -281,9 +281,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def load_adapter(adapter_dir: Path) -> ChatModel:
-    """:func:`load_chat_model`, with any failure as a :class:`ServeError` naming the directory."""
+    """:func:`load_chat_model` with the LoRA merged (nothing served needs the base alone), with any failure as a
+    :class:`ServeError` naming the directory."""
     try:
-        return load_chat_model(adapter_dir)
+        return load_chat_model(adapter_dir, merge=True)
     except Exception as exc:  # a broken adapter fails in many libraries' ways; the user needs the path
         message = str(exc)
         if str(adapter_dir) not in message:

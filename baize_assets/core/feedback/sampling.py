@@ -33,7 +33,7 @@ def sample_answers(
     rows = []
     if not contexts:
         return pd.DataFrame(rows, columns=SAMPLE_SCHEMA.names)
-    chat = load_chat_model(Path(adapter_dir))
+    chat = load_chat_model(Path(adapter_dir), merge=True)  # only v1 answers here: no base needed
     with BatchedGenerator(chat, max_batch=sampling.batch_size, batch_wait_ms=0) as generator:
         pending = []
         for context in contexts:
