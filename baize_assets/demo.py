@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .core.config.pipeline import PROJECT_ROOT, output_dir
-from .core.storage import Layout, shard_keys
+from .core.storage import Layout, read_parquet, shard_keys
 
 # Step logs at INFO: the run's full DEBUG event stream stays in the instance.
 # The demo prints one line per run and the results; each step's own log stays in the
@@ -98,11 +98,11 @@ def _distilled_summary(config, layout: Layout, plan) -> str:
     import pandas as pd
 
     scores = pd.concat(
-        pd.read_parquet(layout.feedback_scores(plan.adapter_name, source.name, shard), columns=["score"])
+        read_parquet(layout.feedback_scores(plan.adapter_name, source.name, shard), columns=["score"])
         for source in map(config.source, config.adapter(plan.adapter).sources)
         for shard in shard_keys(source.shards)
     )
-    trained = (pd.read_parquet(layout.training_set(plan.adapter_name), columns=["split"])["split"] == "train").sum()
+    trained = (read_parquet(layout.training_set(plan.adapter_name), columns=["split"])["split"] == "train").sum()
     losses = [json.loads(layout.evaluation(name).read_text())["adapter_eval_loss"]
               for name in (plan.adapter, plan.adapter_name)]
     return (f"v2 of {plan.adapter}: {scores['score'].notna().sum()} answers judged, mean score "

@@ -19,13 +19,16 @@ PIPES_SUBPROCESS_CLIENT = "pipes_subprocess_client"
 
 
 class BaizeStorage(ConfigurableResource):
-    """Root folder of every generated file (``BAIZE_OUTPUT_DIR`` by default)."""
+    """Root of every generated file (``BAIZE_OUTPUT_DIR`` by default): a folder or an object store URL."""
 
-    output_dir: str = Field(description="Folder that holds seed tables, transcripts, corpus and adapters.")
+    output_dir: str = Field(description="Folder or fsspec URL (s3://bucket/prefix) that holds seed tables, "
+                                        "transcripts, corpus and adapters.")
+    state_dir: str | None = Field(default=None, description="Local folder of the caches, leases and checkpoints; "
+                                                            "None: the output folder, or BAIZE_STATE_DIR for a URL.")
 
     @property
     def layout(self) -> Layout:
-        return Layout(self.output_dir)
+        return Layout(self.output_dir, self.state_dir)
 
 
 def default_resources() -> dict:

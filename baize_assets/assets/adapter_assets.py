@@ -12,7 +12,15 @@ with it and the rerun is the only process that writes the adapter and its checkp
 
 from typing import Any
 
-from dagster import AssetExecutionContext, AssetsDefinition, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from ..core.config.feedback import PreferenceConfig
 from ..core.config.pipeline import AdapterConfig, PipelineConfig
@@ -156,7 +164,7 @@ def build_adapter_asset(
         if problem:
             raise Failure(description=problem)
 
-        from ..core.train.pipes import complete_training, run_training, training_request
+        from ..core.train.pipes import train_and_report, training_request
 
         if preference is not None:
             from ..core.train.preference import require_trl
@@ -167,9 +175,11 @@ def build_adapter_asset(
         init_adapter = layout.adapter(init_from) if init_from else None
         request = training_request(adapter, base, *paths, init_adapter=init_adapter, preference=preference)
         if key is None:
-            report = complete_training(request, run_training(request, log=context.log.info))
+            report = train_and_report(request, log=context.log.info)
         else:
             report = _train_through_pipes(context, getattr(context.resources, key), launcher, request)
-        return MaterializeResult(metadata=adapter_metadata(report, layout.adapter(name)))
+        # The adapter's data is its weights: the same weights retrained are the same data downstream.
+        return MaterializeResult(metadata=adapter_metadata(report, layout.adapter(name)),
+                                 data_version=DataVersion(report["weights_digest"]))
 
     return lora_adapter

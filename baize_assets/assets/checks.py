@@ -8,7 +8,6 @@ check of a self-distilled adapter warns, or blocks when its ``judge_check`` says
 import json
 import warnings
 
-import pyarrow.parquet as pq
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -22,7 +21,7 @@ from dagster import (
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
 from ..core.corpus.schema import schema_problems
 from ..core.evaluate.judged_comparison import CONFIDENCE, compare_judged
-from ..core.storage import read_parquet
+from ..core.storage import read_parquet, read_table
 from ..resources import BaizeStorage
 from .keys import conversations_key, evaluation_key, shard_partitions, training_set_key
 
@@ -47,7 +46,7 @@ def _partitioned_corpus_checks(source: SourceConfig, min_kept_ratio: float) -> l
         path = storage.layout.conversations(source.name, context.partition_key)
         if not path.exists():
             return AssetCheckResult(passed=False, description=f"{path} does not exist")
-        problems = schema_problems(pq.read_table(path))
+        problems = schema_problems(read_table(path))
         return AssetCheckResult(
             passed=not problems,
             metadata={"path": MetadataValue.path(str(path)), "problems": MetadataValue.json(problems)},

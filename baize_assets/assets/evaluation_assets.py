@@ -23,7 +23,7 @@ from dagster_openai import OpenAIResource
 from ..core.config.pipeline import TEACHER_REFERENCE, AdapterConfig, PipelineConfig
 from ..core.corpus.schema import data_version, turns_of
 from ..core.prompts import JUDGE_PROMPT_VERSION
-from ..core.storage import read_parquet
+from ..core.storage import local_copy, read_parquet
 from ..resources import BaizeStorage
 from .judge_section import judge_adapter
 from .keys import GPU_POOL, adapter_key, evaluation_key, training_set_key
@@ -55,7 +55,9 @@ def _evaluate(
     frame = read_parquet(layout.training_set(adapter.name))
     held_out = frame[frame["split"] == "eval"]
     training = config.evaluation_training(adapter)
-    report = evaluate_adapter(layout.adapter(adapter.name), turns_of(held_out), training, log=context.log.info)
+    with local_copy(layout.adapter(adapter.name)) as adapter_dir:
+        report = evaluate_adapter(adapter_dir, turns_of(held_out), training, log=context.log.info)
+    report["adapter_dir"] = str(layout.adapter(adapter.name))
     report["loss_on"] = training.loss_on
     report["data_version"] = data_version(frame)
     judge = judge_adapter(context, layout, openai, adapter.name, config) if openai is not None else None

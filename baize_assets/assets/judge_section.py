@@ -19,7 +19,7 @@ from ..core.costs.stages import judgment_forecasts
 from ..core.evaluate import judge as judge_eval
 from ..core.feedback.judgments import unscored_problem
 from ..core.prompts import COMPARE_ANSWERS_FORMAT, JUDGE_PROMPT_VERSION
-from ..core.storage import Layout, write_parquet_atomic
+from ..core.storage import Layout, local_copy, write_parquet_atomic
 from .cost_assets import forecast_metadata, partition_forecast
 from .shard_collection import all_failed, collect_shard, endpoint_for
 
@@ -64,7 +64,8 @@ def judge_adapter(
     # Imported here so that only the evaluation step loads torch, not every step of a run.
     from ..core.evaluate.answers import adapter_answers
 
-    candidate = adapter_answers(layout.adapter(adapter), questions, judge, log=context.log.info)
+    with local_copy(layout.adapter(adapter)) as adapter_dir:
+        candidate = adapter_answers(adapter_dir, questions, judge, log=context.log.info)
     spent = []
     if judge.reference == TEACHER_REFERENCE:
         answered = ask(judge_eval.reference_requests(questions), f"{adapter} judge reference answers",
@@ -72,7 +73,8 @@ def judge_adapter(
         spent.append(answered)
         reference = judge_eval.teacher_answers(answered.result.transcripts)
     else:
-        reference = adapter_answers(layout.adapter(judge.reference), questions, judge, log=context.log.info)
+        with local_copy(layout.adapter(judge.reference)) as reference_dir:
+            reference = adapter_answers(reference_dir, questions, judge, log=context.log.info)
     # A question the teacher could not answer has nothing to be compared with.
     kept = [i for i, answer in enumerate(reference) if answer is not None]
     without_reference = len(questions) - len(kept)

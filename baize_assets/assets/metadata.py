@@ -52,7 +52,7 @@ def files_version(paths: list[Path]) -> DataVersion:
     digest = hashlib.sha256()
     for path in sorted(paths):
         digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as handle:
+        with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return DataVersion(digest.hexdigest()[:16])

@@ -13,7 +13,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, Failure, Materializ
 from ..core.config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig
 from ..core.feedback import self_distill
 from ..core.prompts import CHAT_FORMAT_VERSION
-from ..core.storage import Layout, read_parquet, write_parquet_atomic
+from ..core.storage import Layout, local_copy, read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .keys import GPU_POOL, adapter_key, conversations_key, feedback_samples_key, shard_partitions, training_set_key
 from .metadata import config_hash, table_metadata, table_version
@@ -77,8 +77,8 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig, conf
         else:
             from ..core.feedback.sampling import sample_answers
 
-            frame, metadata = sample_answers(layout.adapter(plan.adapter), contexts, sampling,
-                                             log=context.log.info), {}
+            with local_copy(layout.adapter(plan.adapter)) as adapter_dir:
+                frame, metadata = sample_answers(adapter_dir, contexts, sampling, log=context.log.info), {}
         path = write_parquet_atomic(
             frame, layout.feedback_samples(plan.adapter_name, source.name, shard), self_distill.SAMPLE_SCHEMA
         )

@@ -21,11 +21,10 @@ def png_data_uri(path: Path, max_width: int = MAX_WIDTH) -> str:
     """``data:image/png;base64,...`` of the PNG at ``path``, scaled down to ``max_width`` pixels wide."""
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"plot {path} does not exist")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(path.read_bytes())) as image:
             image = image.convert("RGB")
     except UnidentifiedImageError as exc:
         raise ValueError(f"plot {path} is not an image: {exc}") from exc

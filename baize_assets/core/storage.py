@@ -1,7 +1,14 @@
 """Where every output lives, and writes that never leave a half-written file behind.
 
-One place for the on-disk layout and the shard scheme, so the Dagster assets, the
-CLI and the tests agree on them.
+One place for the layout and the shard scheme, so the Dagster assets, the CLI and the
+tests agree on them. The outputs' root is a local folder or an fsspec URL
+(``s3://bucket/prefix``, ``gs://...``; the endpoint and credentials of S3 come from the
+standard ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``): a
+table or a text is written to a local file first and then put whole (one PUT, which a
+reader sees entirely or not at all), a directory is written locally and then uploaded,
+and a model directory is read through a local copy (:func:`local_copy`). What is state
+rather than output (the caches, the leases, the limit store, training checkpoints) lives
+in a local state folder: the root itself when it is local, else ``BAIZE_STATE_DIR``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Iterator
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
 from .config.training import BUILTIN_BASES, TINY_BASE_MODEL
 
@@ -37,11 +45,36 @@ def shard_keys(shards: int) -> list[str]:
     return [str(i) for i in range(shards)]
 
 
-class Layout:
-    """Paths of every output under one root directory (``BAIZE_OUTPUT_DIR``)."""
+def output_location(root: str | os.PathLike) -> Path | UPath:
+    """A local folder (made absolute), or the remote location an fsspec URL names."""
+    text = os.fspath(root)
+    if "://" in text and not text.startswith("file://"):
+        return UPath(text)
+    return Path(text.removeprefix("file://")).resolve()
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+
+def is_remote(location: Path | UPath) -> bool:
+    return isinstance(location, UPath)
+
+
+def default_state_dir(root: Path | UPath) -> Path:
+    """Where state lives beside a remote root: ``BAIZE_STATE_DIR``, else a folder of this machine's temp space."""
+    if os.environ.get("BAIZE_STATE_DIR"):
+        return Path(os.environ["BAIZE_STATE_DIR"]).resolve()
+    return Path(tempfile.gettempdir()) / "baize-state" / hashlib.sha256(str(root).encode()).hexdigest()[:12]
+
+
+class Layout:
+    """Locations of every output under one root (``BAIZE_OUTPUT_DIR``: a folder or a URL), and of the state.
+
+    ``state`` holds what must be a local file (SQLite caches and limit store, leases,
+    checkpoints): the root when it is a folder, else ``state_dir`` (``BAIZE_STATE_DIR``).
+    """
+
+    def __init__(self, root: str | os.PathLike, state_dir: str | os.PathLike | None = None):
+        self.root = output_location(root)
+        local_root = None if is_remote(self.root) else self.root
+        self.state = Path(state_dir).resolve() if state_dir else (local_root or default_state_dir(self.root))
 
     def seeds(self, source: str) -> Path:
         return self.root / source / "seed_questions.parquet"
@@ -54,15 +87,15 @@ class Layout:
 
     def transcripts_lease(self, source: str, shard: str | int) -> Path:
         """Lock file of a transcripts shard: one run at a time collects it (see ``leases``)."""
-        return self.root / source / "transcripts" / f"shard-{shard}.lease"
+        return self.state / source / "transcripts" / f"shard-{shard}.lease"
 
     def transcript_cache(self, source: str) -> Path:
         """Every finished conversation of a source, written as it arrives (survives a crash)."""
-        return self.root / source / "transcript_cache.sqlite"
+        return self.state / source / "transcript_cache.sqlite"
 
     def rate_limit_store(self) -> Path:
         """The default shared limit store: request slots per endpoint and key, and each run's budget ledger."""
-        return self.root / "rate_limits.sqlite"
+        return self.state / "rate_limits.sqlite"
 
     def conversations(self, source: str, shard: str | int) -> Path:
         return self.root / source / "conversations" / f"shard-{shard}.parquet"
@@ -73,10 +106,10 @@ class Layout:
 
     def conversation_ratings_cache(self, source: str) -> Path:
         """Every judge filter rating of a source, written as it arrives."""
-        return self.root / source / "rating_cache.sqlite"
+        return self.state / source / "rating_cache.sqlite"
 
     def conversation_ratings_lease(self, source: str, shard: str | int) -> Path:
-        return self.root / source / "conversation_ratings" / f"shard-{shard}.lease"
+        return self.state / source / "conversation_ratings" / f"shard-{shard}.lease"
 
     def rejects(self, source: str, shard: str | int) -> Path:
         return self.root / source / "rejects" / f"shard-{shard}.parquet"
@@ -107,7 +140,7 @@ class Layout:
 
     def adapter_checkpoints(self, name: str) -> Path:
         """The last training checkpoint of an adapter; a rerun resumes from it."""
-        return self.root / "checkpoints" / name
+        return self.state / "checkpoints" / name
 
     def feedback_samples(self, distilled: str, source: str, shard: str | int) -> Path:
         return self.root / "feedback" / distilled / source / f"samples-{shard}.parquet"
@@ -117,19 +150,19 @@ class Layout:
 
     def feedback_lease(self, distilled: str, source: str, shard: str | int) -> Path:
         """Lock file of a scores shard: one run at a time asks the judge for it."""
-        return self.root / "feedback" / distilled / source / f"scores-{shard}.lease"
+        return self.state / "feedback" / distilled / source / f"scores-{shard}.lease"
 
     def sampling_cache(self, distilled: str) -> Path:
         """Every answer a serving endpoint sampled for a Baize v2 adapter, written as it arrives."""
-        return self.root / "feedback" / distilled / "sample_cache.sqlite"
+        return self.state / "feedback" / distilled / "sample_cache.sqlite"
 
     def sampling_lease(self, distilled: str, source: str, shard: str | int) -> Path:
         """Lock file of a samples shard asked of a serving endpoint: one run at a time asks for it."""
-        return self.root / "feedback" / distilled / source / f"samples-{shard}.lease"
+        return self.state / "feedback" / distilled / source / f"samples-{shard}.lease"
 
     def feedback_cache(self, distilled: str) -> Path:
         """Every judgment of the answers a Baize v2 adapter learns from, written as it arrives."""
-        return self.root / "feedback" / distilled / "judgment_cache.sqlite"
+        return self.state / "feedback" / distilled / "judgment_cache.sqlite"
 
     def evaluation(self, name: str) -> Path:
         return self.root / "evaluations" / f"{name}.json"
@@ -140,7 +173,7 @@ class Layout:
 
     def evaluation_judge_lease(self, name: str) -> Path:
         """Lock file of an adapter's judge section: one run at a time asks the teacher for it."""
-        return self.root / "evaluations" / f"{name}.judge.lease"
+        return self.state / "evaluations" / f"{name}.judge.lease"
 
     def cost_forecast(self) -> Path:
         """The forecast of every paid stage not yet paid for (``baize estimate``'s figures), as JSON."""
@@ -148,16 +181,23 @@ class Layout:
 
     def judge_cache(self) -> Path:
         """The teacher's reference answers and judgments for every evaluation, written as they arrive."""
-        return self.root / "evaluations" / "judge_cache.sqlite"
+        return self.state / "evaluations" / "judge_cache.sqlite"
 
 
 @contextmanager
-def staged_output_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary file beside ``path`` that is renamed over it when the block succeeds.
+def staged_output_file(path: Path | UPath) -> Iterator[Path]:
+    """Yield a temporary local file that replaces ``path`` when the block succeeds.
 
-    Readers see the previous file or the new one, never half of one: on error the temporary
+    Readers see the previous file or the new one, never half of one: a local file is
+    renamed over ``path``, a remote one is put whole in one request. On error the temporary
     file is removed and any previous ``path`` is left untouched.
     """
+    if is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="baize-put-") as scratch:
+            staging = Path(scratch) / path.name
+            yield staging
+            path.fs.put_file(str(staging), path.path)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -171,14 +211,15 @@ def staged_output_file(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_text_atomic(text: str, path: Path) -> Path:
+def write_text_atomic(text: str, path: Path | UPath) -> Path | UPath:
     """Write UTF-8 ``text`` to ``path`` through :func:`staged_output_file`."""
     with staged_output_file(path) as staging:
         staging.write_text(text, encoding="utf-8")
     return path
 
 
-def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.Schema | None = None) -> Path:
+def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path | UPath,
+                         schema: pa.Schema | None = None) -> Path | UPath:
     """Write Parquet to ``path`` through :func:`staged_output_file`."""
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     with staged_output_file(path) as staging:
@@ -187,12 +228,19 @@ def write_parquet_atomic(frame: pd.DataFrame | pa.Table, path: Path, schema: pa.
 
 
 @contextmanager
-def staged_output_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield an empty sibling directory that replaces ``out_dir`` when the block succeeds.
+def staged_output_dir(out_dir: Path | UPath) -> Iterator[Path]:
+    """Yield an empty local directory that replaces ``out_dir`` when the block succeeds.
 
-    Readers never see a half-written ``out_dir``: on error the staging directory is
-    removed and any previous ``out_dir`` is left untouched.
+    Readers never see a half-written local ``out_dir``: on error the staging directory is
+    removed and any previous ``out_dir`` is left untouched. A remote ``out_dir`` is
+    uploaded file by file once the block succeeds, each file put whole, then files of the
+    previous version it no longer has are removed.
     """
+    if is_remote(out_dir):
+        with tempfile.TemporaryDirectory(prefix="baize-upload-") as scratch:
+            yield Path(scratch)
+            upload_dir(Path(scratch), out_dir)
+        return
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
@@ -216,9 +264,81 @@ def staged_output_dir(out_dir: Path) -> Iterator[Path]:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def read_parquet(path: Path, shard: int | None = None) -> pd.DataFrame:
-    """A table written by an asset; with ``shard``, only that shard's rows are read."""
+def upload_dir(local: Path, remote: UPath) -> None:
+    """Put every file under ``local`` below ``remote``, then remove the files of ``remote`` it does not have."""
+    fs, base = remote.fs, remote.path.rstrip("/")
+    before = set(fs.find(base)) if fs.exists(base) else set()
+    written = set()
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):
+        target = f"{base}/{file.relative_to(local).as_posix()}"
+        fs.put_file(str(file), target)
+        written.add(target)
+    for stale in sorted(before - written):
+        fs.rm_file(stale)
+
+
+@contextmanager
+def local_copy(location: Path | UPath) -> Iterator[Path]:
+    """A local path holding what ``location`` holds (a model's directory, a file): itself when local, else a
+    temporary copy, removed after the block."""
+    if not is_remote(location):
+        yield Path(location)
+        return
+    fs, base = location.fs, location.path.rstrip("/")
+    if not fs.exists(base):
+        raise FileNotFoundError(f"expected output {location} does not exist; materialize its asset first")
+    with tempfile.TemporaryDirectory(prefix="baize-get-") as scratch:
+        target = Path(scratch) / location.name
+        if fs.isfile(base):
+            fs.get_file(base, str(target))
+        else:
+            for file in fs.find(base):
+                local = target / file[len(base):].lstrip("/")
+                local.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(file, str(local))
+        yield target
+
+
+def cached_copy(location: UPath) -> Path:
+    """A local copy of a remote directory that stays for later readers on this machine (a base model), in
+    ``BAIZE_STATE_DIR`` (else temp space) under a name made of the location and its files' sizes and versions:
+    a changed remote directory is copied anew."""
+    fs, base = location.fs, location.path.rstrip("/")
+    files = fs.find(base, detail=True)
+    if not files:
+        raise FileNotFoundError(f"expected output {location} does not exist; materialize its asset first")
+    listing = sorted((name, info.get("size"), str(info.get("ETag") or info.get("LastModified") or info.get("mtime")))
+                     for name, info in files.items())
+    signature = hashlib.sha256(f"{location}\0{listing}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("BAIZE_STATE_DIR") or tempfile.gettempdir()) / "baize-model-cache"
+    target = cache / signature / location.name
+    if target.is_dir():
+        return target
+    with staged_output_dir(target) as staging:
+        for name in files:
+            local = staging / name[len(base):].lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(name, str(local))
+    return target
+
+
+def read_table(path: Path | UPath, shard: int | None = None, columns: list[str] | None = None) -> pa.Table:
+    """A table written by an asset, as Arrow; with ``shard``, only that shard's rows are read."""
     if not path.exists():
         raise FileNotFoundError(f"expected output {path} does not exist; materialize its asset first")
     filters = [("shard", "==", shard)] if shard is not None else None
-    return pq.read_table(path, filters=filters).to_pandas()
+    if is_remote(path):
+        return pq.read_table(path.path, filesystem=path.fs, filters=filters, columns=columns)
+    return pq.read_table(path, filters=filters, columns=columns)
+
+
+def read_parquet(path: Path | UPath, shard: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """A table written by an asset; with ``shard``, only that shard's rows are read."""
+    return read_table(path, shard, columns).to_pandas()
+
+
+def read_parquet_schema(path: Path | UPath) -> pa.Schema:
+    if is_remote(path):
+        with path.fs.open(path.path, "rb") as handle:
+            return pq.read_schema(handle)
+    return pq.read_schema(path)

@@ -315,6 +315,7 @@ def load_config(path: Path | str | None = None) -> PipelineConfig:
         raise ConfigError(_format_validation_error(path, exc)) from None
 
 
-def output_dir() -> Path:
-    """Root of every generated file; ``BAIZE_OUTPUT_DIR`` moves it."""
-    return Path(os.environ.get("BAIZE_OUTPUT_DIR") or DEFAULT_OUTPUT_DIR).resolve()
+def output_dir() -> str:
+    """Root of every generated file: ``BAIZE_OUTPUT_DIR``, a folder or an fsspec URL (``s3://bucket/prefix``)."""
+    root = os.environ.get("BAIZE_OUTPUT_DIR") or str(DEFAULT_OUTPUT_DIR)
+    return root if "://" in root else str(Path(root).resolve())

@@ -59,7 +59,7 @@ class Provenance:
 
 def chat_dir(training_set_path: Path) -> Path:
     """The chat-shaped copy of a training set: a folder beside its file, named like it without the suffix."""
-    return Path(training_set_path).with_suffix("")
+    return training_set_path.with_suffix("")
 
 
 def chat_rows(conversations: pd.DataFrame) -> pd.DataFrame:

@@ -22,9 +22,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+from upath import UPath
 
 from ..config.pipeline import NearDedupConfig
+from ..storage import read_parquet
 from . import dedup
 from .eval_split import eval_count
 from .schema import CONVERSATION_SCHEMA, REJECT_SCHEMA
@@ -147,11 +148,9 @@ def build_training_set(corpus: pd.DataFrame, eval_size: int | float, near: NearD
     return TrainingSet(conversations, duplicates.to_pandas(), recomputed)
 
 
-def split_counts(path: Path) -> dict[str, int]:
+def split_counts(path: Path | UPath) -> dict[str, int]:
     """Conversations per split of a training-set file, reading its ``split`` column only."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"expected output {path} does not exist; materialize its asset first")
-    splits = pq.read_table(path, columns=["split"]).column("split").to_pylist()
+    splits = read_parquet(path, columns=["split"])["split"].to_list()
     return {name: splits.count(name) for name in ("train", "eval")}
 
 

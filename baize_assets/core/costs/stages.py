@@ -39,7 +39,7 @@ from ..prompts import (
     score_answer_prompt,
 )
 from ..seeds.table import load_seed_table
-from ..storage import Layout
+from ..storage import Layout, read_parquet
 from .forecast import MIN_HISTORY_ROWS, StageForecast, forecast_stage
 
 TRANSCRIPTS, RATINGS, SCORES, JUDGMENTS = "transcripts", "ratings", "scores", "judgments"
@@ -98,7 +98,7 @@ def _seeds(layout: Layout, source: SourceConfig) -> pd.DataFrame:
     """The source's seed table as materialized, else as its files would make it."""
     path = layout.seeds(source.name)
     if path.exists():
-        return pd.read_parquet(path, columns=["seed", "shard"])
+        return read_parquet(path, columns=["seed", "shard"])
     return load_seed_table(source).seeds[["seed", "shard"]]
 
 
@@ -130,7 +130,7 @@ def ratings_forecast(config: PipelineConfig, layout: Layout, source: SourceConfi
     for shard in shards:
         conversations = layout.conversations(source.name, shard)
         if conversations.exists():
-            texts += list(judge_filter.rating_requests(pd.read_parquet(conversations))["seed"])
+            texts += list(judge_filter.rating_requests(read_parquet(conversations))["seed"])
         else:
             seeds = _seeds(layout, source)
             answer = _placeholder(config.teacher.max_tokens // 2)
@@ -148,15 +148,15 @@ def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillatio
     sampling = plan.sampling
     samples = layout.feedback_samples(plan.adapter_name, source.name, shard)
     if samples.exists():
-        return list(self_distill.judge_requests(pd.read_parquet(samples))["seed"])
+        return list(self_distill.judge_requests(read_parquet(samples))["seed"])
     conversations = layout.conversations(source.name, shard)
     if conversations.exists():
         excluded = set()
         if layout.training_set(plan.adapter).exists() and layout.training_set_duplicates(plan.adapter).exists():
-            excluded = self_distill.held_out_seed_ids(pd.read_parquet(layout.training_set(plan.adapter)),
-                                                      pd.read_parquet(layout.training_set_duplicates(plan.adapter)))
+            excluded = self_distill.held_out_seed_ids(read_parquet(layout.training_set(plan.adapter)),
+                                                      read_parquet(layout.training_set_duplicates(plan.adapter)))
         contexts = [c.context for c in self_distill.feedback_contexts(
-            pd.read_parquet(conversations), sampling.seeds_per_shard, sampling.seed, excluded)]
+            read_parquet(conversations), sampling.seeds_per_shard, sampling.seed, excluded)]
     else:
         seeds = _seeds(layout, source)
         contexts = [[Turn("human", seed)] for seed in seeds.loc[seeds["shard"] == shard, "seed"]]

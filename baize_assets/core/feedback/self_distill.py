@@ -167,7 +167,7 @@ def preference_pairs(samples: pd.DataFrame, scores: pd.DataFrame) -> tuple[pd.Da
 
 def pairs_path(training_set: Path) -> Path:
     """The preference pairs file, beside the distilled training set it was built with."""
-    return Path(training_set).with_suffix(".pairs.parquet")
+    return training_set.with_suffix(".pairs.parquet")
 
 
 def judge_requests(samples: pd.DataFrame) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
 from ..config.pipeline import BUILTIN_BASES, TrainingConfig
+from ..storage import cached_copy, is_remote, output_location
 
 
 @contextmanager
@@ -46,10 +47,13 @@ def no_progress_bars() -> Iterator[None]:
 
 
 def resolve_base_model(base_model: str) -> str:
-    """The absolute path of a local base model directory, or a hub id unchanged."""
+    """The absolute path of a local base model directory, or a hub id unchanged; a base on an object store (a
+    built-in base under ``BAIZE_OUTPUT_DIR=s3://...``) is copied to this machine once and that copy's path given."""
     base_model = str(base_model)
     if base_model in BUILTIN_BASES:
         raise ValueError(f"'{base_model}' names a base the pipeline builds; pass the directory it was built into")
+    if "://" in base_model and is_remote(output_location(base_model)):
+        return str(cached_copy(output_location(base_model)))
     path = Path(base_model).expanduser()
     if path.exists():
         return str(path.resolve())

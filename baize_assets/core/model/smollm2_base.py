@@ -78,7 +78,7 @@ def build_smollm2_base(out_dir: Path) -> dict:
         tokenizer.save_pretrained(staging)
         fingerprint = directory_fingerprint(staging)
     return {
-        "path": str(Path(out_dir).resolve()),
+        "path": str(out_dir),
         "source": f"{SMOLLM2_DISTRIBUTION} {_installed_version()}: {gguf.name}",
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),

@@ -131,7 +131,7 @@ def build_tiny_base(texts: Iterable[str], config: TinyBaseConfig, out_dir: Path)
         tokenizer.save_pretrained(staging)
         fingerprint = directory_fingerprint(staging)
     return {
-        "path": str(Path(out_dir).resolve()),
+        "path": str(out_dir),
         "parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
         "num_hidden_layers": config.num_hidden_layers,

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import yaml
 
 from ..corpus.schema import data_version
 from ..costs.actuals import DATA_COST_KEY
 from ..prompts import AI, BAIZE_SYSTEM_PROMPT, CHAT_FORMAT_VERSION, HUMAN, STOP_MARKERS
-from ..storage import write_text_atomic
+from ..storage import read_parquet, read_parquet_schema, write_text_atomic
 
 # The files of an adapter directory the card is rendered from (written by train/summary.py).
 SUMMARY_FILE = "training_summary.json"
@@ -36,16 +35,17 @@ def training_set_lineage(training_set: Path) -> dict:
     A shard's version is the data version of the conversations the set kept from it
     (after deduplication), so it changes exactly when that shard's part of the set does.
     """
-    training_set = Path(training_set)
+    training_set = Path(training_set) if isinstance(training_set, str) else training_set
     if not training_set.is_file():
         raise FileNotFoundError(f"training set not found: {training_set}")
-    present = set(pq.read_schema(training_set).names)
+    schema = read_parquet_schema(training_set)
+    present = set(schema.names)
     missing = [column for column in _LINEAGE_COLUMNS if column not in present]
     if missing:
         raise ValueError(f"training set {training_set} lacks the column(s) {', '.join(missing)}")
-    frame = pq.read_table(training_set, columns=_LINEAGE_COLUMNS).to_pandas()
+    frame = read_parquet(training_set, columns=_LINEAGE_COLUMNS)
     counts = frame.groupby(["source", "split"]).size()
-    cost = (pq.read_schema(training_set).metadata or {}).get(DATA_COST_KEY)
+    cost = (schema.metadata or {}).get(DATA_COST_KEY)
     return {
         "data_cost": json.loads(cost) if cost else None,
         "training_set": str(training_set),
