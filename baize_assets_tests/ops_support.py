@@ -81,7 +81,7 @@ def write_config(config: PipelineConfig, path: Path) -> Path:
     return path
 
 
-def resources_for(output_dir: Path) -> dict:
+def resources_for(output_dir: Path | str) -> dict:
     return {
         "storage": BaizeStorage(output_dir=str(output_dir)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),

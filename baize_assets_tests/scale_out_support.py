@@ -110,6 +110,7 @@ def celery_workers(root: Path, postgres_url: str, names: tuple[str, str], env: d
     """Start two workers of one step each on the deploy/ instance; yields the environment to run Dagster in.
 
     The instance's home is ``root / "dagster_home"``; ``env`` adds to this process's environment.
+    Each worker has local folders of its own (``BAIZE_STATE_DIR``, ``TMPDIR``), as on two machines.
     """
     home = root / "dagster_home"
     home.mkdir()
@@ -129,9 +130,14 @@ def celery_workers(root: Path, postgres_url: str, names: tuple[str, str], env: d
               "-y", str(PROJECT_ROOT / "deploy" / "celery.yaml")]
     one_step_each = ["--", "--concurrency", "1", "--without-mingle", "--without-gossip"]
     logs = [root / f"worker-{name}.log" for name in names]
+    own = []
+    for name in names:
+        local = root / f"{name}-local"
+        (local / "tmp").mkdir(parents=True)
+        own.append({**env, "BAIZE_STATE_DIR": str(local / "state"), "TMPDIR": str(local / "tmp")})
     with (
-        process_group([*worker, "-n", names[0], *one_step_each], logs[0], env) as worker_a,
-        process_group([*worker, "-n", names[1], *one_step_each], logs[1], env) as worker_b,
+        process_group([*worker, "-n", names[0], *one_step_each], logs[0], own[0]) as worker_a,
+        process_group([*worker, "-n", names[1], *one_step_each], logs[1], own[1]) as worker_b,
     ):
         try:
             for process, log in zip((worker_a, worker_b), logs):
@@ -192,7 +198,7 @@ class CeleryDeployment:
         monkeypatch.setenv("OPENAI_API_KEY", self.env["OPENAI_API_KEY"])
         with self.instance(monkeypatch) as instance:
             return materialize(build_assets(config), selection=selection, instance=instance,
-                               resources=resources_for(Path(self.env["BAIZE_OUTPUT_DIR"])), raise_on_error=False)
+                               resources=resources_for(self.env["BAIZE_OUTPUT_DIR"]), raise_on_error=False)
 
 
 @contextmanager
@@ -201,7 +207,9 @@ def celery_deployment(root: Path, workers: tuple[str, str], env: dict[str, str])
     teachers; the teacher_api pool allows four steps at once."""
     port = free_port()
     with fresh_postgres_database() as url:
-        env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1"}
+        # The state store (state_store.kind: postgres) shares the instance's database.
+        env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+               "BAIZE_STATE_URL": url.replace("postgresql+psycopg2://", "postgresql://")}
         with celery_workers(root, url, workers, env) as worker_env:
             deployment = CeleryDeployment(worker_env, url, workers, port)
             # Pool limits are set once per deployment, as deploy/dagster.yaml says.

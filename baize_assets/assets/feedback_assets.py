@@ -80,7 +80,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         collected = collect_shard(
             context, layout, endpoint_for(judge, openai), requests, judge,
             lease=layout.feedback_lease(plan.adapter_name, source.name, shard),
-            cache=layout.feedback_cache(plan.adapter_name), writer=writer, step=step,
+            cache=layout.feedback_cache(plan.adapter_name), writer=writer, step=step, state=config.state_store,
         )
         frame = self_distill.read_judgments(samples, collected.result.transcripts)
         problem = judging.unscored_problem(frame["reason"], config.judge.max_unscored_fraction, step, judge.model)

@@ -55,6 +55,7 @@ def judge_adapter(
         collected = collect_shard(
             context, layout, endpoint_for(settings, openai), requests, settings,
             lease=layout.evaluation_judge_lease(adapter), cache=layout.judge_cache(), writer=writer, step=step,
+            state=config.state_store,
         )
         failures = collected.result.failures
         if sum(failures.values()) == len(requests):

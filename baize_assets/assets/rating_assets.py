@@ -51,7 +51,7 @@ def build_ratings_asset(source: SourceConfig, config: PipelineConfig) -> AssetsD
         collected = collect_shard(
             context, layout, endpoint_for(judge, openai), judge_filter.rating_requests(conversations), judge,
             lease=layout.conversation_ratings_lease(source.name, shard),
-            cache=layout.conversation_ratings_cache(source.name), writer=writer, step=step,
+            cache=layout.conversation_ratings_cache(source.name), writer=writer, step=step, state=config.state_store,
         )
         frame = judge_filter.read_ratings(conversations, collected.result.transcripts)
         problem = unscored_problem(frame["reason"], config.judge.max_unscored_fraction, step, judge.model)

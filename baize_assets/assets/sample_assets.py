@@ -35,7 +35,8 @@ def _sample_on_endpoint(context: AssetExecutionContext, layout: Layout, plan: Se
     requests = sample_requests(contexts, plan.sampling)
     collected = collect_shard(context, layout, endpoint, requests, settings,
                               lease=layout.sampling_lease(plan.adapter_name, source.name, shard),
-                              cache=layout.sampling_cache(plan.adapter_name), writer=SAMPLE_WRITER, step=step)
+                              cache=layout.sampling_cache(plan.adapter_name), writer=SAMPLE_WRITER, step=step,
+                              state=config.state_store)
     frame, failed = samples_from_answers(contexts, plan.sampling, collected.result.transcripts)
     if len(requests) and frame.empty:
         raise Failure(description=all_failed(step, collected.result.failures, str(layout.sampling_cache(

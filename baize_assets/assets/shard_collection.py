@@ -18,15 +18,14 @@ from dagster import AssetExecutionContext, Failure, MetadataValue
 from dagster_openai import OpenAIResource
 
 from ..core.collect.batch import BatchCollectionResult, collect_transcripts_batch
-from ..core.collect.cache import TranscriptCache
 from ..core.collect.collector import collect_transcripts
 from ..core.collect.errors import BUDGET_EXHAUSTED, TeacherFatalError
-from ..core.collect.leases import exclusive_lease
 from ..core.collect.modes import Writer
 from ..core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
 from ..core.collect.results import CollectionResult
+from ..core.collect.state import StateStore
 from ..core.collect.stores import open_limit_store
-from ..core.config.pipeline import TeacherConfig
+from ..core.config.pipeline import StateStoreConfig, TeacherConfig
 from ..core.storage import Layout
 
 
@@ -65,24 +64,28 @@ def collect_shard(
     lease: Path,
     cache: Path,
     step: str,
+    state: StateStoreConfig,
     writer: Writer | None = None,
     regenerate: bool = False,
 ) -> ShardCollection:
     """Ask the teacher for every row of ``requests`` (the seed-table shape); a fatal error is a ``Failure``.
 
-    With ``regenerate`` nothing cached is reused: every row is asked again (and cached anew).
+    ``lease`` and ``cache`` are places in the layout's state folder, kept where ``state`` says
+    (SQLite files, or PostgreSQL). With ``regenerate`` nothing cached is reused: every row is
+    asked again (and cached anew).
     """
     limit_store = None
+    store = StateStore(state, layout.state)
     try:
         limit_store = open_limit_store(teacher.rate_limit_store, layout.rate_limit_store())
         with (
-            exclusive_lease(lease, f"run {context.run.run_id}", log=context.log.info,
-                            log_every_s=teacher.progress_every_s),
-            TranscriptCache(cache, reuse=not regenerate) as opened_cache,
+            store.lease(lease, f"run {context.run.run_id}", log=context.log.info,
+                        log_every_s=teacher.progress_every_s),
+            store.cache(cache, reuse=not regenerate) as opened_cache,
         ):
             if teacher.processes > 1:
-                stores = SharedStores(teacher.rate_limit_store, layout.rate_limit_store(), opened_cache.path,
-                                      reuse_cache=not regenerate)
+                stores = SharedStores(teacher.rate_limit_store, layout.rate_limit_store(),
+                                      store.cache_spec(cache, reuse=not regenerate))
                 result = collect_transcripts_in_processes(
                     requests, teacher, endpoint.api_key, stores, base_url=endpoint.base_url,
                     log=context.log.info, ledger=context.run.run_id, writer=writer, warn=context.log.warning,
@@ -110,6 +113,18 @@ def collect_shard(
             f"the run's budget was reached: {result.failures[BUDGET_EXHAUSTED]} of {len(requests)} "
             f"requests of {step} were not asked; rerun with a larger budget to finish them"
         )
+    return ShardCollection(result, _collection_metadata(result, teacher, run_tokens, run_dollars))
+
+
+def all_failed(step: str, failures: Counter, path: str) -> str:
+    """One line for a shard whose every request failed: an outage or a misconfiguration, not bad luck."""
+    kinds = ", ".join(f"{count} {kind}" for kind, count in failures.most_common())
+    return (f"every one of the {sum(failures.values())} requests of {step} failed ({kinds}) and nothing was "
+            f"collected; the failure_message column of {path} says why")
+
+
+def _collection_metadata(result: CollectionResult, teacher: TeacherConfig, run_tokens: int,
+                         run_dollars: float) -> dict:
     metadata = {
         **result.usage.as_metadata(),
         "partial": result.partial,
@@ -132,11 +147,4 @@ def collect_shard(
     if result.spent_dollars is not None:
         metadata["partition_dollars"] = round(result.spent_dollars, 6)
         metadata["run_dollars"] = round(run_dollars, 6)
-    return ShardCollection(result, metadata)
-
-
-def all_failed(step: str, failures: Counter, path: str) -> str:
-    """One line for a shard whose every request failed: an outage or a misconfiguration, not bad luck."""
-    kinds = ", ".join(f"{count} {kind}" for kind, count in failures.most_common())
-    return (f"every one of the {sum(failures.values())} requests of {step} failed ({kinds}) and nothing was "
-            f"collected; the failure_message column of {path} says why")
+    return metadata

@@ -72,6 +72,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
             context, layout, endpoint_for(teacher, openai), shard_seeds, teacher,
             # One run at a time collects a shard: a second run of it waits, then finds it all in the cache.
             lease=layout.transcripts_lease(source.name, shard), cache=layout.transcript_cache(source.name), step=step,
+            state=pipeline.state_store,
             regenerate=config.regenerate,
         )
         result = collected.result

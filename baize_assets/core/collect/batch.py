@@ -378,7 +378,7 @@ def collect_transcripts_batch(
     # The client's own retries cover 429, 5xx and dropped connections of these few requests.
     with openai.OpenAI(api_key=api_key, base_url=base_url, timeout=teacher.timeout_s,
                        max_retries=teacher.max_retries) as client:
-        jobs = BatchJobs(cache.path if cache is not None else ":memory:")
+        jobs = cache.batch_jobs() if cache is not None else BatchJobs(":memory:")
         budget = Budget(teacher.budget, batch_price(teacher), limit_store or MemoryLimitStore(),
                         ledger or f"collection-{uuid.uuid4()}")
         try:

@@ -139,6 +139,12 @@ class TranscriptCache:
             total = total + CollectionStats(**json.loads(stats))
         return total
 
+    def batch_jobs(self):
+        """The ledger of the Batch API jobs of this cache's rows, in the same file."""
+        from .batch_jobs import BatchJobs
+
+        return BatchJobs(self.path)
+
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(DISTINCT cache_key) FROM conversations").fetchone()[0]
 

@@ -37,12 +37,13 @@ import pyarrow as pa
 
 from ..config.pipeline import RateLimitStoreConfig, TeacherConfig
 from ..parent_death import die_with_parent
-from .cache import TranscriptCache, cache_key
+from .cache import cache_key
 from .client import Usage
 from .collector import collect_transcripts
 from .errors import BUDGET_EXHAUSTED, TeacherFatalError
 from .modes import Writer
 from .results import CollectionResult, generation_inputs
+from .state import CacheSpec
 from .stores import open_limit_store
 from .transcript import TRANSCRIPT_SCHEMA
 
@@ -56,12 +57,18 @@ class CollectionProcessError(RuntimeError):
 
 @dataclass(frozen=True)
 class SharedStores:
-    """Where the children find what they share: the limit store (as ``open_limit_store`` opens it) and the cache."""
+    """Where the children find what they share: the limit store (as ``open_limit_store`` opens it) and the cache
+    (a :class:`~.state.CacheSpec`, or a SQLite file's path)."""
 
     limit_store: RateLimitStoreConfig
     limit_store_path: Path
-    cache_path: Path | None
-    reuse_cache: bool = True  # False in a run that regenerates (see ``TranscriptCache``)
+    cache: CacheSpec | Path | None
+    reuse_cache: bool = True  # for a cache given by its path: False in a run that regenerates
+
+    def cache_spec(self) -> CacheSpec | None:
+        if self.cache is None or isinstance(self.cache, CacheSpec):
+            return self.cache
+        return CacheSpec(Path(self.cache), Path(self.cache).stem, reuse=self.reuse_cache)
 
 
 @dataclass
@@ -86,8 +93,8 @@ def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame,
     try:
         limit_store = open_limit_store(stores.limit_store, stores.limit_store_path)
         try:
-            with TranscriptCache(stores.cache_path, stores.reuse_cache) if stores.cache_path else nullcontext() \
-                    as cache:
+            spec = stores.cache_spec()
+            with spec.open() if spec else nullcontext() as cache:
                 result = collect_transcripts(seeds, teacher, api_key, base_url,
                                              lambda line: connection.send(("log", line)), progress_every_s, cache,
                                              limit_store, ledger, writer,
@@ -107,9 +114,10 @@ def _slices(seeds: pd.DataFrame, teacher: TeacherConfig, stores: SharedStores,
             writer: Writer | None) -> list[pd.DataFrame]:
     """The seeds in up to ``teacher.processes`` slices, the pending ones spread evenly, each slice in seed order."""
     stored: set[str] = set()
-    if stores.cache_path is not None and stores.reuse_cache:
+    spec = stores.cache_spec()
+    if spec is not None and spec.reuse:
         inputs = generation_inputs(teacher, writer)
-        with TranscriptCache(stores.cache_path) as cache:
+        with spec.open() as cache:
             stored = cache.stored_keys(cache_key(seed, inputs) for seed in seeds["seed"])
         is_stored = [cache_key(seed, inputs) in stored for seed in seeds["seed"]]
     else:
@@ -188,8 +196,8 @@ def collect_transcripts_in_processes(
     if len(slices) == 1:
         limit_store = open_limit_store(stores.limit_store, stores.limit_store_path)
         try:
-            with TranscriptCache(stores.cache_path, stores.reuse_cache) if stores.cache_path else nullcontext() \
-                    as cache:
+            spec = stores.cache_spec()
+            with spec.open() if spec else nullcontext() as cache:
                 return collect_transcripts(seeds, teacher, api_key, base_url, log, progress_every_s, cache,
                                            limit_store, ledger, writer, warn)
         finally:

@@ -41,6 +41,7 @@ from .teacher import (  # the teacher's settings are part of this one configurat
     ModelPrice as ModelPrice,
     RateLimitConfig as RateLimitConfig,
     RateLimitStoreConfig as RateLimitStoreConfig,
+    StateStoreConfig as StateStoreConfig,
     TeacherConfig as TeacherConfig,
 )
 from .training import (  # the model and training settings are part of this one configuration
@@ -169,6 +170,7 @@ class PipelineConfig(StrictModel):
     adapters: list[AdapterConfig] = Field(default_factory=list)
     self_distillation: list[SelfDistillationConfig] = Field(default_factory=list)
     judge: JudgeConfig = JudgeConfig()
+    state_store: StateStoreConfig = StateStoreConfig()
 
     @field_validator("sources", "adapters")
     @classmethod

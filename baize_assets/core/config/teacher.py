@@ -40,6 +40,16 @@ class RateLimitStoreConfig(StrictModel):
         return self
 
 
+class StateStoreConfig(StrictModel):
+    """Where the collection's state lives: the caches of answers, the batch ledgers and the shard leases."""
+
+    # sqlite: files and flock leases in the layout's state folder, for the processes of one machine;
+    # postgres: tables and advisory locks, for steps on machines that share no disk.
+    kind: Literal["sqlite", "postgres"] = "sqlite"
+    # The environment variable holding the PostgreSQL URL, which may carry a password.
+    url_env: str = Field(default="BAIZE_STATE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class ModelPrice(StrictModel):
     """Dollars per million tokens of one model."""
 

@@ -22,9 +22,10 @@ from typing import Iterable
 import pandas as pd
 
 from ..collect.batch import batch_price
-from ..collect.cache import CollectionStats, TranscriptCache, cache_key
+from ..collect.cache import CollectionStats, cache_key
 from ..collect.modes import REFERENCE_WRITER, Writer, judge_writer, self_chat_writer
 from ..collect.results import generation_inputs, history_key
+from ..collect.state import StateStore
 from ..config.pipeline import PipelineConfig, SelfDistillationConfig, SourceConfig, TeacherConfig
 from ..corpus import judge_filter
 from ..evaluate import judge as judge_eval
@@ -58,38 +59,43 @@ class Selection:
         return [s for s in range(source.shards) if self.shards is None or s in self.shards]
 
 
-def _read_cache(path: Path, keys: Iterable[str], history: str) -> tuple[set[str], CollectionStats]:
-    """The keys a cache holds and its cost history, without creating a cache that does not exist."""
-    if not path.exists():
+def _read_cache(store: StateStore, path: Path, keys: Iterable[str],
+                history: str) -> tuple[set[str], CollectionStats]:
+    """The keys a cache holds and its cost history, without creating a SQLite cache that does not exist."""
+    if not store.has_cache(path):
         return set(), CollectionStats()
     try:
-        with TranscriptCache(path) as cache:
+        with store.cache(path) as cache:
             return cache.stored_keys(keys), cache.collection_history(history)
     except sqlite3.Error as error:
         raise OSError(f"cannot read the cache {path}: {error}") from None
 
 
-def _history(paths: Iterable[Path], key: str) -> CollectionStats:
+def _history(store: StateStore, paths: Iterable[Path], key: str) -> CollectionStats:
     total = CollectionStats()
     for path in paths:
-        total = total + _read_cache(path, [], key)[1]
+        total = total + _read_cache(store, path, [], key)[1]
     return total
+
+
+def _store(config: PipelineConfig, layout: Layout) -> StateStore:
+    return StateStore(config.state_store, layout.state)
 
 
 def _price(settings: TeacherConfig):
     return batch_price(settings) if settings.api == "batch" else settings.prices.get(settings.model)
 
 
-def _stage(name: str, settings: TeacherConfig, writer: Writer, texts: list[str], cache: Path,
+def _stage(store: StateStore, name: str, settings: TeacherConfig, writer: Writer, texts: list[str], cache: Path,
            fallback_caches: Iterable[Path] = (), reuse: bool = True) -> StageForecast:
     """Price ``texts`` (one row each) against ``cache`` (every row asked again unless ``reuse``); the history of
     ``fallback_caches`` when its own is short."""
     inputs, key = generation_inputs(settings, writer), history_key(settings, writer)
     keys = [cache_key(text, inputs) for text in texts]
-    stored, history = _read_cache(cache, keys, key)
+    stored, history = _read_cache(store, cache, keys, key)
     stored = stored if reuse else set()
     if history.rows < MIN_HISTORY_ROWS:
-        history = _history(fallback_caches, key)
+        history = _history(store, fallback_caches, key)
     pending = [text for text, k in zip(texts, keys) if k not in stored]
     return forecast_stage(name, settings, writer, _price(settings), pending, len(texts), history)
 
@@ -112,7 +118,7 @@ def transcripts_forecast(config: PipelineConfig, layout: Layout, source: SourceC
     seeds = _seeds(layout, source)
     texts = list(seeds.loc[seeds["shard"].isin(shards), "seed"])
     others = [layout.transcript_cache(s.name) for s in config.sources if s.name != source.name]
-    return _stage(f"{source.name} transcripts{_shard_label(source, shards)}", config.teacher,
+    return _stage(_store(config, layout), f"{source.name} transcripts{_shard_label(source, shards)}", config.teacher,
                   self_chat_writer(config.teacher), texts, layout.transcript_cache(source.name), others,
                   reuse=not regenerate)
 
@@ -138,8 +144,8 @@ def ratings_forecast(config: PipelineConfig, layout: Layout, source: SourceConfi
                       for seed in seeds.loc[seeds["shard"] == shard, "seed"]]
     writer = judge_writer(RATE_CONVERSATION_FORMAT if config.judge.structured_output else None)
     others = [layout.conversation_ratings_cache(s.name) for s in config.sources if s.name != source.name]
-    return _stage(f"{source.name} ratings{_shard_label(source, shards)}", config.judge_teacher(), writer, texts,
-                  layout.conversation_ratings_cache(source.name), others)
+    return _stage(_store(config, layout), f"{source.name} ratings{_shard_label(source, shards)}",
+                  config.judge_teacher(), writer, texts, layout.conversation_ratings_cache(source.name), others)
 
 
 def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillationConfig, source: SourceConfig,
@@ -170,7 +176,7 @@ def scores_forecast(config: PipelineConfig, layout: Layout, plan: SelfDistillati
     texts = [text for shard in shards for text in _score_prompts(config, layout, plan, source, shard)]
     writer = judge_writer(SCORE_ANSWER_FORMAT if config.judge.structured_output else None)
     others = [layout.feedback_cache(p.adapter_name) for p in config.self_distillation]
-    return _stage(f"{plan.adapter_name} scores of {source.name}{_shard_label(source, shards)}",
+    return _stage(_store(config, layout), f"{plan.adapter_name} scores of {source.name}{_shard_label(source, shards)}",
                   config.judge_teacher(), writer, texts, layout.feedback_cache(plan.adapter_name), others)
 
 
@@ -185,9 +191,9 @@ def judgment_forecasts(config: PipelineConfig, layout: Layout,
     judged = [name for name in adapters if config.is_judged(name)]
     if not judged:
         return []
-    stages = []
+    stages, store = [], _store(config, layout)
     if judge.reference == "teacher":
-        stages.append(_stage("judge: the teacher's reference answers", config.teacher, REFERENCE_WRITER,
+        stages.append(_stage(store, "judge: the teacher's reference answers", config.teacher, REFERENCE_WRITER,
                              list(judge_eval.reference_requests(questions)["seed"]), layout.judge_cache()))
     candidate = _placeholder(judge.max_new_tokens)
     reference = _placeholder(config.teacher.max_tokens if judge.reference == "teacher" else judge.max_new_tokens)
@@ -195,7 +201,7 @@ def judgment_forecasts(config: PipelineConfig, layout: Layout,
     for name in judged:
         texts = [compare_answers_prompt(q, *answers) for q in questions
                  for answers in ((candidate, reference), (reference, candidate))]
-        stages.append(_stage(f"judge: {name}'s judgments", config.judge_teacher(), writer, texts,
+        stages.append(_stage(store, f"judge: {name}'s judgments", config.judge_teacher(), writer, texts,
                              layout.judge_cache()))
     return stages
 
