@@ -238,11 +238,15 @@ class BatchedGenerator:
         """Requests to start now, and whether the generator is closing.
 
         Idle (``wait``): block for one request, then take what arrives within the wait.
-        Busy: take only what is already queued, so the running rows are not held up.
+        Busy: take only what is already queued, so the running rows are not held up; and
+        while more are queued than a quarter of the batch, wait until that many slots are
+        free, so that their prompts are computed together rather than a few per pass.
         """
         admitted: list[_Request] = []
         if stopping:
             return admitted, True
+        if not wait and self.max_batch - running < min(self._queue.qsize(), max(1, self.max_batch // 4)):
+            return admitted, False
         deadline = None
         while running + len(admitted) < self.max_batch:
             try:

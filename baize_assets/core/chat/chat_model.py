@@ -129,9 +129,12 @@ class ChatModel:
         ids = self.prompt_ids(trim_history(history, count, limit - new_tokens))
 
         input_ids = torch.tensor([ids], device=self.device)
-        # do_sample is always explicit: a base model's generation_config may turn sampling on.
+        # do_sample is always explicit: a base model's generation_config may turn sampling on; top_k is off, as
+        # in batched generation (generate() would otherwise keep only the 50 likeliest tokens).
         sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+            if temperature > 0
+            else {"do_sample": False}
         )
         if seed is not None:
             torch.manual_seed(seed)

@@ -102,7 +102,7 @@ class DecodeBatch:
         rows = slice(start, start + count)
         self._reserve(start + count, total)
         if shared:
-            self.cache.copy_prefix(self._prefix, rows, shared)
+            self.cache.copy_rows(self._prefix, 0, rows, shared)
         padding = torch.tensor([width - len(suffix) for suffix in suffixes], device=self.device)
         inputs = torch.tensor([[self._pad_id] * (width - len(s)) + s for s in suffixes], device=self.device)
         real = torch.arange(width, device=self.device)[None, :] >= padding[:, None]
@@ -116,6 +116,8 @@ class DecodeBatch:
         self.requests += requests
         self._ends += [total] * count
         self._start_rows(rows, requests)
+        if count == 1:
+            self._keep_as_prefix(start, prompts[0])
         return self._choose(rows, logits)
 
     def _start_rows(self, rows: slice, requests: list[Any]) -> None:
@@ -140,23 +142,34 @@ class DecodeBatch:
             self.uniforms[slot, : len(stream)] = stream.to(self.device)
 
     def _share_prefix(self, prompts: list[list[int]]) -> int:
-        """The length of the prompt prefix all ``prompts`` share (at least one token each left to compute),
-        made ready in the prefix cache: only the part the previous prefix lacks is computed."""
+        """How many leading tokens of ``prompts`` come from the prefix cache (at least one token each is left).
+
+        A group of several prompts gets the prefix they all share computed there first, in
+        one pass over what the cached prefix lacks; one prompt alone takes what it shares
+        with the cached prefix and no pass (its own prompt becomes the prefix afterwards).
+        """
         shared = min(shared_prefix_length(prompts), min(len(prompt) for prompt in prompts) - 1)
-        if shared <= 0:
-            return 0
-        prefix = prompts[0][:shared]
+        prefix = prompts[0][: max(shared, 0)]
         known = shared_prefix_length([self._prefix_ids, prefix])
-        if known < shared:
-            self._prefix_ids = []  # until the pass below succeeds
-            self._prefix.reserve(1, shared)
-            self._prefix.plan_block(slice(0, 1), known, shared)
-            valid = torch.ones(1, shared, dtype=torch.bool, device=self.device)
-            inputs = torch.tensor([prefix[known:]], device=self.device)
-            positions = torch.arange(known, shared, device=self.device)[None, :]
-            self._forward(inputs, positions, self._block_mask(valid, known), self._prefix)
-            self._prefix_ids = prefix
+        if len(prompts) == 1 or known == shared:
+            return known
+        self._prefix_ids = []  # until the pass below succeeds
+        self._prefix.reserve(1, shared)
+        self._prefix.plan_block(slice(0, 1), known, shared)
+        valid = torch.ones(1, shared, dtype=torch.bool, device=self.device)
+        inputs = torch.tensor([prefix[known:]], device=self.device)
+        positions = torch.arange(known, shared, device=self.device)[None, :]
+        self._forward(inputs, positions, self._block_mask(valid, known), self._prefix)
+        self._prefix_ids = prefix
         return shared
+
+    def _keep_as_prefix(self, slot: int, prompt: list[int]) -> None:
+        """Make a prompt that joined alone the cached prefix: its columns are its prompt's, without padding."""
+        if shared_prefix_length([self._prefix_ids, prompt]) < len(prompt):
+            self._prefix_ids = []
+            self._prefix.reserve(1, len(prompt))
+            self._prefix.copy_rows(self.cache, slot, slice(0, 1), len(prompt))
+            self._prefix_ids = list(prompt)
 
     def _block_mask(self, valid: torch.Tensor, start: int) -> torch.Tensor:
         """The attention mask of a pass writing columns ``start..`` of rows whose columns ``valid`` are theirs:
@@ -205,7 +218,7 @@ class DecodeBatch:
         if holes:
             sources = torch.tensor(movers, device=self.device)
             targets = torch.tensor(holes, device=self.device)
-            self.cache.move_rows(sources, targets, max(self._ends[i] for i in movers))
+            self.cache.move_rows(list(zip(movers, holes)), max(self._ends[i] for i in movers))
             for tensor in (self.valid, self.seen, self.uniforms, self.temperature, self.top_p, self.penalty,
                            self.end, self.position, self.last, self.drawn):
                 tensor[targets] = tensor[sources]

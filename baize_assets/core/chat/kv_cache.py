@@ -113,17 +113,19 @@ class SlotCache(Cache):
         """The next pass writes one token per row, row i (of the first ``len(columns)``) at ``columns[i]``."""
         self.plan = _Plan(slice(0, len(columns)), read, columns=columns)
 
-    def move_rows(self, sources: torch.Tensor, targets: torch.Tensor, columns: int) -> None:
-        """Copy the first ``columns`` columns of rows ``sources`` into rows ``targets``."""
+    def move_rows(self, moves: list[tuple[int, int]], columns: int) -> None:
+        """Copy the first ``columns`` columns of each row ``source`` into row ``target``, for ``(source, target)``
+        in ``moves`` (a few rows at a time: plain slice copies are cheaper than gathering them)."""
         for layer in self.layers:
             if layer.is_initialized:
-                layer.keys[targets, :, :columns] = layer.keys[sources, :, :columns]
-                layer.values[targets, :, :columns] = layer.values[sources, :, :columns]
+                for source, target in moves:
+                    layer.keys[target, :, :columns] = layer.keys[source, :, :columns]
+                    layer.values[target, :, :columns] = layer.values[source, :, :columns]
 
-    def copy_prefix(self, source: "SlotCache", rows: slice, columns: int) -> None:
-        """Copy the first ``columns`` columns of ``source``'s first row into each of ``rows``."""
+    def copy_rows(self, source: "SlotCache", source_row: int, rows: slice, columns: int) -> None:
+        """Copy the first ``columns`` columns of ``source``'s row ``source_row`` into each of ``rows``."""
         for mine, theirs in zip(self.layers, source.layers):
             if not mine.is_initialized:
                 mine.lazy_initialization(theirs.keys, theirs.values)
-            mine.keys[rows, :, :columns] = theirs.keys[:1, :, :columns]
-            mine.values[rows, :, :columns] = theirs.values[:1, :, :columns]
+            mine.keys[rows, :, :columns] = theirs.keys[source_row : source_row + 1, :, :columns]
+            mine.values[rows, :, :columns] = theirs.values[source_row : source_row + 1, :, :columns]
