@@ -2,8 +2,9 @@
 
 It regenerates the transcripts and corpus of each shard from the current seed tables
 (the seed-file sensors keep those current), for example after a change of teacher model;
-the retrain automation then retrains the adapters. The teacher_api pool keeps the shard
-runs within the endpoint's rate limit.
+the retrain automation then retrains the adapters whose conversations changed, and none
+when the refresh found them all in the cache. The teacher_api pool keeps the shard runs
+within the endpoint's rate limit.
 """
 
 from __future__ import annotations
