@@ -51,6 +51,15 @@ def check_full_attention(config, positions: int) -> None:
                          f"sliding window is {window}: lower the history budget to at most {window}")
 
 
+def _widened(tensor: torch.Tensor, columns: int) -> torch.Tensor:
+    """``tensor`` (2D), or a copy with at least ``columns`` columns: the new ones zero."""
+    if tensor.shape[1] >= columns:
+        return tensor
+    grown = tensor.new_zeros(tensor.shape[0], columns)
+    grown[:, : tensor.shape[1]] = tensor
+    return grown
+
+
 def shared_prefix_length(sequences: list[list[int]]) -> int:
     """How many leading tokens all ``sequences`` have in common."""
     return len(os.path.commonprefix(sequences)) if sequences else 0
@@ -86,11 +95,7 @@ class DecodeBatch:
 
     def _reserve(self, rows: int, columns: int) -> None:
         self.cache.reserve(rows, columns)
-        held = self.cache.capacity[1]
-        if self.valid.shape[1] < held:
-            grown = self.valid.new_zeros(self.valid.shape[0], held)
-            grown[:, : self.valid.shape[1]] = self.valid
-            self.valid = grown
+        self.valid = _widened(self.valid, self.cache.capacity[1])
 
     def join(self, requests: list[Any]) -> torch.Tensor:
         """Start ``requests`` in the slots after the running rows; their first tokens."""
@@ -130,16 +135,16 @@ class DecodeBatch:
         self.penalty[rows] = torch.tensor([p.repetition_penalty for p in params], device=self.device)
         self.drawn[rows] = 0
         self.seen[rows] = False
-        for slot, request in enumerate(requests, start=rows.start):
-            self.seen[slot, torch.tensor(request.prompt_ids, device=self.device)] = True
-        streams = [uniform_stream(request.params, request.max_new_tokens) for request in requests]
+        slots = [slot for slot, r in enumerate(requests, start=rows.start) for _ in r.prompt_ids]
+        tokens = [token for r in requests for token in r.prompt_ids]
+        self.seen[torch.tensor(slots, device=self.device), torch.tensor(tokens, device=self.device)] = True
         steps = max(request.max_new_tokens for request in requests)  # greedy rows draw too, numbers unused
-        if self.uniforms.shape[1] < steps:
-            grown = self.uniforms.new_zeros(self.uniforms.shape[0], max(steps, 2 * self.uniforms.shape[1]))
-            grown[:, : self.uniforms.shape[1]] = self.uniforms
-            self.uniforms = grown
-        for slot, stream in enumerate(streams, start=rows.start):
-            self.uniforms[slot, : len(stream)] = stream.to(self.device)
+        self.uniforms = _widened(self.uniforms, steps)
+        streams = torch.zeros(len(requests), steps)
+        for row, request in enumerate(requests):
+            stream = uniform_stream(request.params, request.max_new_tokens)
+            streams[row, : len(stream)] = stream
+        self.uniforms[rows, :steps] = streams.to(self.device)
 
     def _share_prefix(self, prompts: list[list[int]]) -> int:
         """How many leading tokens of ``prompts`` come from the prefix cache (at least one token each is left).
