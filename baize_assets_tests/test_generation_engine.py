@@ -52,6 +52,9 @@ def test_incremental_text_is_the_whole_decode_after_every_token(tokenizer):
             ids = [rng.choice(pool) if rng.random() < 0.8 else rng.randrange(len(tokenizer)) for _ in range(40)]
         else:
             ids = rng.sample(text_ids, len(text_ids))
+        # The fast path is the tokenizer's own decode.
+        assert decode_answer(tokenizer, ids) == tokenizer.decode(ids, skip_special_tokens=True,
+                                                                 clean_up_tokenization_spaces=False)
         stop = tuple(rng.sample(["é", "wo", "s\n", "日本", "😀", " d"], rng.randint(0, 2)))
         text = AnswerText(lambda part: decode_answer(tokenizer, part), stop, held)
         for count in range(1, len(ids) + 1):

@@ -36,6 +36,9 @@ _BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 def decode_answer(tokenizer, ids: Sequence[int]) -> str:
     """The text of generated token ids: special tokens left out, spaces exactly as the tokens have them."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # what the tokenizer's own decode does here, without its wrapper (five times the cost)
+        return backend.decode(list(ids), skip_special_tokens=True)
     return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
 

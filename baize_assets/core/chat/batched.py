@@ -190,11 +190,14 @@ class BatchedGenerator:
             def count(turns: list[Turn]) -> int:
                 return len(self.chat.prompt_ids(turns, system))
 
-            shortest = count(trim_history(history, count, 0))
-            new_tokens = min(params.max_new_tokens, limit - shortest)
-            if new_tokens < 1:
-                raise ValueError(f"the message is too long: its prompt takes {shortest} tokens, the limit is {limit}")
-            ids = self.chat.prompt_ids(trim_history(history, count, limit - new_tokens), system)
+            ids, new_tokens = self.chat.prompt_ids(history, system), params.max_new_tokens
+            if len(ids) + new_tokens > limit:  # too long: drop the oldest exchanges, fewer new tokens if need be
+                shortest = count(trim_history(history, count, 0))
+                new_tokens = min(params.max_new_tokens, limit - shortest)
+                if new_tokens < 1:
+                    raise ValueError(f"the message is too long: its prompt takes {shortest} tokens, the limit is "
+                                     f"{limit}")
+                ids = self.chat.prompt_ids(trim_history(history, count, limit - new_tokens), system)
             text = AnswerText(self._decode, params.stop, self._held_tokens)
         return _Request(ids, new_tokens, params, on_text, text)
 
