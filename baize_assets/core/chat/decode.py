@@ -6,14 +6,14 @@ per-row tensors (sampling settings, tokens seen, random numbers, positions) for 
 as it decodes; a row that finishes is overwritten by moving the last row into its slot.
 A row's cache columns are its own: which of them it attends to is ``valid``, and each
 step writes one column per row wherever that row has got to, so rows started at
-different times decode in one forward pass without padding or copying each other.
+different times decode in one forward pass without shifting or copying each other.
 
 Rows join in groups. Baize prompts begin alike (the system prompt, and the k answers to a
 seed share all of it), so a group's common prompt prefix is computed once, in a cache of
-its own that the next groups reuse as far as they share it, and copied into each row's
+its own that later groups reuse as far as they share it, and copied into each row's
 columns; one forward pass over the rest of the prompts, left-padded to one length, gives
-each row its first token. Within a forward pass each row may see the columns it holds
-before its own (causal), never another row's.
+each row its first token. Within a forward pass each row sees the valid columns up to its
+own (causal), never another row's.
 """
 
 from __future__ import annotations
