@@ -167,9 +167,9 @@ def _reference(logits: torch.Tensor, temperature: float, top_p: float) -> torch.
 def test_draws_follow_generates_distribution_and_no_other_row(vocab, temperature, top_p):
     """Evenly spaced uniform numbers drawn through a row's distribution hit each token as often as generate()'s
     warped probability says (to one draw in the count). With 600 near-equal tokens the nucleus is wider than
-    the candidates from topk, and the row is sorted instead."""
+    the first candidates from topk, and the row's draw goes on to the whole vocabulary."""
     generator = torch.Generator().manual_seed(vocab)
-    logits = torch.randn(vocab, generator=generator) * (3 if vocab < NUCLEUS_CANDIDATES else 0.1)
+    logits = torch.randn(vocab, generator=generator) * (3 if vocab < NUCLEUS_CANDIDATES[0] else 0.1)
     draws = 6000
     uniform = (torch.arange(draws) + 0.5) / draws
     rows = logits.expand(draws, vocab)

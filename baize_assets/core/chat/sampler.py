@@ -8,10 +8,12 @@ with it, so a seed and its settings always give the same answer. All rows draw t
 in one pass of tensor operations.
 
 Top-p keeps the most likely tokens until the probability of those above a token reaches
-``top_p``. The most likely 128 tokens usually hold that much: they come from ``topk``,
-a fraction of the cost of sorting the whole vocabulary (what ``generate()`` does); only
-the rows whose nucleus is wider are sorted, each row's choice depending on its own
-distribution alone.
+``top_p``. Sorting the whole vocabulary for that (what ``generate()`` does) is the
+costliest part of a step on a CPU; ``topk`` of the likeliest 256 tokens, then of 4,096
+for the rows whose nucleus is wider, costs a fraction of it, and only the rows whose
+nucleus is wider still are sorted whole. (SmolLM2-135M at temperature 1, top-p 0.95:
+half the rows' nuclei hold at most 256 tokens, 99% at most 4,096.) Which of these a
+row goes through depends on its own distribution alone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .chat_model import DEFAULT_REPETITION_PENALTY
 
 __all__ = ["SamplingParams", "next_tokens", "uniform_stream"]
 
-NUCLEUS_CANDIDATES = 128
+NUCLEUS_CANDIDATES = (256, 4096)  # the likeliest tokens a row's nucleus is looked for in, in turn, before all
 
 
 @dataclass(frozen=True)
@@ -122,12 +124,16 @@ def next_tokens(logits: torch.Tensor, seen: torch.Tensor, temperature: torch.Ten
         tokens = torch.where((temperature > 0) & (top_p >= 1), _draw(scaled.softmax(dim=-1), uniform), tokens)
     if mix.nucleus:
         total = scaled.logsumexp(dim=-1)
-        candidates, candidate_tokens = scaled.topk(min(NUCLEUS_CANDIDATES, scaled.shape[-1]), dim=-1)
-        chosen, covered = _nucleus_draw(candidates, candidate_tokens, total, top_p, uniform)
-        nucleus_rows = (temperature > 0) & (top_p < 1)
-        tokens = torch.where(nucleus_rows, chosen, tokens)
-        wider = (nucleus_rows & ~covered).nonzero().squeeze(1)  # the one host sync: which rows need a sort
-        if len(wider):
-            ordered, order = scaled[wider].sort(dim=-1, descending=True)
-            tokens[wider] = _nucleus_draw(ordered, order, total[wider], top_p[wider], uniform[wider])[0]
+        rows = ((temperature > 0) & (top_p < 1)).nonzero().squeeze(1)  # a host sync per round, never per row
+        vocabulary = scaled.shape[-1]
+        for count in [*(c for c in NUCLEUS_CANDIDATES if c < vocabulary), vocabulary]:
+            candidates, candidate_tokens = scaled[rows].topk(count, dim=-1)
+            chosen, covered = _nucleus_draw(candidates, candidate_tokens, total[rows], top_p[rows], uniform[rows])
+            if count == vocabulary:  # the whole vocabulary holds every nucleus
+                tokens[rows] = chosen
+                break
+            tokens[rows[covered]] = chosen[covered]
+            rows = rows[~covered]
+            if not len(rows):
+                break
     return tokens
