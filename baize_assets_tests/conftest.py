@@ -1,4 +1,4 @@
-"""Shared fixtures: the project's configuration made fast, and a simulated teacher."""
+"""Shared fixtures: the project's configuration made fast, a simulated teacher, and one S3 server a session."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 from baize_assets.core.config.pipeline import PipelineConfig, load_config
 from baize_assets.teacher.server import SimulatedTeacher
+
+from .object_store_support import s3_store  # noqa: F401  (one server for every module that uses it)
 
 # Parallel test workers share the cores: each worker, and what it starts, gets its share of
 # them for torch's thread pool instead of one thread per core each. Read before torch loads.

@@ -33,10 +33,14 @@ def _bindable(port: int) -> bool:
 
 
 def _free_ports(count: int) -> list[int]:
-    """Ports free with the one 10,000 above each, which SeaweedFS takes for its gRPC side."""
+    """Ports free with the one 10,000 above each, which SeaweedFS takes for its gRPC side.
+
+    Both below the kernel's ephemeral range (32768 and up), where an outgoing connection made
+    while the servers start could take one first.
+    """
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randint(20000, 45000)
+        port = random.randint(12000, 22000)
         if port not in ports and _bindable(port) and _bindable(port + 10000):
             ports.append(port)
     return ports
@@ -58,7 +62,9 @@ def s3_store(tmp_path_factory):
                       '"actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (ACCESS_KEY, SECRET_KEY))
     server = subprocess.Popen(
         [_weed(), "server", f"-dir={folder}", "-ip=127.0.0.1", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-volume.max=20"],
+         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-volume.max=20",
+         # Its Iceberg and Lance catalogs would take fixed ports: a second server could not start.
+         "-s3.port.iceberg=0", "-s3.port.lance=0"],
         stdout=subprocess.DEVNULL, stderr=(folder / "weed.log").open("w"))
     endpoint = f"http://127.0.0.1:{s3}"
     environment = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,

@@ -33,7 +33,6 @@ from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
 from .conftest import fast_config
-from .object_store_support import s3_store  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,6 @@ from baize_assets.core.config.pipeline import StateStoreConfig, load_config
 from baize_assets.core.storage import Layout, read_table
 
 from . import ops_location
-from .object_store_support import s3_store  # noqa: F401
 from .ops_support import RABBITMQ, REDIS, REDIS_URL, materialized_in_run, require_service, write_config
 from .scale_out_support import (
     CHAT,
@@ -41,7 +40,7 @@ LIMITED_SEEDS = {"faq": 140, "twice": 40}
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, s3_store):  # noqa: F811
+def deployment(tmp_path_factory, s3_store):
     """The workers, with the ops location's code and, for the limit and state tests, BAIZE_CONFIG's."""
     require_service("RabbitMQ", RABBITMQ)
     require_service("Redis", REDIS)

@@ -82,11 +82,11 @@ def test_webserver_listens_on_loopback_only_by_default(deployment):
 def test_ui_draws_every_asset_of_the_graph(deployment, tmp_path):
     require_chromium()
     asset_keys = sorted(key.to_user_string() for key in deployment.defs.resolve_asset_graph().get_all_asset_keys())
-    assert len(asset_keys) == 12
+    assert len(asset_keys) == 13  # with costs/forecast
 
     # The welcome dialog a new instance shows over the UI, marked seen as its Skip button does.
     assert graphql(deployment.base_url, "mutation { setNuxSeen }")["setNuxSeen"]
-    with chromium_page(tmp_path / "profile", width=2400, height=1400) as page:
+    with chromium_page(tmp_path / "profile", width=2400, height=1700) as page:
         page.goto(f"{deployment.base_url}/assets")
         page.locator(f"a[href='/assets/{asset_keys[-1]}']").first.wait_for()
         hrefs = page.locator("a[href^='/assets/']").evaluate_all("links => links.map(a => a.getAttribute('href'))")
