@@ -156,7 +156,7 @@ def run_generate(chat: ChatModel, jobs: list, max_batch: int, cache: str | None 
                 top_p=params.top_p, top_k=0, repetition_penalty=params.repetition_penalty,
                 stop_strings=list(STOP_MARKERS), tokenizer=tokenizer, pad_token_id=pad,
             )
-        for row, ids in zip(output[:, width:].tolist(), chunk):
+        for row in output[:, width:].tolist():
             count = _generated_tokens(tokenizer, row, params.max_new_tokens)
             tokens += count
             answers.append(cut_at_marker(decode_answer(tokenizer, row[:count])).strip())

@@ -30,7 +30,8 @@ from .protocol import (
     model_object,
     parse_chat_request,
 )
-from .text import apply_limits, approx_tokens, completion_text, content_text, prompt_subject
+from .reply import completion_text
+from .text import apply_limits, approx_tokens, content_text, prompt_subject
 
 if TYPE_CHECKING:
     from .server import SimulatedTeacher

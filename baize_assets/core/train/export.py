@@ -78,7 +78,8 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="write a trained adapter merged into its base, for other tools")
     export.add_argument("--adapter", type=Path, required=True, help="adapter directory (adapters/<name>)")
     export.add_argument("--to", type=Path, required=True, help="folder to write the merged model into")
-    export.add_argument("--gguf", action="store_true", help="also a GGUF file for llama.cpp / Ollama (see docs/training.md)")
+    export.add_argument("--gguf", action="store_true",
+                        help="also a GGUF file for llama.cpp / Ollama (see docs/training.md)")
 
 
 def export_main(args: argparse.Namespace) -> int:
