@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -154,21 +155,42 @@ def test_concurrent_requests_are_generated_in_one_batch(client, server):
 
 
 def test_a_client_that_goes_away_stops_its_generation(client, server):
-    # Near-uniform sampling rarely meets a marker: the longest of eight seeds runs on for a while.
-    settings = {"model": server.model_name, "messages": QUESTION, "max_tokens": 80, "temperature": 2.0}
+    # Near-uniform sampling: the longest of eight seeds runs on for a while.
+    settings = {"model": server.model_name, "messages": QUESTION, "max_tokens": 600, "temperature": 2.0}
     samples = client.chat.completions.create(n=8, seed=0, **settings)
     longest = max(samples.choices, key=lambda choice: len(choice.message.content))
-    assert len(longest.message.content) >= 40
+    # Generated to its end, that answer takes one step per token.
+    answer_steps = client.chat.completions.create(seed=longest.index, **settings).usage.completion_tokens
+    assert answer_steps >= 40
     body = json.dumps({**settings, "seed": longest.index, "stream": True}).encode()
-    before = stats(server)["abandoned"]
+    before = stats(server)
     with socket.create_connection((server.host, server.port)) as connection:
+        # The client leaves abruptly (a reset, as a killed process's socket does), not by a
+        # polite close the server would only notice on its next writes.
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         connection.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         assert connection.recv(100).startswith(b"HTTP/1.1 200")
-    deadline = time.monotonic() + 10
-    while stats(server)["abandoned"] == before:
-        assert time.monotonic() < deadline, "the answer was generated to its end for nobody"
-        time.sleep(0.05)
+    # The request is dropped either while it waits for its batch (never started) or at the
+    # next step of the batch running it (abandoned); once the server is idle, it has not
+    # taken anywhere near the answer's steps.
+    after = _when_idle(server)
+    started = after["rows"] - before["rows"]
+    assert (started == 0) or (after["abandoned"] == before["abandoned"] + 1), (before, after)
+    assert after["steps"] - before["steps"] < answer_steps // 2, "the answer was generated for nobody"
+
+
+def _when_idle(server, quiet_s: float = 1.0, timeout_s: float = 30) -> dict:
+    """The server's stats once its forward passes have stopped for ``quiet_s`` (over its 0.3 s gathering window)."""
+    deadline = time.monotonic() + timeout_s
+    last = stats(server)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = stats(server)
+        if now["steps"] == last["steps"]:
+            return now
+        last = now
+    raise AssertionError(f"the server was still generating after {timeout_s} s: {last}")
 
 
 @pytest.mark.parametrize(
