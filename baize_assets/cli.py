@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--adapter", type=Path, required=True, help="adapter directory (adapters/<name>)")
     chat.add_argument("--message", help="answer this one message and exit (for scripts)")
     chat.add_argument("--max-new-tokens", type=int, default=512)
-    chat.add_argument("--temperature", type=float, default=1.0)
+    # A chat's usual sampling: full-vocabulary sampling at temperature 1 drifts off within a
+    # few hundred tokens on a small real model (SmolLM2-135M), 0.7 / 0.9 keeps its answers on topic.
+    chat.add_argument("--temperature", type=float, default=0.7, help="0 answers greedily (default 0.7)")
+    chat.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (default 0.9)")
     chat.add_argument("--seed", type=int, default=None, help="sampling seed, for repeatable answers")
     chat.add_argument(
         "--repetition-penalty", type=float, default=None, help="above 1 discourages repeating tokens (default 1.1)"
@@ -89,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if penalty <= 0:
         print("error: --repetition-penalty must be positive", file=sys.stderr)
         return 2
-    return chat_main(args.adapter, args.message, args.max_new_tokens, args.temperature, args.seed, penalty)
+    if not 0 < args.top_p <= 1:
+        print("error: --top-p must be in (0, 1]", file=sys.stderr)
+        return 2
+    return chat_main(args.adapter, args.message, args.max_new_tokens, args.temperature, args.seed, penalty,
+                     top_p=args.top_p)
 
 
 if __name__ == "__main__":

@@ -123,22 +123,25 @@ def test_streamer_holds_back_what_may_become_a_marker(chat):
     assert "".join(chunks) == "The river is cold." and len(chunks) > 1
 
 
-def test_cli_passes_the_repetition_penalty(adapter_dir, capsys, monkeypatch):
+def test_cli_passes_its_sampling_settings(adapter_dir, capsys, monkeypatch):
     from baize_assets.cli import main
 
     seen = []
     original = load_chat_model(adapter_dir).__class__.reply
 
     def spy(self, history, **options):
-        seen.append(options["repetition_penalty"])
+        seen.append({key: options[key] for key in ("repetition_penalty", "temperature", "top_p")})
         return original(self, history, **options)
 
     monkeypatch.setattr("baize_assets.core.chat.chat_model.ChatModel.reply", spy)
     args = ["chat", "--adapter", str(adapter_dir), "--message", "Hello", "--max-new-tokens", "4"]
-    assert main([*args, "--repetition-penalty", "1.3"]) == 0 and seen == [1.3]
-    assert main(args) == 0 and seen[-1] == 1.1
+    assert main([*args, "--repetition-penalty", "1.3", "--temperature", "0.2", "--top-p", "0.5"]) == 0
+    assert seen == [{"repetition_penalty": 1.3, "temperature": 0.2, "top_p": 0.5}]
+    assert main(args) == 0 and seen[-1] == {"repetition_penalty": 1.1, "temperature": 0.7, "top_p": 0.9}
     assert main([*args, "--repetition-penalty", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+    assert main([*args, "--top-p", "0"]) == 2
+    assert "--top-p must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_a_folder_with_an_adapter_config_but_no_weights_is_named_with_the_missing_file(tmp_path):

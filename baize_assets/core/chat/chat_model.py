@@ -203,6 +203,7 @@ def chat_main(
     temperature: float,
     seed: int | None,
     repetition_penalty: float = DEFAULT_REPETITION_PENALTY,
+    top_p: float = 0.9,
 ) -> int:
     """``baize chat``: answer ``message``, or chat on stdin until EOF or ``/exit``. Returns the exit code."""
     try:
@@ -213,6 +214,7 @@ def chat_main(
     options = {
         "max_new_tokens": max_new_tokens,
         "temperature": temperature,
+        "top_p": top_p,
         "seed": seed,
         "repetition_penalty": repetition_penalty,
     }
