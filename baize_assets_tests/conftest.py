@@ -28,6 +28,21 @@ def fast_config(max_steps: int = 2) -> PipelineConfig:
     return config.model_copy(update={"adapters": adapters})
 
 
+def one_quora_shard_config(**sections) -> PipelineConfig:
+    """The shipped quora source as one shard and its adapter, no v2 and no judge; ``sections``
+    are top-level settings merged over the shipped ones (e.g. ``corpus={"judge_filter": ...}``)."""
+    shipped = fast_config()
+    base = shipped.model_dump(mode="json")
+    quora = next(s for s in base["sources"] if s["name"] == "quora")
+    quora["paths"] = [str(p) for p in shipped.source("quora").resolved_paths()]
+    general = next(a for a in base["adapters"] if a["name"] == "baize_general")
+    return PipelineConfig.model_validate({
+        **base, "sources": [{**quora, "shards": 1}], "adapters": [{**general, "sources": ["quora"]}],
+        "self_distillation": [], "judge": {**base["judge"], "enabled": False},
+        **{name: {**base[name], **values} for name, values in sections.items()},
+    })
+
+
 @pytest.fixture(scope="session")
 def teacher():
     """A simulated OpenAI-compatible teacher on a free local port, for the whole session."""

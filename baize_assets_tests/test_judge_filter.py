@@ -20,20 +20,12 @@ from baize_assets.jobs import corpus_job_name
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
-from .conftest import fast_config
+from .conftest import fast_config, one_quora_shard_config
 
 
 def one_source_config(min_score: int) -> PipelineConfig:
     """The shipped quora source as one shard, its adapter, and the judge filter on."""
-    base = fast_config().model_dump(mode="json")
-    quora = next(s for s in base["sources"] if s["name"] == "quora")
-    quora["paths"] = [str(p) for p in fast_config().source("quora").resolved_paths()]
-    general = next(a for a in base["adapters"] if a["name"] == "baize_general")
-    return PipelineConfig.model_validate({
-        **base, "sources": [{**quora, "shards": 1}], "adapters": [{**general, "sources": ["quora"]}],
-        "self_distillation": [], "judge": {**base["judge"], "enabled": False},
-        "corpus": {**base["corpus"], "judge_filter": {"enabled": True, "min_score": min_score}},
-    })
+    return one_quora_shard_config(corpus={"judge_filter": {"enabled": True, "min_score": min_score}})
 
 
 def _run(tmp_path, config: PipelineConfig, server: SimulatedTeacher):

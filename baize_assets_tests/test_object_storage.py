@@ -32,7 +32,7 @@ from baize_assets.jobs import SEED_TABLES_JOB, corpus_job_name
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
-from .conftest import fast_config
+from .conftest import one_quora_shard_config
 
 pytestmark = pytest.mark.slow
 
@@ -72,15 +72,7 @@ def test_tables_texts_and_directories_are_put_whole_and_read_back(s3_store, tmp_
 
 def one_source_config() -> PipelineConfig:
     """The shipped quora source as one shard and its adapter, trained two steps on a briefly pretrained base."""
-    base = fast_config().model_dump(mode="json")
-    quora = next(s for s in base["sources"] if s["name"] == "quora")
-    quora["paths"] = [str(p) for p in fast_config().source("quora").resolved_paths()]
-    general = next(a for a in base["adapters"] if a["name"] == "baize_general")
-    return PipelineConfig.model_validate({
-        **base, "sources": [{**quora, "shards": 1}], "adapters": [{**general, "sources": ["quora"]}],
-        "self_distillation": [], "judge": {**base["judge"], "enabled": False},
-        "tiny_base": {**base["tiny_base"], "pretrain_steps": 20},
-    })
+    return one_quora_shard_config(tiny_base={"pretrain_steps": 20})
 
 
 def test_the_graph_runs_with_its_outputs_on_s3_and_nothing_on_the_local_disk(s3_store, tmp_path):

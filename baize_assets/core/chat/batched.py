@@ -27,9 +27,11 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..model.batching import padding_id
+from ..model.lm_loss import causal_lm_of
 from ..prompts import Turn
 from .answer_text import AnswerText, cut_at_stop, decode_answer, held_token_ids, streamable_prefix
-from .chat_model import ChatModel, trim_history
+from .chat_model import ChatModel
 from .decode import DecodeBatch, SamplingParams, check_full_attention
 
 __all__ = ["BatchStats", "BatchedGenerator", "Completion", "PendingAnswer", "SamplingParams", "cut_at_stop",
@@ -119,7 +121,7 @@ class BatchedGenerator:
         self._tokenizer_lock = threading.RLock()
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._closed = False
-        model = chat.model.get_base_model() if hasattr(chat.model, "get_base_model") else chat.model
+        model = causal_lm_of(chat.model)
         config = model.config.get_text_config()
         check_full_attention(config, self._limit)
         # transformers 5 names the key/value cache argument ``cache``, 4.x ``past_key_values``.
@@ -128,9 +130,9 @@ class BatchedGenerator:
         if "logits_to_keep" in forward:  # only the last position's logits are needed
             self._step_arguments["logits_to_keep"] = 1
         self._cache_argument = "cache" if "cache" in forward else "past_key_values"
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         vocab = chat.model.get_output_embeddings().weight.shape[0]
-        self._batch = DecodeBatch(self._forward, config.num_hidden_layers, max_batch, vocab, pad_id, chat.device)
+        self._batch = DecodeBatch(self._forward, config.num_hidden_layers, max_batch, vocab, padding_id(tokenizer),
+                                  chat.device)
         self._thread = threading.Thread(target=self._run, name="batched-generation", daemon=True)
         self._thread.start()
 
@@ -182,22 +184,8 @@ class BatchedGenerator:
     ):
         if self._closed:
             raise RuntimeError("the generator is closed")
-        if not history or history[-1].role != "human":
-            raise ValueError("the history must end with a human message")
-        limit = self._limit
         with self._tokenizer_lock:
-
-            def count(turns: list[Turn]) -> int:
-                return len(self.chat.prompt_ids(turns, system))
-
-            ids, new_tokens = self.chat.prompt_ids(history, system), params.max_new_tokens
-            if len(ids) + new_tokens > limit:  # too long: drop the oldest exchanges, fewer new tokens if need be
-                shortest = count(trim_history(history, count, 0))
-                new_tokens = min(params.max_new_tokens, limit - shortest)
-                if new_tokens < 1:
-                    raise ValueError(f"the message is too long: its prompt takes {shortest} tokens, the limit is "
-                                     f"{limit}")
-                ids = self.chat.prompt_ids(trim_history(history, count, limit - new_tokens), system)
+            ids, new_tokens = self.chat.fit_prompt(history, params.max_new_tokens, self._limit, system)
             text = AnswerText(self._decode, params.stop, self._held_tokens)
         return _Request(ids, new_tokens, params, on_text, text)
 

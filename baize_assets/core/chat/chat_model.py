@@ -98,6 +98,28 @@ class ChatModel:
         """
         return encode(self.tokenizer, render_inference_prompt(history, system or BAIZE_SYSTEM_PROMPT))
 
+    def fit_prompt(self, history: list[Turn], max_new_tokens: int, limit: int,
+                   system: str | None = None) -> tuple[list[int], int]:
+        """The prompt ids and the new-token budget of an answer to ``history`` within ``limit`` tokens in all.
+
+        The oldest exchanges are dropped so that prompt and answer fit; ``max_new_tokens`` is
+        lowered when even the last message alone leaves less room.
+        """
+        if not history or history[-1].role != "human":
+            raise ValueError("the history must end with a human message")
+        ids = self.prompt_ids(history, system)
+        if len(ids) + max_new_tokens <= limit:
+            return ids, max_new_tokens
+
+        def count(turns: list[Turn]) -> int:
+            return len(self.prompt_ids(turns, system))
+
+        shortest = count(trim_history(history, count, 0))
+        new_tokens = min(max_new_tokens, limit - shortest)
+        if new_tokens < 1:
+            raise ValueError(f"the message is too long: its prompt takes {shortest} tokens, the limit is {limit}")
+        return self.prompt_ids(trim_history(history, count, limit - new_tokens), system), new_tokens
+
     def reply(
         self,
         history: list[Turn],
@@ -115,18 +137,8 @@ class ChatModel:
         ``history_token_budget`` and the model's positions; ``max_new_tokens`` is
         lowered when even the last message alone leaves less room.
         """
-        if not history or history[-1].role != "human":
-            raise ValueError("the history must end with a human message")
         limit = min(history_token_budget, self.max_positions or history_token_budget)
-
-        def count(turns: list[Turn]) -> int:
-            return len(self.prompt_ids(turns))
-
-        shortest = count(trim_history(history, count, 0))
-        new_tokens = min(max_new_tokens, limit - shortest)
-        if new_tokens < 1:
-            raise ValueError(f"the message is too long: its prompt takes {shortest} tokens, the limit is {limit}")
-        ids = self.prompt_ids(trim_history(history, count, limit - new_tokens))
+        ids, new_tokens = self.fit_prompt(history, max_new_tokens, limit)
 
         input_ids = torch.tensor([ids], device=self.device)
         # do_sample is always explicit: a base model's generation_config may turn sampling on; top_k is off, as

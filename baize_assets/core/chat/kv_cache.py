@@ -32,13 +32,13 @@ class _Plan:
     read: int
     start: int = 0
     columns: torch.Tensor | None = None
+    row_index: torch.Tensor | None = None  # 0..len(columns)-1, made once a pass, not once a layer
 
     def write(self, buffer: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         if self.columns is None:
             buffer[self.rows, :, self.start : self.start + states.shape[2]] = states
         else:
-            index = torch.arange(len(self.columns), device=buffer.device)
-            buffer[index, :, self.columns] = states[:, :, 0]
+            buffer[self.row_index, :, self.columns] = states[:, :, 0]
         return buffer[self.rows, :, : self.read]
 
 
@@ -111,7 +111,8 @@ class SlotCache(Cache):
 
     def plan_columns(self, columns: torch.Tensor, read: int) -> None:
         """The next pass writes one token per row, row i (of the first ``len(columns)``) at ``columns[i]``."""
-        self.plan = _Plan(slice(0, len(columns)), read, columns=columns)
+        self.plan = _Plan(slice(0, len(columns)), read, columns=columns,
+                          row_index=torch.arange(len(columns), device=columns.device))
 
     def move_rows(self, moves: list[tuple[int, int]], columns: int) -> None:
         """Copy the first ``columns`` columns of each row ``source`` into row ``target``, for ``(source, target)``

@@ -52,6 +52,35 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
+def wait_for_lease(
+    name: object,
+    try_take: Callable[[], bool],
+    holder_of: Callable[[], str],
+    log: Callable[[str], None],
+    timeout_s: float | None,
+    poll_s: float,
+    log_every_s: float,
+) -> None:
+    """Return once ``try_take()`` has taken the lease ``name``, saying who holds it while waiting.
+
+    Shared by every lease store: ``holder_of()`` describes the current holder; :class:`LeaseTimeout`
+    is raised once ``timeout_s`` (None: no limit) has passed.
+    """
+    if try_take():
+        return
+    started = last_log = time.monotonic()
+    log(f"waiting for the lease {name}: held by {holder_of()}")
+    while not try_take():
+        waited = time.monotonic() - started
+        if timeout_s is not None and waited >= timeout_s:
+            raise LeaseTimeout(f"the lease {name} is still held by {holder_of()} after {waited:.0f} s of waiting")
+        if time.monotonic() - last_log >= log_every_s:
+            last_log = time.monotonic()
+            log(f"still waiting for the lease {name} after {waited:.0f} s: held by {holder_of()}")
+        time.sleep(poll_s)
+    log(f"took the lease {name} after {time.monotonic() - started:.1f} s of waiting")
+
+
 @contextmanager
 def exclusive_lease(
     path: Path,
@@ -71,20 +100,7 @@ def exclusive_lease(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if not _try_lock(fd):
-            started = last_log = time.monotonic()
-            log(f"waiting for the lease {path}: held by {read_holder(path)}")
-            while not _try_lock(fd):
-                waited = time.monotonic() - started
-                if timeout_s is not None and waited >= timeout_s:
-                    raise LeaseTimeout(
-                        f"the lease {path} is still held by {read_holder(path)} after {waited:.0f} s of waiting"
-                    )
-                if time.monotonic() - last_log >= log_every_s:
-                    last_log = time.monotonic()
-                    log(f"still waiting for the lease {path} after {waited:.0f} s: held by {read_holder(path)}")
-                time.sleep(poll_s)
-            log(f"took the lease {path} after {time.monotonic() - started:.1f} s of waiting")
+        wait_for_lease(path, lambda: _try_lock(fd), lambda: read_holder(path), log, timeout_s, poll_s, log_every_s)
         os.ftruncate(fd, 0)
         os.pwrite(fd, _holder_record(holder), 0)
         try:

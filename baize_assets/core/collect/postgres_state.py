@@ -21,11 +21,12 @@ import os
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any, Callable, Iterable, Iterator
 
 from .cache import CollectionStats
 from .errors import TeacherFatalError
-from .leases import LeaseTimeout
+from .leases import wait_for_lease
 
 # One lock serialises the creation of the tables by processes that start together.
 _SCHEMA_LOCK = 7_046_511_001
@@ -98,7 +99,7 @@ class PostgresCache:
         if stats.rows:
             self._db.execute("INSERT INTO baize_collections (cache, history_key, created_at, stats_json) "
                              "VALUES (%s, %s, %s, %s)",
-                             (self.name, history_key, time.time(), json.dumps(stats.__dict__)))
+                             (self.name, history_key, time.time(), json.dumps(asdict(stats))))
 
     def collection_history(self, history_key: str) -> CollectionStats:
         total = CollectionStats()
@@ -139,13 +140,16 @@ class PostgresBatchJobs:
                                    [(self.cache, batch_id, c) for c in custom_ids])
 
     def uncollected(self, custom_ids: list[str]) -> dict[str, set[str]]:
+        # Every request of each uncollected batch holding one of ``custom_ids``, in one round trip.
         rows = self._db.execute(
-            "SELECT DISTINCT r.batch_id FROM baize_batch_job_requests r JOIN baize_batch_jobs j "
+            "SELECT r.batch_id, r.custom_id FROM baize_batch_job_requests r JOIN baize_batch_jobs j "
             "ON j.cache = r.cache AND j.batch_id = r.batch_id WHERE r.cache = %s AND j.collected_at IS NULL "
-            "AND r.custom_id = ANY(%s)", (self.cache, list(custom_ids))).fetchall()
-        return {batch_id: {c for (c,) in self._db.execute(
-            "SELECT custom_id FROM baize_batch_job_requests WHERE cache = %s AND batch_id = %s",
-            (self.cache, batch_id))} for (batch_id,) in sorted(rows)}
+            "AND r.batch_id IN (SELECT batch_id FROM baize_batch_job_requests WHERE cache = %s "
+            "AND custom_id = ANY(%s))", (self.cache, self.cache, list(custom_ids))).fetchall()
+        batches: dict[str, set[str]] = {}
+        for batch_id, custom_id in rows:
+            batches.setdefault(batch_id, set()).add(custom_id)
+        return dict(sorted(batches.items()))
 
     def mark_collected(self, batch_id: str) -> None:
         self._db.execute("UPDATE baize_batch_jobs SET collected_at = %s WHERE cache = %s AND batch_id = %s",
@@ -170,20 +174,8 @@ def postgres_lease(url: str, name: str, holder: str, log: Callable[[str], None] 
     connection = connect(url)
     try:
         lock = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
-        if not connection.execute(lock, (name,)).fetchone()[0]:
-            started = last_log = time.monotonic()
-            log(f"waiting for the lease {name}: held by {_holder(connection, name)}")
-            while not connection.execute(lock, (name,)).fetchone()[0]:
-                waited = time.monotonic() - started
-                if timeout_s is not None and waited >= timeout_s:
-                    raise LeaseTimeout(f"the lease {name} is still held by {_holder(connection, name)} after "
-                                       f"{waited:.0f} s")
-                if time.monotonic() - last_log >= log_every_s:
-                    last_log = time.monotonic()
-                    log(f"still waiting for the lease {name} after {waited:.0f} s: held by "
-                        f"{_holder(connection, name)}")
-                time.sleep(poll_s)
-            log(f"took the lease {name} after {time.monotonic() - started:.1f} s of waiting")
+        wait_for_lease(name, lambda: connection.execute(lock, (name,)).fetchone()[0],
+                       lambda: _holder(connection, name), log, timeout_s, poll_s, log_every_s)
         connection.execute("INSERT INTO baize_leases VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
                            "holder = excluded.holder, pid = excluded.pid, host = excluded.host, "
                            "since = excluded.since", (name, holder, os.getpid(), socket.gethostname(), time.time()))
