@@ -12,6 +12,7 @@ from .assets import (
     conversations_key,
     feedback_samples_key,
     feedback_scores_key,
+    forecast_gate,
     seed_key,
     transcripts_key,
 )
@@ -36,7 +37,7 @@ def distilled_training_job_name(adapter: str) -> str:
 
 def build_jobs(config: PipelineConfig) -> list:
     # With a forecast limit, every collecting run materializes the forecast first and stops at its failed check.
-    gate = [COST_FORECAST_KEY] if config.teacher.budget.max_forecast_dollars is not None else []
+    gate = forecast_gate(config)
     jobs = [
         define_asset_job(
             COST_FORECAST_JOB,

@@ -27,7 +27,7 @@ from .adapter_assets import build_adapter_asset
 from .base_model_assets import build_base_model_assets
 from .checks import build_asset_checks
 from .corpus_assets import build_conversations_asset
-from .cost_assets import build_cost_forecast_asset
+from .cost_assets import build_cost_forecast_asset, forecast_gate
 from .evaluation_assets import BEATS_BASE_CHECK, build_evaluation_assets
 from .feedback_assets import build_self_distillation_assets
 from .keys import (
@@ -54,6 +54,7 @@ from .transcript_assets import build_transcripts_asset
 __all__ = [
     "BASE_MODELS_GROUP",
     "COST_FORECAST_KEY",
+    "forecast_gate",
     "TINY_BASE_KEY",
     "BEATS_BASE_CHECK",
     "adapter_key",

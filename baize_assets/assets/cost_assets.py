@@ -14,6 +14,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     Failure,
     MaterializeResult,
@@ -60,9 +61,9 @@ def partition_forecast(context: AssetExecutionContext, forecast: Callable[[], T]
         return None
 
 
-def gated(config: PipelineConfig) -> bool:
-    """Whether the forecast gates the collecting jobs (a limit is set)."""
-    return config.teacher.budget.max_forecast_dollars is not None
+def forecast_gate(config: PipelineConfig) -> list[AssetKey]:
+    """What a paid step depends on besides its input: the forecast, when its limit gates the collecting jobs."""
+    return [COST_FORECAST_KEY] if config.teacher.budget.max_forecast_dollars is not None else []
 
 
 def build_cost_forecast_asset(config: PipelineConfig) -> AssetsDefinition:

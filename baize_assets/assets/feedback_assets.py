@@ -34,17 +34,16 @@ from ..core.prompts import JUDGE_PROMPT_VERSION, SCORE_ANSWER_FORMAT
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
 from .adapter_assets import build_adapter_asset
-from .cost_assets import forecast_metadata, gated, partition_forecast
+from .cost_assets import forecast_gate, forecast_metadata, partition_forecast
 from .evaluation_assets import build_evaluation_asset
 from .keys import (
-    COST_FORECAST_KEY,
     TEACHER_API_POOL,
     feedback_samples_key,
     feedback_scores_key,
     shard_partitions,
     training_set_key,
 )
-from .metadata import config_hash, table_metadata, table_version
+from .metadata import judge_code_version, table_metadata, table_version
 from .sample_assets import build_samples_asset
 from .shard_collection import collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
@@ -52,11 +51,11 @@ from .step_process import die_with_the_run_process
 
 def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
     judge = config.judge_teacher()
-    writer = judge_writer(SCORE_ANSWER_FORMAT if config.judge.structured_output else None)
+    writer = judge_writer(SCORE_ANSWER_FORMAT, config.judge.structured_output)
 
     @asset(
         key=feedback_scores_key(plan.adapter_name, source.name),
-        deps=[feedback_samples_key(plan.adapter_name, source.name), *([COST_FORECAST_KEY] if gated(config) else [])],
+        deps=[feedback_samples_key(plan.adapter_name, source.name), *forecast_gate(config)],
         partitions_def=shard_partitions(source),
         group_name=plan.adapter_name,
         kinds={"openai", "parquet"},
@@ -66,8 +65,7 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
             f"'{source.name}', through the collector (rate limit, retries, cache, budget); an unreadable "
             "judgment is a row with its reason, and a shard with too many of them fails."
         ),
-        code_version=f"{JUDGE_PROMPT_VERSION}-{config_hash(judge.model_copy(update={'processes': 1}))[:8]}"
-                     f"{'-structured' if config.judge.structured_output else ''}",
+        code_version=judge_code_version(config),
     )
     def scores(context: AssetExecutionContext, storage: BaizeStorage, openai: OpenAIResource) -> MaterializeResult:
         die_with_the_run_process(context)

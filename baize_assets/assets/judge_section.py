@@ -82,7 +82,7 @@ def judge_adapter(
     questions, candidate, reference = ([values[i] for i in kept] for values in (questions, candidate, reference))
     step = f"{adapter} judgments"
     judged = ask(judge_eval.judge_requests(questions, candidate, reference), step, judge_settings,
-                 judge_writer(COMPARE_ANSWERS_FORMAT if judge.structured_output else None))
+                 judge_writer(COMPARE_ANSWERS_FORMAT, judge.structured_output))
     spent.append(judged)
     problem = unscored_problem(judge_eval.judgment_reasons(judged.result.transcripts), judge.max_unscored_fraction,
                                step, judge_settings.model)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 from dagster import DataVersion, MetadataValue, TableColumn, TableSchema
 
+from ..core.prompts import JUDGE_PROMPT_VERSION
+
 
 def settings_hash(*settings) -> str:
     """Fingerprint of JSON-able settings, for a code_version that changes when they do."""
@@ -16,6 +18,14 @@ def settings_hash(*settings) -> str:
 
 def config_hash(*models) -> str:
     return settings_hash(*(m.model_dump(mode="json") for m in models))
+
+
+def judge_code_version(config) -> str:
+    """A judge step's code version: the judge prompts, the judge's settings (not its process count) and
+    whether it asks for structured output."""
+    judge = config.judge_teacher().model_copy(update={"processes": 1})
+    return (f"{JUDGE_PROMPT_VERSION}-{config_hash(judge)[:8]}"
+            f"{'-structured' if config.judge.structured_output else ''}")
 
 
 def active_settings(dumped: dict) -> dict:

@@ -12,23 +12,23 @@ from ..core.config.pipeline import PipelineConfig, SourceConfig
 from ..core.corpus import judge_filter
 from ..core.costs.stages import ratings_forecast
 from ..core.feedback.judgments import unscored_problem
-from ..core.prompts import JUDGE_PROMPT_VERSION, RATE_CONVERSATION_FORMAT
+from ..core.prompts import RATE_CONVERSATION_FORMAT
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
-from .cost_assets import forecast_metadata, gated, partition_forecast
-from .keys import COST_FORECAST_KEY, TEACHER_API_POOL, conversation_ratings_key, conversations_key, shard_partitions
-from .metadata import config_hash, table_metadata, table_version
+from .cost_assets import forecast_gate, forecast_metadata, partition_forecast
+from .keys import TEACHER_API_POOL, conversation_ratings_key, conversations_key, shard_partitions
+from .metadata import judge_code_version, table_metadata, table_version
 from .shard_collection import collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
 
 
 def build_ratings_asset(source: SourceConfig, config: PipelineConfig) -> AssetsDefinition:
     judge = config.judge_teacher()
-    writer = judge_writer(RATE_CONVERSATION_FORMAT if config.judge.structured_output else None)
+    writer = judge_writer(RATE_CONVERSATION_FORMAT, config.judge.structured_output)
 
     @asset(
         key=conversation_ratings_key(source.name),
-        deps=[conversations_key(source.name), *([COST_FORECAST_KEY] if gated(config) else [])],
+        deps=[conversations_key(source.name), *forecast_gate(config)],
         partitions_def=shard_partitions(source),
         group_name=source.name,
         kinds={"openai", "parquet"},
@@ -37,8 +37,7 @@ def build_ratings_asset(source: SourceConfig, config: PipelineConfig) -> AssetsD
             f"The judge's 1-10 rating (helpfulness and correctness) of every kept conversation of '{source.name}'; "
             "the training set leaves out those under corpus.judge_filter.min_score (reason judge_score)."
         ),
-        code_version=f"{JUDGE_PROMPT_VERSION}-{config_hash(judge.model_copy(update={'processes': 1}))[:8]}"
-                     f"{'-structured' if config.judge.structured_output else ''}",
+        code_version=judge_code_version(config),
     )
     def conversation_ratings(context: AssetExecutionContext, storage: BaizeStorage,
                              openai: OpenAIResource) -> MaterializeResult:

@@ -46,7 +46,8 @@ def _read_shards(layout: Layout, adapter: AdapterConfig, sources: list[SourceCon
 def _judge_filtered(layout: Layout, sources: list[SourceConfig], shards: pd.DataFrame,
                     min_score: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The conversations the judge rated at ``min_score`` or more (or could not rate), and the others as rejects."""
-    ratings = pd.concat([read_parquet(layout.conversation_ratings(s.name, shard)) for s in sources
+    ratings = pd.concat([read_parquet(layout.conversation_ratings(s.name, shard), columns=["seed_id", "score"])
+                         for s in sources
                          for shard in shard_keys(s.shards)], ignore_index=True)
     below = judge_filter.rated_below(shards, ratings, min_score)
     dropped = shards.loc[below, ["seed_id", "source"]].assign(reason=judge_filter.JUDGE_SCORE)
@@ -168,5 +169,5 @@ def shard_spend(layout: Layout, source: SourceConfig, shard: str) -> float | Non
     path = layout.transcripts(source.name, shard)
     if not path.exists():
         return None
-    dollars = read_parquet(path)["dollars"]
+    dollars = read_parquet(path, columns=["dollars"])["dollars"]
     return float(dollars.sum()) if dollars.notna().any() else None

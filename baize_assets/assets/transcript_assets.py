@@ -18,8 +18,8 @@ from ..core.config.pipeline import PipelineConfig, SourceConfig
 from ..core.costs.stages import transcripts_forecast
 from ..core.storage import read_parquet, write_parquet_atomic
 from ..resources import BaizeStorage
-from .cost_assets import forecast_metadata, gated, partition_forecast
-from .keys import COST_FORECAST_KEY, TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
+from .cost_assets import forecast_gate, forecast_metadata, partition_forecast
+from .keys import TEACHER_API_POOL, seed_key, shard_partitions, transcripts_key
 from .metadata import table_metadata, table_version
 from .shard_collection import all_failed, collect_shard, endpoint_for
 from .step_process import die_with_the_run_process
@@ -40,7 +40,7 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
 
     @asset(
         key=transcripts_key(source.name),
-        deps=[seed_key(source.name), *([COST_FORECAST_KEY] if gated(config) else [])],
+        deps=[seed_key(source.name), *forecast_gate(config)],
         partitions_def=shard_partitions(source),
         group_name=source.name,
         kinds={"openai", "parquet"},

@@ -193,10 +193,11 @@ _PROMPT_ANSWER = OneCall(_prompt_messages, _non_empty, _answer_fields)
 REFERENCE_WRITER = Writer("judge", JUDGE_PROMPT_VERSION, "teacher: {done}/{total} answers", one_call=_PROMPT_ANSWER)
 
 
-def judge_writer(response_format: dict[str, Any] | None) -> Writer:
-    """Judgments: the judge prompt is the whole message; ``response_format`` asks for structured output."""
+def judge_writer(response_format: dict[str, Any], structured: bool = True) -> Writer:
+    """Judgments: the judge prompt is the whole message; with ``structured`` (``judge.structured_output``)
+    ``response_format`` asks for structured output, else the judgment is read from text."""
     return Writer("judge", JUDGE_PROMPT_VERSION, "judge: {done}/{total} judgments", one_call=_PROMPT_ANSWER,
-                  response_format=response_format)
+                  response_format=response_format if structured else None)
 
 
 def self_chat_writer(teacher: TeacherConfig) -> Writer:

@@ -142,7 +142,7 @@ def ratings_forecast(config: PipelineConfig, layout: Layout, source: SourceConfi
             answer = _placeholder(config.teacher.max_tokens // 2)
             texts += [rate_conversation_prompt([Turn("human", seed), Turn("ai", answer)])
                       for seed in seeds.loc[seeds["shard"] == shard, "seed"]]
-    writer = judge_writer(RATE_CONVERSATION_FORMAT if config.judge.structured_output else None)
+    writer = judge_writer(RATE_CONVERSATION_FORMAT, config.judge.structured_output)
     others = [layout.conversation_ratings_cache(s.name) for s in config.sources if s.name != source.name]
     return _stage(_store(config, layout), f"{source.name} ratings{_shard_label(source, shards)}",
                   config.judge_teacher(), writer, texts, layout.conversation_ratings_cache(source.name), others)
@@ -174,7 +174,7 @@ def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillatio
 def scores_forecast(config: PipelineConfig, layout: Layout, plan: SelfDistillationConfig, source: SourceConfig,
                     shards: list[int]) -> StageForecast:
     texts = [text for shard in shards for text in _score_prompts(config, layout, plan, source, shard)]
-    writer = judge_writer(SCORE_ANSWER_FORMAT if config.judge.structured_output else None)
+    writer = judge_writer(SCORE_ANSWER_FORMAT, config.judge.structured_output)
     others = [layout.feedback_cache(p.adapter_name) for p in config.self_distillation]
     return _stage(_store(config, layout), f"{plan.adapter_name} scores of {source.name}{_shard_label(source, shards)}",
                   config.judge_teacher(), writer, texts, layout.feedback_cache(plan.adapter_name), others)
@@ -197,7 +197,7 @@ def judgment_forecasts(config: PipelineConfig, layout: Layout,
                              list(judge_eval.reference_requests(questions)["seed"]), layout.judge_cache()))
     candidate = _placeholder(judge.max_new_tokens)
     reference = _placeholder(config.teacher.max_tokens if judge.reference == "teacher" else judge.max_new_tokens)
-    writer = judge_writer(COMPARE_ANSWERS_FORMAT if judge.structured_output else None)
+    writer = judge_writer(COMPARE_ANSWERS_FORMAT, judge.structured_output)
     for name in judged:
         texts = [compare_answers_prompt(q, *answers) for q in questions
                  for answers in ((candidate, reference), (reference, candidate))]
