@@ -74,7 +74,8 @@ def build_scores_asset(plan: SelfDistillationConfig, source: SourceConfig, confi
         samples = read_parquet(layout.feedback_samples(plan.adapter_name, source.name, shard))
         requests = self_distill.judge_requests(samples)
         step = f"{plan.adapter_name}/{source.name}/{shard} scores"
-        forecast = partition_forecast(context, lambda: scores_forecast(config, layout, plan, source, [shard]))
+        forecast = partition_forecast(
+            context, lambda: scores_forecast(config, layout, plan, source, [shard], texts=list(requests["seed"])))
         collected = collect_shard(
             context, layout, endpoint_for(judge, openai), requests, judge,
             lease=layout.feedback_lease(plan.adapter_name, source.name, shard),

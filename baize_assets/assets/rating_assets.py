@@ -46,9 +46,11 @@ def build_ratings_asset(source: SourceConfig, config: PipelineConfig) -> AssetsD
         shard = int(context.partition_key)
         conversations = read_parquet(layout.conversations(source.name, shard))
         step = f"{source.name}/{shard} ratings"
-        forecast = partition_forecast(context, lambda: ratings_forecast(config, layout, source, [shard]))
+        requests = judge_filter.rating_requests(conversations)
+        forecast = partition_forecast(
+            context, lambda: ratings_forecast(config, layout, source, [shard], texts=list(requests["seed"])))
         collected = collect_shard(
-            context, layout, endpoint_for(judge, openai), judge_filter.rating_requests(conversations), judge,
+            context, layout, endpoint_for(judge, openai), requests, judge,
             lease=layout.conversation_ratings_lease(source.name, shard),
             cache=layout.conversation_ratings_cache(source.name), writer=writer, step=step, state=config.state_store,
         )

@@ -68,8 +68,7 @@ def build_samples_asset(plan: SelfDistillationConfig, source: SourceConfig, conf
     def samples(context: AssetExecutionContext, storage: BaizeStorage) -> MaterializeResult:
         layout = storage.layout
         shard = int(context.partition_key)
-        excluded = self_distill.held_out_seed_ids(read_parquet(layout.training_set(plan.adapter)),
-                                                  read_parquet(layout.training_set_duplicates(plan.adapter)))
+        excluded = self_distill.read_held_out_seed_ids(layout, plan.adapter)
         contexts = self_distill.feedback_contexts(
             read_parquet(layout.conversations(source.name, shard)), sampling.seeds_per_shard, sampling.seed, excluded
         )

@@ -67,7 +67,8 @@ def build_transcripts_asset(source: SourceConfig, config: PipelineConfig) -> Ass
                                                       if teacher.processes > 1 else "")
         )
         forecast = partition_forecast(
-            context, lambda: transcripts_forecast(pipeline, layout, source, [shard], config.regenerate))
+            context, lambda: transcripts_forecast(pipeline, layout, source, [shard], config.regenerate,
+                                                  texts=list(shard_seeds["seed"])))
         collected = collect_shard(
             context, layout, endpoint_for(teacher, openai), shard_seeds, teacher,
             # One run at a time collects a shard: a second run of it waits, then finds it all in the cache.

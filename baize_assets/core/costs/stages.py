@@ -113,10 +113,12 @@ def _shard_label(source: SourceConfig, shards: list[int]) -> str:
 
 
 def transcripts_forecast(config: PipelineConfig, layout: Layout, source: SourceConfig, shards: list[int],
-                         regenerate: bool = False) -> StageForecast:
-    """The source's transcripts of ``shards``; with ``regenerate``, cached conversations are asked again too."""
-    seeds = _seeds(layout, source)
-    texts = list(seeds.loc[seeds["shard"].isin(shards), "seed"])
+                         regenerate: bool = False, texts: list[str] | None = None) -> StageForecast:
+    """The source's transcripts of ``shards``; with ``regenerate``, cached conversations are asked again too.
+    ``texts``: the seeds, when the caller has them already (a step forecasting itself)."""
+    if texts is None:
+        seeds = _seeds(layout, source)
+        texts = list(seeds.loc[seeds["shard"].isin(shards), "seed"])
     others = [layout.transcript_cache(s.name) for s in config.sources if s.name != source.name]
     return _stage(_store(config, layout), f"{source.name} transcripts{_shard_label(source, shards)}", config.teacher,
                   self_chat_writer(config.teacher), texts, layout.transcript_cache(source.name), others,
@@ -128,28 +130,44 @@ def _placeholder(tokens: int) -> str:
     return "word " * tokens
 
 
-def ratings_forecast(config: PipelineConfig, layout: Layout, source: SourceConfig,
-                     shards: list[int]) -> StageForecast:
-    """The judge filter's ratings of ``shards``: the kept conversations where the corpus exists, else every seed
-    with an answer as long as half the teacher's ``max_tokens``."""
-    texts = []
+def _rating_prompts(config: PipelineConfig, layout: Layout, source: SourceConfig, shards: list[int]) -> list[str]:
+    """The judge prompts of ``shards``: exact where the corpus shard exists, else with placeholder answers."""
+    texts: list[str] = []
+    seeds = None  # the seed table, read once for the shards without a corpus
+    answer = _placeholder(config.teacher.max_tokens // 2)
     for shard in shards:
         conversations = layout.conversations(source.name, shard)
         if conversations.exists():
             texts += list(judge_filter.rating_requests(read_parquet(conversations))["seed"])
         else:
-            seeds = _seeds(layout, source)
-            answer = _placeholder(config.teacher.max_tokens // 2)
+            seeds = _seeds(layout, source) if seeds is None else seeds
             texts += [rate_conversation_prompt([Turn("human", seed), Turn("ai", answer)])
                       for seed in seeds.loc[seeds["shard"] == shard, "seed"]]
+    return texts
+
+
+def ratings_forecast(config: PipelineConfig, layout: Layout, source: SourceConfig,
+                     shards: list[int], texts: list[str] | None = None) -> StageForecast:
+    """The judge filter's ratings of ``shards``: the kept conversations where the corpus exists, else every seed
+    with an answer as long as half the teacher's ``max_tokens``. ``texts``: the judge prompts, when the caller
+    has them already."""
+    if texts is None:
+        texts = _rating_prompts(config, layout, source, shards)
     writer = judge_writer(RATE_CONVERSATION_FORMAT, config.judge.structured_output)
     others = [layout.conversation_ratings_cache(s.name) for s in config.sources if s.name != source.name]
     return _stage(_store(config, layout), f"{source.name} ratings{_shard_label(source, shards)}",
                   config.judge_teacher(), writer, texts, layout.conversation_ratings_cache(source.name), others)
 
 
-def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillationConfig, source: SourceConfig,
-                   shard: int) -> list[str]:
+def _held_out(layout: Layout, plan: SelfDistillationConfig) -> set[str]:
+    """v1's held-out seeds, which v2 never samples; none before v1's training set exists."""
+    if layout.training_set(plan.adapter).exists() and layout.training_set_duplicates(plan.adapter).exists():
+        return self_distill.read_held_out_seed_ids(layout, plan.adapter)
+    return set()
+
+
+def _score_prompts(layout: Layout, plan: SelfDistillationConfig, source: SourceConfig, shard: int,
+                   excluded: set[str]) -> list[str]:
     """The judge prompts of one scores shard: exact where its samples exist, else with placeholder answers."""
     sampling = plan.sampling
     samples = layout.feedback_samples(plan.adapter_name, source.name, shard)
@@ -157,10 +175,6 @@ def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillatio
         return list(self_distill.judge_requests(read_parquet(samples))["seed"])
     conversations = layout.conversations(source.name, shard)
     if conversations.exists():
-        excluded = set()
-        if layout.training_set(plan.adapter).exists() and layout.training_set_duplicates(plan.adapter).exists():
-            excluded = self_distill.held_out_seed_ids(read_parquet(layout.training_set(plan.adapter)),
-                                                      read_parquet(layout.training_set_duplicates(plan.adapter)))
         contexts = [c.context for c in self_distill.feedback_contexts(
             read_parquet(conversations), sampling.seeds_per_shard, sampling.seed, excluded)]
     else:
@@ -172,8 +186,11 @@ def _score_prompts(config: PipelineConfig, layout: Layout, plan: SelfDistillatio
 
 
 def scores_forecast(config: PipelineConfig, layout: Layout, plan: SelfDistillationConfig, source: SourceConfig,
-                    shards: list[int]) -> StageForecast:
-    texts = [text for shard in shards for text in _score_prompts(config, layout, plan, source, shard)]
+                    shards: list[int], texts: list[str] | None = None) -> StageForecast:
+    """The judge's scores of v2's samples of ``shards``; ``texts``: the judge prompts, when the caller has them."""
+    if texts is None:
+        excluded = _held_out(layout, plan)
+        texts = [text for shard in shards for text in _score_prompts(layout, plan, source, shard, excluded)]
     writer = judge_writer(SCORE_ANSWER_FORMAT, config.judge.structured_output)
     others = [layout.feedback_cache(p.adapter_name) for p in config.self_distillation]
     return _stage(_store(config, layout), f"{plan.adapter_name} scores of {source.name}{_shard_label(source, shards)}",

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ..corpus.schema import TURN_TYPE
 from ..prompts import Turn, render_conversation, score_answer_prompt
+from ..storage import Layout, read_parquet
 from .judgments import best_of, read_single_score
 
 _TURNS = pa.list_(TURN_TYPE)
@@ -90,6 +91,12 @@ def held_out_seed_ids(training_set: pd.DataFrame, duplicates: pd.DataFrame) -> s
     """
     held_out = set(training_set.loc[training_set["split"] == "eval", "seed_id"])
     return held_out | set(duplicates.loc[duplicates["duplicate_of"].isin(held_out), "seed_id"])
+
+
+def read_held_out_seed_ids(layout: Layout, adapter: str) -> set[str]:
+    """:func:`held_out_seed_ids` of v1 ``adapter``'s training set as materialized (only the columns it needs)."""
+    return held_out_seed_ids(read_parquet(layout.training_set(adapter), columns=["seed_id", "split"]),
+                             read_parquet(layout.training_set_duplicates(adapter), columns=["seed_id", "duplicate_of"]))
 
 
 def feedback_contexts(conversations: pd.DataFrame, limit: int | None, salt: int = 0,
