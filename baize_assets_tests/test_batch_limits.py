@@ -28,16 +28,12 @@ from baize_assets.teacher.batches import BatchLimits
 from baize_assets.teacher.server import DEFAULT_MODEL, SimulatedTeacher
 
 from .collection_support import make_seeds
-from .test_batch_mode import COLLECTOR, PROJECT_ROOT, _keys, conversations
+from .test_batch_mode import COLLECTOR, PROJECT_ROOT, _keys, conversations, quiet
 
 # The self-chat prompt of make_seeds' questions: 161-162 prompt tokens by the collector's
 # estimate (144 by the teacher's count), 893-898 bytes a batch line.
 TOKENS_PER_REQUEST = 162
 LINE_BYTES = 900
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 def teacher(**batch) -> TeacherConfig:

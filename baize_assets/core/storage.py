@@ -73,8 +73,10 @@ class Layout:
 
     def __init__(self, root: str | os.PathLike, state_dir: str | os.PathLike | None = None):
         self.root = output_location(root)
-        local_root = None if is_remote(self.root) else self.root
-        self.state = Path(state_dir).resolve() if state_dir else (local_root or default_state_dir(self.root))
+        if state_dir:
+            self.state = Path(state_dir).resolve()
+        else:
+            self.state = default_state_dir(self.root) if is_remote(self.root) else self.root
 
     def seeds(self, source: str) -> Path:
         return self.root / source / "seed_questions.parquet"
@@ -292,11 +294,16 @@ def local_copy(location: Path | UPath) -> Iterator[Path]:
         if fs.isfile(base):
             fs.get_file(base, str(target))
         else:
-            for file in fs.find(base):
-                local = target / file[len(base):].lstrip("/")
-                local.parent.mkdir(parents=True, exist_ok=True)
-                fs.get_file(file, str(local))
+            _download_files(fs, base, fs.find(base), target)
         yield target
+
+
+def _download_files(fs, base: str, names, target: Path) -> None:
+    """Copy the store's files ``names`` (under ``base``) into ``target``, keeping their paths below ``base``."""
+    for name in names:
+        local = target / name[len(base):].lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(name, str(local))
 
 
 def cached_copy(location: UPath) -> Path:
@@ -315,10 +322,7 @@ def cached_copy(location: UPath) -> Path:
     if target.is_dir():
         return target
     with staged_output_dir(target) as staging:
-        for name in files:
-            local = staging / name[len(base):].lstrip("/")
-            local.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(name, str(local))
+        _download_files(fs, base, files, staging)
     return target
 
 

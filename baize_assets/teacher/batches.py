@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from .protocol import ApiError, bad_request, json_object_body, parse_chat_request
-from .text import approx_tokens, content_text, stable_rng
+from .text import prompt_tokens_of, stable_rng
 
 if TYPE_CHECKING:
     from .server import SimulatedTeacher
@@ -86,9 +86,7 @@ def _batch_error(code: str, message: str) -> dict[str, Any]:
 def prompt_tokens(line: dict[str, Any]) -> int:
     """The prompt tokens of a request line, as the chat endpoint counts them."""
     messages = line["body"].get("messages")
-    if not isinstance(messages, list):
-        return 0
-    return sum(approx_tokens(content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+    return prompt_tokens_of(messages) if isinstance(messages, list) else 0
 
 
 def _not_found(kind: str, object_id: str) -> ApiError:

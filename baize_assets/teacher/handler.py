@@ -31,7 +31,7 @@ from .protocol import (
     parse_chat_request,
 )
 from .reply import completion_text
-from .text import apply_limits, approx_tokens, content_text, prompt_subject
+from .text import apply_limits, approx_tokens, prompt_subject, prompt_tokens_of
 
 if TYPE_CHECKING:
     from .server import SimulatedTeacher
@@ -71,7 +71,7 @@ def build_completion(teacher: SimulatedTeacher, request: dict[str, Any],
         finish_reason = "stop"
     text, finish_reason = faulty_text(fault, text, finish_reason, teacher.oversized_chars)
 
-    prompt_tokens = sum(approx_tokens(content_text(m.get("content"))) for m in request["messages"])
+    prompt_tokens = prompt_tokens_of(request["messages"])
     completion_tokens = approx_tokens(text) + (reasoning or 0)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}

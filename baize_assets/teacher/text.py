@@ -27,6 +27,11 @@ def approx_tokens(text: str) -> int:
     return math.ceil(len(text.split()) * 4 / 3)
 
 
+def prompt_tokens_of(messages: list[Any]) -> int:
+    """The prompt tokens of a request's messages, as the chat endpoint counts them (non-messages count none)."""
+    return sum(approx_tokens(content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+
+
 def apply_limits(text: str, stop: Sequence[str], max_tokens: int | None) -> tuple[str, str]:
     """Cut ``text`` like OpenAI does; returns ``(text, finish_reason)``.
 

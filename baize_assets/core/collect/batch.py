@@ -142,16 +142,17 @@ class _BatchCollector:
     def _messages(self, key: str) -> list[dict[str, str]]:
         return self.one_call.messages(self.seed_of[key]["seed"])
 
-    def _admit(self, keys: list[str]) -> list[str]:
-        """The keys whose worst case fits the budget, reserved; the others end as budget_exhausted."""
+    def _admit(self, requests: list[BatchRequest]) -> list[str]:
+        """The keys of the requests whose worst case fits the budget, reserved; the others end as
+        budget_exhausted."""
         admitted = []
-        for key in keys:
-            reservation = self.budget.reserve(estimate_tokens(self._messages(key)), self.teacher.max_tokens)
+        for request in requests:
+            reservation = self.budget.reserve(request.tokens, self.teacher.max_tokens)
             if reservation is None:
-                self.outcomes[key] = _Failure(BUDGET_EXHAUSTED, self._budget_message())
+                self.outcomes[request.key] = _Failure(BUDGET_EXHAUSTED, self._budget_message())
             else:
-                self.reservations[key] = reservation
-                admitted.append(key)
+                self.reservations[request.key] = reservation
+                admitted.append(request.key)
         return admitted
 
     def _budget_message(self) -> str:
@@ -171,7 +172,7 @@ class _BatchCollector:
                                                  for k in keys if k in self.seed_of))
             if not requests:
                 return
-            admitted = set(self._admit([request.key for request in requests]))
+            admitted = set(self._admit(requests))
             if admitted:
                 batch_id = self._submit([request for request in requests if request.key in admitted])
                 self.attempts.update(admitted)
