@@ -61,6 +61,7 @@ CHANGES_OUTPUT = [
     (TRAINING_SET, "corpus.near_dedup.enabled", False),
     (TRAINING_SET, "teacher.model", "another-teacher"),
     (TRAINING_SET, "sources.1.domain", "instructions"),
+    (TRAINING_SET, "corpus.judge_filter", {"enabled": True, "min_score": 7}),
     # The seed table: where and how seeds are read, checked and sharded.
     (FAQ_SEEDS, "sources.0.format", "jsonl"),
     (FAQ_SEEDS, "sources.0.paths", ["other.csv"]),
@@ -77,6 +78,7 @@ KEEPS_OUTPUT = [
     # Checks and training-set-only settings do not touch a corpus shard.
     (FAQ_CORPUS, "corpus.min_kept_ratio", 0.9),
     (FAQ_CORPUS, "corpus.real_text_quality", True),
+    (FAQ_CORPUS, "corpus.judge_filter", {"enabled": True, "min_score": 7}),
     (FAQ_CORPUS, "corpus.near_dedup.threshold", 0.8),
     (FAQ_CORPUS, "adapters.0.training.eval_size", 100),
     (FAQ_CORPUS, "sources.0.domain", "faq"),
@@ -89,6 +91,7 @@ KEEPS_OUTPUT = [
     (TRAINING_SET, "teacher.max_concurrency", 32),
     (TRAINING_SET, "corpus.min_kept_ratio", 0.9),
     (TRAINING_SET, "corpus.min_exchanges", 2),
+    (TRAINING_SET, "corpus.judge_filter.min_score", 7),  # the filter is off
     # The seed table does not depend on what happens to the seeds later.
     (FAQ_SEEDS, "sources.0.domain", "faq"),
     (FAQ_SEEDS, "sources.0.language", "fr"),
