@@ -57,10 +57,15 @@ def cut_at_marker(text: str) -> str:
     return cut_at_stop(text, ())[0]
 
 
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    """Where the first of ``stops`` begins in ``text``; None when none is there."""
+    return min((i for i in (text.find(s) for s in stops) if i >= 0), default=None)
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """``text`` up to the first Baize marker or ``stop`` string, and whether one was found."""
-    positions = [i for i in (text.find(s) for s in (*STOP_MARKERS, *stop)) if i >= 0]
-    return (text[: min(positions)], True) if positions else (text, False)
+    position = _first_stop(text, (*STOP_MARKERS, *stop))
+    return (text, False) if position is None else (text[:position], True)
 
 
 def streamable_prefix(answer: str, stop: Sequence[str]) -> str:
@@ -105,11 +110,10 @@ class AnswerText:
         self.ids.append(token)
         window = self._decode(self.ids[self._window :])
         self.pending = window[len(self._base) :]
-        before = self.committed[max(0, len(self.committed) - self._overlap) :] if self._overlap else ""
-        searched = before + self.pending
-        found = [i for i in (searched.find(s) for s in self._stops) if i >= 0]
-        if found:
-            self.stop_at = len(self.committed) - len(before) + min(found)
+        before = self.committed[max(0, len(self.committed) - self._overlap) :]
+        found = _first_stop(before + self.pending, self._stops)
+        if found is not None:
+            self.stop_at = len(self.committed) - len(before) + found
             return True
         if self.pending and not self.pending.endswith(REPLACEMENT) and token not in self._held_tokens:
             self._commit(window)
