@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 
-from ..feedback.judgments import read_conversation_score
+from ..feedback.judgments import read_conversation_score, score_row
 from ..prompts import Turn, rate_conversation_prompt
 
 JUDGE_SCORE = "judge_score"  # a training set's reason for leaving out a conversation rated too low
@@ -44,15 +44,7 @@ def rating_requests(conversations: pd.DataFrame) -> pd.DataFrame:
 def read_ratings(conversations: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
     """One rating row per conversation (``RATING_SCHEMA``): its score, or the reason it has none."""
     by_id = judged.drop_duplicates("seed_id").set_index("seed_id")
-    rows = []
-    for seed_id in conversations["seed_id"]:
-        reply = by_id.loc[seed_id]
-        if isinstance(reply.get("failure_kind"), str):
-            rows.append((seed_id, None, f"request_{reply['failure_kind']}", None, reply.get("failure_message")))
-            continue
-        judgment = read_conversation_score(reply["transcript"])
-        rows.append((seed_id, judgment.scores[0] if judgment.ok else None, judgment.reason, reply["transcript"],
-                     judgment.detail or None))
+    rows = [(seed_id, *score_row(by_id.loc[seed_id], read_conversation_score)) for seed_id in conversations["seed_id"]]
     return pd.DataFrame(rows, columns=RATING_SCHEMA.names)
 
 

@@ -14,7 +14,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..corpus.patterns import REFUSAL_PATTERN
 from ..prompts import COMPARE_ANSWERS_FIELDS, SCORE_ANSWER_FIELD
@@ -120,6 +120,15 @@ def read_conversation_score(text: str | None) -> Judgment:
 def read_pair_scores(text: str | None) -> Judgment:
     """Two scores 1-10 (first answer, second answer), from a structured judgment or the first line with numbers."""
     return _read(text, 2, PAIR_SCALE, COMPARE_ANSWERS_FIELDS)
+
+
+def score_row(reply, read: Callable[[str | None], Judgment]) -> tuple:
+    """(score, reason, judgment, detail) of one collected judge reply (a row of the collector's table): the
+    score ``read`` finds in it, or why it has none (``request_<kind>`` when the request failed)."""
+    if isinstance(reply.get("failure_kind"), str):
+        return None, f"request_{reply['failure_kind']}", None, reply.get("failure_message")
+    judgment = read(reply["transcript"])
+    return judgment.scores[0] if judgment.ok else None, judgment.reason, reply["transcript"], judgment.detail or None
 
 
 def unscored_problem(reasons: Iterable[str | None], max_fraction: float, step: str, model: str) -> str | None:

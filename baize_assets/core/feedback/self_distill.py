@@ -19,7 +19,7 @@ import pyarrow as pa
 from ..corpus.schema import TURN_TYPE
 from ..prompts import Turn, render_conversation, score_answer_prompt
 from ..storage import Layout, read_parquet
-from .judgments import best_of, read_single_score
+from .judgments import best_of, read_single_score, score_row
 
 _TURNS = pa.list_(TURN_TYPE)
 SAMPLE_SCHEMA = pa.schema(
@@ -202,15 +202,9 @@ def read_judgments(samples: pd.DataFrame, judged: pd.DataFrame) -> pd.DataFrame:
     the judgment, ``failure_kind`` a request that failed). Every answer gets a row.
     """
     by_key = judged.set_index("seed_id")
-    rows = []
-    for seed_id, index in zip(samples["seed_id"], samples["sample_index"]):
-        reply = by_key.loc[_ANSWER_KEY.format(seed_id=seed_id, index=index)]
-        if isinstance(reply.get("failure_kind"), str):
-            rows.append((seed_id, index, None, f"request_{reply['failure_kind']}", None, reply.get("failure_message")))
-            continue
-        judgment = read_single_score(reply["transcript"])
-        score = judgment.scores[0] if judgment.ok else None
-        rows.append((seed_id, index, score, judgment.reason, reply["transcript"], judgment.detail or None))
+    rows = [(seed_id, index, *score_row(by_key.loc[_ANSWER_KEY.format(seed_id=seed_id, index=index)],
+                                        read_single_score))
+            for seed_id, index in zip(samples["seed_id"], samples["sample_index"])]
     return pd.DataFrame(rows, columns=SCORE_SCHEMA.names)
 
 
