@@ -23,6 +23,7 @@ from baize_assets.core.collect.collector import collect_transcripts
 from baize_assets.core.collect.errors import BUDGET_EXHAUSTED
 from baize_assets.core.collect.parallel import CollectionProcessError, SharedStores, collect_transcripts_in_processes
 from baize_assets.core.collect.shared_limits import SqliteLimitStore
+from baize_assets.core.collect.state import CacheSpec
 from baize_assets.core.config.pipeline import (
     PROJECT_ROOT,
     BudgetConfig,
@@ -50,7 +51,7 @@ def pids_in(line: str) -> list[int]:
 
 
 def stores(folder: Path) -> SharedStores:
-    return SharedStores(RateLimitStoreConfig(), folder / "limits.sqlite", folder / "cache.sqlite")
+    return SharedStores(RateLimitStoreConfig(), folder / "limits.sqlite", CacheSpec(folder / "cache.sqlite", "cache"))
 
 
 def one_process_rows(seeds: pd.DataFrame, base_url: str) -> pd.DataFrame:
@@ -144,10 +145,11 @@ PARENT = textwrap.dedent(
     from pathlib import Path
     from baize_assets.core.config.pipeline import RateLimitStoreConfig, TeacherConfig
     from baize_assets.core.collect.parallel import SharedStores, collect_transcripts_in_processes
+    from baize_assets.core.collect.state import CacheSpec
     from baize_assets_tests.collection_support import make_seeds
 
     folder, base_url = Path(sys.argv[1]), sys.argv[2]
-    stores = SharedStores(RateLimitStoreConfig(), folder / "limits.sqlite", folder / "cache.sqlite")
+    stores = SharedStores(RateLimitStoreConfig(), folder / "limits.sqlite", CacheSpec(folder / "cache.sqlite", "cache"))
     collect_transcripts_in_processes(make_seeds(400), TeacherConfig(max_concurrency=2, processes=2), "sk-test",
                                      stores, base_url, lambda line: print(line, flush=True))
     """

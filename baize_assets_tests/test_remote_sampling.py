@@ -16,6 +16,7 @@ from baize_assets.core.chat.server import AdapterServer
 from baize_assets.core.collect.cache import TranscriptCache
 from baize_assets.core.collect.collector import collect_transcripts
 from baize_assets.core.collect.parallel import SharedStores, collect_transcripts_in_processes
+from baize_assets.core.collect.state import CacheSpec
 from baize_assets.core.config.pipeline import PipelineConfig, RateLimitStoreConfig, SamplingConfig
 from baize_assets.core.corpus.schema import CONVERSATION_SCHEMA
 from baize_assets.core.corpus.trainingset import DUPLICATE_SCHEMA
@@ -73,7 +74,7 @@ def test_an_endpoint_samples_the_answers_the_step_s_own_model_would_at_the_same_
 def test_several_processes_share_the_endpoint_s_answers(server, tmp_path):
     chosen = sampling(server, processes=2, max_concurrency=4)
     stores = SharedStores(RateLimitStoreConfig(path=str(tmp_path / "limits.sqlite")), tmp_path / "limits.sqlite",
-                          tmp_path / "cache.sqlite")
+                          CacheSpec(tmp_path / "cache.sqlite", "cache"))
     result = collect_transcripts_in_processes(sample_requests(CONTEXTS, chosen), settings_for(chosen), "EMPTY",
                                               stores, server.base_url, log=lambda _: None, writer=SAMPLE_WRITER)
     samples, failed = samples_from_answers(CONTEXTS, chosen, result.transcripts)

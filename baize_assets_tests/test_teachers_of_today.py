@@ -25,6 +25,7 @@ from baize_assets.core.collect.parallel import SharedStores, collect_transcripts
 from baize_assets.core.collect.request_profile import is_reasoning_model
 from baize_assets.core.collect.results import generation_inputs
 from baize_assets.core.collect.shared_limits import SqliteLimitStore
+from baize_assets.core.collect.state import CacheSpec
 from baize_assets.core.config.pipeline import (
     BatchConfig,
     ModelPrice,
@@ -195,7 +196,7 @@ def test_an_unknown_model_that_refuses_fields_is_adapted_once_per_run_with_a_war
 def test_processes_of_one_run_share_the_adaptation(tmp_path):
     seeds = make_seeds(16)
     store = RateLimitStoreConfig(path=str(tmp_path / "limits.sqlite"))
-    stores = SharedStores(store, tmp_path / "limits.sqlite", tmp_path / "cache.sqlite")
+    stores = SharedStores(store, tmp_path / "limits.sqlite", CacheSpec(tmp_path / "cache.sqlite", "cache"))
     teacher = TeacherConfig(**FAST, model="acme-thinker-2", processes=2, max_concurrency=2)
     warnings: list[str] = []
     ledger = f"run-{uuid.uuid4()}"

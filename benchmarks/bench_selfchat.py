@@ -41,6 +41,7 @@ import openai
 
 from baize_assets.core.collect.collector import collect_transcripts
 from baize_assets.core.collect.parallel import SharedStores, collect_transcripts_in_processes
+from baize_assets.core.collect.state import CacheSpec
 from baize_assets.core.config.pipeline import RateLimitConfig, RateLimitStoreConfig, TeacherConfig
 from baize_assets.core.prompts import self_chat_prompt
 from baize_assets.core.storage import seed_id
@@ -170,7 +171,8 @@ def timed_collection(seeds, teacher: TeacherConfig, base_url: str, cache_dir: Pa
     if cache_dir is None:
         result = collect_transcripts(seeds, teacher, "bench", base_url, log=lambda _: None)
     else:
-        stores = SharedStores(RateLimitStoreConfig(), cache_dir / "limits.sqlite", cache_dir / "cache.sqlite")
+        stores = SharedStores(RateLimitStoreConfig(), cache_dir / "limits.sqlite",
+                              CacheSpec(cache_dir / "cache.sqlite", "cache"))
         result = collect_transcripts_in_processes(seeds, teacher, "bench", stores, base_url, log=lambda _: None)
     return len(seeds) / (time.monotonic() - started), int(result.transcripts["failure_kind"].notna().sum())
 

@@ -57,18 +57,11 @@ class CollectionProcessError(RuntimeError):
 
 @dataclass(frozen=True)
 class SharedStores:
-    """Where the children find what they share: the limit store (as ``open_limit_store`` opens it) and the cache
-    (a :class:`~.state.CacheSpec`, or a SQLite file's path)."""
+    """Where the children find what they share: the limit store (as ``open_limit_store`` opens it) and the cache."""
 
     limit_store: RateLimitStoreConfig
     limit_store_path: Path
-    cache: CacheSpec | Path | None
-    reuse_cache: bool = True  # for a cache given by its path: False in a run that regenerates
-
-    def cache_spec(self) -> CacheSpec | None:
-        if self.cache is None or isinstance(self.cache, CacheSpec):
-            return self.cache
-        return CacheSpec(Path(self.cache), Path(self.cache).stem, reuse=self.reuse_cache)
+    cache: CacheSpec | None
 
 
 @dataclass
@@ -93,7 +86,7 @@ def _collect_slice(connection: Connection, parent_pid: int, seeds: pd.DataFrame,
     try:
         limit_store = open_limit_store(stores.limit_store, stores.limit_store_path)
         try:
-            spec = stores.cache_spec()
+            spec = stores.cache
             with spec.open() if spec else nullcontext() as cache:
                 result = collect_transcripts(seeds, teacher, api_key, base_url,
                                              lambda line: connection.send(("log", line)), progress_every_s, cache,
@@ -114,7 +107,7 @@ def _slices(seeds: pd.DataFrame, teacher: TeacherConfig, stores: SharedStores,
             writer: Writer | None) -> list[pd.DataFrame]:
     """The seeds in up to ``teacher.processes`` slices, the pending ones spread evenly, each slice in seed order."""
     stored: set[str] = set()
-    spec = stores.cache_spec()
+    spec = stores.cache
     if spec is not None and spec.reuse:
         inputs = generation_inputs(teacher, writer)
         with spec.open() as cache:
@@ -196,7 +189,7 @@ def collect_transcripts_in_processes(
     if len(slices) == 1:
         limit_store = open_limit_store(stores.limit_store, stores.limit_store_path)
         try:
-            spec = stores.cache_spec()
+            spec = stores.cache
             with spec.open() if spec else nullcontext() as cache:
                 return collect_transcripts(seeds, teacher, api_key, base_url, log, progress_every_s, cache,
                                            limit_store, ledger, writer, warn)
