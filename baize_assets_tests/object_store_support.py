@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import socket
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .ops_support import missing_requirement
+from .ops_support import missing_requirement, process_group
 
 ACCESS_KEY, SECRET_KEY = "baize-test-access", "baize-test-secret"
 
@@ -60,18 +59,15 @@ def s3_store(tmp_path_factory):
     config = folder / "s3.json"
     config.write_text('{"identities": [{"name": "baize", "credentials": [{"accessKey": "%s", "secretKey": "%s"}], '
                       '"actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}' % (ACCESS_KEY, SECRET_KEY))
-    server = subprocess.Popen(
-        [_weed(), "server", f"-dir={folder}", "-ip=127.0.0.1", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-volume.max=20",
-         # Its Iceberg and Lance catalogs would take fixed ports: a second server could not start.
-         "-s3.port.iceberg=0", "-s3.port.lance=0"],
-        stdout=subprocess.DEVNULL, stderr=(folder / "weed.log").open("w"))
+    args = [_weed(), "server", f"-dir={folder}", "-ip=127.0.0.1", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
+            f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-volume.max=20",
+            # Its Iceberg and Lance catalogs would take fixed ports: a second server could not start.
+            "-s3.port.iceberg=0", "-s3.port.lance=0"]
     endpoint = f"http://127.0.0.1:{s3}"
-    environment = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                   "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:
+    with pytest.MonkeyPatch.context() as patch, process_group(args, folder / "weed.log", dict(os.environ)) as server:
+        for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            patch.setenv(name, value)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -88,15 +84,3 @@ def s3_store(tmp_path_factory):
         bucket = f"baize-{uuid.uuid4().hex[:8]}"
         s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
         yield f"s3://{bucket}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:  # its filer flushes slowly; nothing of it is kept
-            server.kill()
-            server.wait()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
