@@ -7,12 +7,13 @@ adds to its definitions (``deploy/k8s/training_pipes_client.py`` for Kubernetes)
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource, EnvVar, PipesSubprocessClient
+from dagster import ConfigurableResource, EnvVar
 from dagster_openai import OpenAIResource
 from pydantic import Field
 
 from .core.config.pipeline import output_dir
 from .core.storage import Layout
+from .pipes_messages import subprocess_client
 
 # The Pipes client of the launchers that start training on the step's machine (subprocess, torchrun).
 PIPES_SUBPROCESS_CLIENT = "pipes_subprocess_client"
@@ -42,5 +43,5 @@ def default_resources() -> dict:
         "storage": BaizeStorage(output_dir=str(output_dir())),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
         # Runs adapter training in a child process (or a torchrun) that reports back to the step (dagster-pipes).
-        PIPES_SUBPROCESS_CLIENT: PipesSubprocessClient(),
+        PIPES_SUBPROCESS_CLIENT: subprocess_client(),
     }

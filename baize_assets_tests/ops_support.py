@@ -23,7 +23,6 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     EnvVar,
-    PipesSubprocessClient,
     materialize,
 )
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
@@ -38,6 +37,7 @@ from baize_assets.core.config.pipeline import (
     TrainingConfig,
 )
 from baize_assets.core.storage import Layout
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 
 POSTGRES = ("127.0.0.1", 5432)
@@ -85,7 +85,7 @@ def resources_for(output_dir: Path | str) -> dict:
     return {
         "storage": BaizeStorage(output_dir=str(output_dir)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
-        "pipes_subprocess_client": PipesSubprocessClient(),
+        "pipes_subprocess_client": subprocess_client(),
     }
 
 
@@ -260,7 +260,7 @@ class CommandLineDeployment:
         resources = {
             "storage": BaizeStorage(output_dir=str(self.output)),
             "openai": OpenAIResource(api_key=self.api_key, base_url=self.teacher_url),
-            "pipes_subprocess_client": PipesSubprocessClient(),
+            "pipes_subprocess_client": subprocess_client(),
         }
         with self.instance() as instance:
             return materialize(build_assets(self.config), selection=selection, partition_key=partition,

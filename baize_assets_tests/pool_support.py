@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from dagster import DagsterInstance, PipesSubprocessClient
+from dagster import DagsterInstance
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import TINY_BASE_KEY
 from baize_assets.components.baize_pipeline import build_definitions
 from baize_assets.core.config.pipeline import PipelineConfig
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 
 from .conftest import fast_config
@@ -27,7 +28,7 @@ def pool_config() -> PipelineConfig:
 
 def main(output_dir: str) -> int:
     defs = build_definitions(pool_config(), resources={
-        "storage": BaizeStorage(output_dir=output_dir), "pipes_subprocess_client": PipesSubprocessClient(),
+        "storage": BaizeStorage(output_dir=output_dir), "pipes_subprocess_client": subprocess_client(),
         "openai": OpenAIResource(api_key="sk-not-used")})
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=DagsterInstance.get(), asset_selection=[TINY_BASE_KEY])

@@ -11,7 +11,7 @@ from pathlib import Path
 import openai
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_for_test, materialize
+from dagster import DagsterEventType, EnvVar, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
@@ -25,6 +25,7 @@ from baize_assets.core.collect.results import generation_inputs
 from baize_assets.core.config.pipeline import BatchConfig, BudgetConfig, ModelPrice, TeacherConfig
 from baize_assets.core.prompts import self_chat_prompt
 from baize_assets.core.storage import Layout
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import DEFAULT_MODEL, SimulatedTeacher
 
@@ -259,7 +260,7 @@ def test_a_dagster_materialization_of_a_transcripts_partition_in_batch_mode(tmp_
     assets = build_assets(config.model_copy(update={"teacher": teacher}))
     resources = {"storage": BaizeStorage(output_dir=str(tmp_path / "output")),
                  "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
-                 "pipes_subprocess_client": PipesSubprocessClient()}
+                 "pipes_subprocess_client": subprocess_client()}
     (tmp_path / "instance").mkdir()
     with pytest.MonkeyPatch.context() as env, instance_for_test(temp_dir=str(tmp_path / "instance")) as instance, \
             SimulatedTeacher(batch_completion_delay_s=0.2) as server:

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_for_test, materialize
+from dagster import DagsterEventType, EnvVar, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import build_assets, seed_key, transcripts_key
@@ -18,6 +18,7 @@ from baize_assets.core.collect.collector import collect_transcripts
 from baize_assets.core.collect.errors import BUDGET_EXHAUSTED
 from baize_assets.core.config.pipeline import BudgetConfig, TeacherConfig
 from baize_assets.core.storage import Layout
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
@@ -86,7 +87,7 @@ def test_dagster_runs_report_budget_and_reruns_and_never_record_the_key(tmp_path
     resources = {
         "storage": BaizeStorage(output_dir=str(output)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
-        "pipes_subprocess_client": PipesSubprocessClient(),
+        "pipes_subprocess_client": subprocess_client(),
     }
 
     def assets_with(teacher: TeacherConfig):

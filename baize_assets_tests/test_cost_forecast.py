@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, PipesSubprocessClient, instance_for_test
+from dagster import DagsterEventType, instance_for_test
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import COST_FORECAST_KEY, conversations_key, transcripts_key
@@ -27,6 +27,7 @@ from baize_assets.core.prompts import SCORE_ANSWER_FORMAT, Turn
 from baize_assets.core.seeds.table import load_seed_table
 from baize_assets.core.storage import Layout, write_parquet_atomic
 from baize_assets.jobs import corpus_job_name
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
@@ -143,7 +144,7 @@ def _run_corpus_shard(tmp_path: Path, config: PipelineConfig, server: SimulatedT
     defs = build_definitions(config, resources={
         "storage": BaizeStorage(output_dir=str(tmp_path / "out")),
         "openai": OpenAIResource(api_key=API_KEY, base_url=server.base_url),
-        "pipes_subprocess_client": PipesSubprocessClient()})
+        "pipes_subprocess_client": subprocess_client()})
     with instance_for_test(temp_dir=str(tmp_path)) as instance:
         assert defs.resolve_job_def("seed_tables").execute_in_process(instance=instance).success
         run = defs.resolve_job_def(corpus_job_name("quora")).execute_in_process(

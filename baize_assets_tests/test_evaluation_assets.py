@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from dagster import AssetSelection, DagsterEventType, PipesSubprocessClient, instance_for_test, materialize
+from dagster import AssetSelection, DagsterEventType, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets.adapter_assets import build_adapter_asset
@@ -22,6 +22,7 @@ from baize_assets.core.evaluate.judge import load_questions
 from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import render_conversation
 from baize_assets.core.storage import Layout, write_parquet_atomic
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
@@ -57,7 +58,7 @@ def test_adapter_trains_in_a_pipes_child_and_its_evaluation_beats_the_base_and_i
     assets = [build_adapter_asset(adapter, config), build_evaluation_asset(adapter, config)]
     resources = {"storage": BaizeStorage(output_dir=str(tmp_path)),
                  "openai": OpenAIResource(api_key="sk-test-not-a-real-key", base_url=teacher.base_url),
-                 "pipes_subprocess_client": PipesSubprocessClient()}
+                 "pipes_subprocess_client": subprocess_client()}
     with instance_for_test() as instance:
         result = materialize(assets, instance=instance, resources=resources)
         assert result.success

@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, PipesSubprocessClient
+from dagster import DagsterEventType, DagsterInstance
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import seed_key
 from baize_assets.components.baize_pipeline import build_definitions
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 
 from .pool_support import pool_config
@@ -38,7 +39,7 @@ def test_two_runs_that_load_a_model_at_once_are_serialised_by_the_gpu_pool(tmp_p
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(home))
         defs = build_definitions(pool_config(), resources={
-            "storage": BaizeStorage(output_dir=output), "pipes_subprocess_client": PipesSubprocessClient(),
+            "storage": BaizeStorage(output_dir=output), "pipes_subprocess_client": subprocess_client(),
             "openai": OpenAIResource(api_key="sk-not-used")})
         with DagsterInstance.get() as instance:
             seeds = defs.resolve_implicit_global_asset_job_def().execute_in_process(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_for_test, materialize
+from dagster import DagsterEventType, EnvVar, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 from hypothesis import given, settings, strategies as st
 from pydantic import ValidationError
@@ -23,6 +23,7 @@ from baize_assets.core.collect.errors import TeacherFatalError
 from baize_assets.core.config.pipeline import CorpusConfig, TeacherConfig
 from baize_assets.core.corpus import build as corpus, reasons
 from baize_assets.core.storage import Layout, seed_id
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.faults import FaultSchedule
 from baize_assets.teacher.server import SimulatedTeacher
@@ -247,7 +248,7 @@ def test_a_partition_whose_every_seed_failed_is_a_failed_step_and_an_unreachable
     output = tmp_path / "output"
     resources = {"storage": BaizeStorage(output_dir=str(output)),
                  "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
-                 "pipes_subprocess_client": PipesSubprocessClient()}
+                 "pipes_subprocess_client": subprocess_client()}
     (tmp_path / "instance").mkdir()
     with pytest.MonkeyPatch.context() as env, instance_for_test(temp_dir=str(tmp_path / "instance")) as instance, \
             SimulatedTeacher(fault_rate=1.0, fault_kinds=["server_error"]) as server:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, PipesSubprocessClient, instance_for_test
+from dagster import DagsterEventType, instance_for_test
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import conversation_ratings_key, training_set_key
@@ -17,6 +17,7 @@ from baize_assets.core.costs.stages import Selection, forecast_selection
 from baize_assets.core.feedback.judgments import read_conversation_score
 from baize_assets.core.storage import Layout
 from baize_assets.jobs import corpus_job_name
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
@@ -32,7 +33,7 @@ def _run(tmp_path, config: PipelineConfig, server: SimulatedTeacher):
     defs = build_definitions(config, resources={
         "storage": BaizeStorage(output_dir=str(tmp_path / "out")),
         "openai": OpenAIResource(api_key="sk-test-filter", base_url=server.base_url),
-        "pipes_subprocess_client": PipesSubprocessClient()})
+        "pipes_subprocess_client": subprocess_client()})
     (tmp_path / "instance").mkdir()
     instance = instance_for_test(temp_dir=str(tmp_path / "instance"))
     return defs, instance

@@ -12,7 +12,6 @@ from dagster import (
     AssetSelection,
     DagsterEventType,
     EnvVar,
-    PipesSubprocessClient,
     instance_for_test,
     materialize,
 )
@@ -31,6 +30,7 @@ from baize_assets.core.feedback.self_distill import held_out_seed_ids
 from baize_assets.core.storage import Layout
 from baize_assets.definitions import build_definitions
 from baize_assets.demo import materialize_whole_graph
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 
 from .conftest import fast_config
@@ -48,7 +48,7 @@ def built_graph(tmp_path_factory):
     resources = {
         "storage": BaizeStorage(output_dir=str(output)),
         "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
-        "pipes_subprocess_client": PipesSubprocessClient(),
+        "pipes_subprocess_client": subprocess_client(),
     }
     # The deployed wiring (checks, automation, jobs), with outputs in a temporary folder.
     defs = build_definitions(config, resources)

@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import pytest
 import s3fs
-from dagster import PipesSubprocessClient, instance_for_test
+from dagster import instance_for_test
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import adapter_key, evaluation_key, training_set_key
@@ -29,6 +29,7 @@ from baize_assets.core.storage import (
     write_text_atomic,
 )
 from baize_assets.jobs import SEED_TABLES_JOB, corpus_job_name
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
@@ -82,7 +83,7 @@ def test_the_graph_runs_with_its_outputs_on_s3_and_nothing_on_the_local_disk(s3_
     defs = build_definitions(config, resources={
         "storage": BaizeStorage(output_dir=root, state_dir=str(tmp_path / "state")),
         "openai": OpenAIResource(api_key="sk-test-s3", base_url=None),
-        "pipes_subprocess_client": PipesSubprocessClient()})
+        "pipes_subprocess_client": subprocess_client()})
     with SimulatedTeacher() as teacher, instance_for_test(temp_dir=str(tmp_path / "instance")) as instance, \
             pytest.MonkeyPatch.context() as env:
         env.setenv("OPENAI_BASE_URL", teacher.base_url)

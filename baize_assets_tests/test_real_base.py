@@ -16,7 +16,7 @@ import math
 import openai
 import pytest
 import torch
-from dagster import PipesSubprocessClient, instance_for_test
+from dagster import instance_for_test
 from lingua import Language, LanguageDetectorBuilder
 
 from baize_assets.cli import main
@@ -31,6 +31,7 @@ from baize_assets.core.train.export import export_adapter
 from baize_assets.core.train.summary import read_summary
 from baize_assets.definitions import build_definitions
 from baize_assets.demo import materialize_whole_graph
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 
 QUESTION = "How do I make a good cup of tea?"
@@ -59,7 +60,7 @@ def graph(tmp_path_factory) -> tuple[Layout, str]:
     config = config.model_copy(update={"adapters": [adapter.model_copy(update={"training": training})]})
     output = tmp_path_factory.mktemp("real_base")
     defs = build_definitions(config, {"storage": BaizeStorage(output_dir=str(output)),
-                                      "pipes_subprocess_client": PipesSubprocessClient()})
+                                      "pipes_subprocess_client": subprocess_client()})
     with instance_for_test() as instance:
         materialize_whole_graph(defs, config, instance, log=lambda _: None)
     return Layout(output), adapter.name

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 import pytest
-from dagster import PipesSubprocessClient, instance_for_test
+from dagster import instance_for_test
 from dagster_openai import OpenAIResource
 
 from baize_assets.assets import feedback_samples_key
@@ -25,6 +25,7 @@ from baize_assets.core.feedback.sampling import sample_answers
 from baize_assets.core.feedback.self_distill import FeedbackContext
 from baize_assets.core.prompts import AI, HUMAN, Turn
 from baize_assets.core.storage import Layout, write_parquet_atomic
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 
 from .conftest import fast_config
@@ -99,7 +100,7 @@ def test_the_samples_asset_asks_the_endpoint_and_never_a_held_out_conversation(s
     monkeypatch.setenv("V1_BASE_URL", server.base_url)
     defs = build_definitions(config, resources={"storage": BaizeStorage(output_dir=str(layout.root)),
                                                 "openai": OpenAIResource(api_key="sk-unused"),
-                                                "pipes_subprocess_client": PipesSubprocessClient()})
+                                                "pipes_subprocess_client": subprocess_client()})
     key = feedback_samples_key(plan.adapter_name, "medquad")
     assert defs.resolve_assets_def(key).op.pool is None  # the endpoint's own device, not this machine's
     with instance_for_test(temp_dir=str(tmp_path)) as instance:

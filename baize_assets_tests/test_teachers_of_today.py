@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dagster import DagsterEventType, EnvVar, PipesSubprocessClient, instance_for_test, materialize
+from dagster import DagsterEventType, EnvVar, instance_for_test, materialize
 from dagster_openai import OpenAIResource
 from pydantic import ValidationError
 
@@ -37,6 +37,7 @@ from baize_assets.core.feedback import self_distill
 from baize_assets.core.feedback.judgments import read_pair_scores, read_single_score
 from baize_assets.core.prompts import SCORE_ANSWER_FORMAT, Turn
 from baize_assets.core.storage import Layout, write_parquet_atomic
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 from baize_assets.teacher.server import SimulatedTeacher
 
@@ -66,7 +67,7 @@ def materialize_shard(config: PipelineConfig, server: SimulatedTeacher, tmp_path
     assets = build_assets(config)
     resources = {"storage": BaizeStorage(output_dir=str(tmp_path / "output")),
                  "openai": OpenAIResource(api_key=EnvVar("OPENAI_API_KEY")),
-                 "pipes_subprocess_client": PipesSubprocessClient()}
+                 "pipes_subprocess_client": subprocess_client()}
     with pytest.MonkeyPatch.context() as env, instance_for_test(temp_dir=str(tmp_path)) as instance:
         env.setenv("OPENAI_API_KEY", API_KEY)
         env.setenv("OPENAI_BASE_URL", server.base_url)
@@ -360,7 +361,7 @@ def _scores_run(tmp_path: Path, judge_server: SimulatedTeacher, judge: dict):
     assets = build_assets(config)
     resources = {"storage": BaizeStorage(output_dir=str(tmp_path / "output")),
                  "openai": OpenAIResource(api_key="sk-teacher-key", base_url="http://127.0.0.1:9/v1"),
-                 "pipes_subprocess_client": PipesSubprocessClient()}
+                 "pipes_subprocess_client": subprocess_client()}
     with pytest.MonkeyPatch.context() as env, instance_for_test(temp_dir=str(tmp_path)) as instance:
         env.setenv("JUDGE_BASE_URL", judge_server.base_url)
         env.setenv("JUDGE_API_KEY", "sk-judge-key")

@@ -31,6 +31,7 @@ from baize_assets.core.corpus.trainingset import TRAINING_SET_SCHEMA
 from baize_assets.core.model.tiny_base import build_tiny_base
 from baize_assets.core.prompts import render_conversation
 from baize_assets.core.storage import Layout, write_parquet_atomic
+from baize_assets.pipes_messages import subprocess_client
 from baize_assets.resources import BaizeStorage
 
 from .test_evaluation_assets import training_set_frame
@@ -133,7 +134,7 @@ def assert_streamed_back(logs: list[str], metadata: dict, processes: int) -> Non
 
 @pytest.mark.slow
 def test_torchrun_started_by_the_step_trains_data_parallel_and_streams_back(output):
-    resources = {"storage": BaizeStorage(output_dir=str(output)), "pipes_subprocess_client": PipesSubprocessClient()}
+    resources = {"storage": BaizeStorage(output_dir=str(output)), "pipes_subprocess_client": subprocess_client()}
     result, logs, metadata = materialized(asset_of({"kind": "torchrun", "nproc_per_node": 2}), resources)
     assert result.success
     assert_streamed_back(logs, metadata, processes=2)
